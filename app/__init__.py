@@ -1,0 +1,1 @@
+"""LungLens app package."""

@@ -1,0 +1,1 @@
+"""LungLens inference package."""

@@ -1,0 +1,1 @@
+"""LungLens resources package."""

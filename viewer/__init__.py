@@ -1,0 +1,1 @@
+"""LungLens viewer package."""
