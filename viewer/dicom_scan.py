@@ -86,7 +86,7 @@ class SeriesEntry:
         """axial / coronal / sagittal / oblique, from the slice normal."""
         iop = self.first.image_orientation
         if not iop or len(iop) != 6:
-            return "unknown"
+            return "multi-frame" if self.is_multiframe else "unknown"
         normal = np.abs(np.cross(iop[:3], iop[3:]))
         axis = int(np.argmax(normal))
         if normal[axis] < 0.95:
@@ -304,6 +304,11 @@ def _check_entry(entry: SeriesEntry) -> None:
             tilt = 0.0
         if abs(tilt) > 0.01:
             entry.warnings.append(f"gantry tilt of {tilt:g} deg recorded")
+    positions = {tuple(round(v, 2) for v in x.image_position) for x in entry.headers if x.image_position}
+    if not entry.is_multiframe and 1 <= len(positions) < sum(1 for x in entry.headers if x.image_position):
+        entry.warnings.append(
+            f"{entry.n_files} files at only {len(positions)} distinct position(s): repeated slices are dropped"
+        )
     if entry.n_slices < 3 and not entry.is_multiframe:
         entry.warnings.append(f"only {entry.n_slices} slice(s)")
 
