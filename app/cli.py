@@ -53,19 +53,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("view", help="open the viewer (on PATH if given)",
+                       description="Open the LungLens viewer on a DICOM folder or file, or a NIfTI/NRRD/MHA file. "
+                                   "With --screenshot, load, render every view (3D included), save a PNG of the "
+                                   "window and exit.")
+    p.add_argument("path", nargs="?", help="DICOM folder or file, or a volume file")
+    p.add_argument("--series", metavar="ID", help="series id when PATH holds several")
+    p.add_argument("--overlay", metavar="MASK", action="append", default=[],
+                   help="a label/mask volume to show over the CT (repeatable)")
+    _add_view_options(p)
+    p.set_defaults(func=cmd_view)
+
     p = sub.add_parser("demo", help="the built-in demo study (a synthetic chest CT with lesions)",
                        description="Write the demo study (a synthetic chest-CT phantom with COVID-like lesions, "
                                    "as a DICOM series plus NIfTI ground-truth masks) to --out, or, without "
                                    "--out, open it.")
     p.add_argument("--out", metavar="DIR", help="write the demo study into DIR and exit")
+    _add_view_options(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_view_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the window and exit")
+    p.add_argument("--layout", choices=("2x2", "1x1", "1+3"), help="view layout")
+    p.add_argument("--preset", help="window preset: lung, mediastinum, bone, soft tissue, or one of yours")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
+        if argv is None and len(sys.argv) == 1:  # plain `lunglens`: the viewer
+            from app.gui import run_viewer
+
+            return run_viewer()
         parser.print_help()
         return EXIT_USAGE
     try:
@@ -197,7 +219,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"wrote the demo study to {out}")
         return EXIT_OK
     path = demo_study_path()
-    return open_in_viewer(path)
+    from app.gui import run_viewer
+
+    return run_viewer(str(path / "dicom"), overlays=[str(path / "masks" / "labels.nii.gz")],
+                      screenshot=args.screenshot, layout=args.layout, preset=args.preset)
 
 
 def demo_study_path() -> Path:
@@ -213,12 +238,13 @@ def demo_study_path() -> Path:
     return root
 
 
-def open_in_viewer(path: Path) -> int:
-    """Open PATH for viewing. Until the GUI lands, print its series table."""
-    from viewer.dicom_scan import scan
+def cmd_view(args: argparse.Namespace) -> int:
+    from app.gui import run_viewer
 
-    print(format_series_table(scan(path / "dicom" if (path / "dicom").is_dir() else path)))
-    return EXIT_OK
+    if args.path is not None and not os.path.exists(args.path):
+        return _fail(f"{args.path}: no such file or folder")
+    return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
+                      layout=args.layout, preset=args.preset)
 
 
 if __name__ == "__main__":

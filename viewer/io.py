@@ -160,3 +160,21 @@ def open_volume(
         report(progress, 0.2 + 0.8 * f, msg)
 
     return load_series(entry, progress=load_progress, cancel=cancel, allow_non_ct=allow_non_ct)
+
+
+def read_labels_on_grid(path: str | Path, reference: Volume) -> np.ndarray:
+    """A label/mask volume file resampled (nearest neighbour) onto `reference`'s grid, as uint8/uint16.
+
+    Masks written on the CT's own grid come back voxel for voxel; others are resampled by their geometry.
+    """
+    labels = read_volume_file(path)
+    if labels.array.dtype.kind == "f" and not np.array_equal(labels.array, np.round(labels.array)):
+        raise LoadError(f"{path}: not a label map (non-integer values)")
+    if labels.same_grid(reference, tol=1e-3):
+        data = labels.array
+    else:
+        res = sitk.Resample(labels.to_sitk(), reference.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        data = sitk.GetArrayFromImage(res)
+    if data.min() < 0 or data.max() > 65535:
+        raise LoadError(f"{path}: label values must lie in 0..65535")
+    return data.astype(np.uint8 if data.max() <= 255 else np.uint16)

@@ -1,0 +1,77 @@
+"""Start the Qt application: the viewer window, or a one-shot screenshot of it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+
+def application() -> QtWidgets.QApplication:
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("LungLens")
+    app.setOrganizationName("LungLens")
+    return app  # type: ignore[return-value]
+
+
+def run_viewer(
+    path: str | None = None,
+    *,
+    series: str | None = None,
+    overlays: list[str] | None = None,
+    screenshot: str | None = None,
+    layout: str | None = None,
+    preset: str | None = None,
+    size: tuple[int, int] = (1400, 950),
+    timeout_s: float = 300.0,
+) -> int:
+    """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
+
+    Returns the process exit code: 0, or 1 when loading failed or the screenshot could not be written.
+    """
+    from app.main_window import MainWindow
+
+    app = application()
+    window = MainWindow(interactive=screenshot is None)
+    if layout:
+        window.set_layout(layout)
+        window.layout_box.setCurrentText(layout)
+    if preset:
+        window.apply_preset(preset)
+    window.resize(*size)
+    window.show()
+    status = {"code": 0}
+
+    if screenshot:
+        def shoot(_volume=None) -> None:
+            QtCore.QTimer.singleShot(300, finish)
+
+        def finish() -> None:
+            try:
+                out = window.save_screenshot(screenshot)
+                print(f"wrote {out}")
+            except OSError as exc:
+                print(f"lunglens: error: {exc}", file=sys.stderr)
+                status["code"] = 1
+            window.close()
+            app.quit()
+
+        def failed(message: str) -> None:
+            print(f"lunglens: error: {message}", file=sys.stderr)
+            status["code"] = 1
+            window.close()
+            app.quit()
+
+        window.volume_loaded.connect(shoot)
+        window.load_failed.connect(failed)
+        QtCore.QTimer.singleShot(int(timeout_s * 1000), lambda: failed(f"timed out after {timeout_s:.0f} s"))
+        if path is None:
+            QtCore.QTimer.singleShot(0, shoot)
+    if path is not None:
+        if not Path(path).exists():
+            print(f"lunglens: error: {path}: no such file or folder", file=sys.stderr)
+            return 1
+        window.open_path(path, series=series, overlays=overlays)
+    app.exec()
+    return status["code"]

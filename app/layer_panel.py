@@ -1,0 +1,83 @@
+"""The layer list: toggle, opacity, colour map and threshold of each overlay."""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from viewer.layers import COLORMAPS, HeatmapLayer, LayerList
+
+
+class LayerPanel(QtWidgets.QWidget):
+    """Lists the overlay layers; edits go to the layer model, the views follow its events."""
+
+    def __init__(self, layers: LayerList, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layers = layers
+        self.list = QtWidgets.QListWidget()
+        self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.threshold = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 100)
+        self.colormap = QtWidgets.QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        form = QtWidgets.QFormLayout()
+        form.addRow("opacity", self.opacity)
+        form.addRow("threshold", self.threshold)
+        form.addRow("colour map", self.colormap)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.list)
+        layout.addLayout(form)
+        self.list.itemChanged.connect(self._on_item_changed)
+        self.list.currentRowChanged.connect(lambda _r: self._sync_controls())
+        self.opacity.valueChanged.connect(lambda v: self._edit(opacity=v / 100))
+        self.threshold.valueChanged.connect(lambda v: self._edit(threshold=v / 100, heat_only=True))
+        self.colormap.currentTextChanged.connect(lambda name: self._edit(colormap=name, heat_only=True))
+        layers.changed.connect(lambda _l: self.rebuild())
+        layers.layer_changed.connect(lambda _l: self._sync_controls())
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        current = self.list.currentRow()
+        with QtCore.QSignalBlocker(self.list):
+            self.list.clear()
+            for layer in self.layers:
+                kind = "heat map" if isinstance(layer, HeatmapLayer) else "labels"
+                item = QtWidgets.QListWidgetItem(f"{layer.name}  ({kind})")
+                item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(QtCore.Qt.CheckState.Checked if layer.visible else QtCore.Qt.CheckState.Unchecked)
+                self.list.addItem(item)
+        if len(self.layers):
+            self.list.setCurrentRow(min(max(current, 0), len(self.layers) - 1))
+        self._sync_controls()
+
+    def current_layer(self):
+        row = self.list.currentRow()
+        return self.layers[row] if 0 <= row < len(self.layers) else None
+
+    def _on_item_changed(self, item: QtWidgets.QListWidgetItem) -> None:
+        row = self.list.row(item)
+        if 0 <= row < len(self.layers):
+            self.layers[row].update(visible=item.checkState() == QtCore.Qt.CheckState.Checked)
+
+    def _edit(self, heat_only: bool = False, **changes) -> None:
+        layer = self.current_layer()
+        if layer is None or (heat_only and not isinstance(layer, HeatmapLayer)):
+            return
+        if any(getattr(layer, k) != v for k, v in changes.items()):
+            layer.update(**changes)
+
+    def _sync_controls(self) -> None:
+        """Show the selected layer's values without echoing them back (signals blocked)."""
+        layer = self.current_layer()
+        heat = isinstance(layer, HeatmapLayer)
+        for w in (self.opacity, self.threshold, self.colormap):
+            w.setEnabled(layer is not None and (w is self.opacity or heat))
+        if layer is None:
+            return
+        with QtCore.QSignalBlocker(self.opacity):
+            self.opacity.setValue(int(round(layer.opacity * 100)))
+        if heat:
+            with QtCore.QSignalBlocker(self.threshold), QtCore.QSignalBlocker(self.colormap):
+                self.threshold.setValue(int(round(layer.threshold * 100)))
+                self.colormap.setCurrentText(layer.colormap)

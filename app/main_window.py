@@ -1,0 +1,452 @@
+"""The LungLens main window: slice views, 3D view, layers, loading with progress and cancel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.layer_panel import LayerPanel
+from app.series_browser import SeriesBrowser
+from app.settings import Settings
+from app.workers import LoadWorker, start_worker
+from viewer.errors import LoadError
+from viewer.gui.slice_view import TOOLS, SliceView
+from viewer.io import read_labels_on_grid, volume_suffix
+from viewer.layers import LabelLayer
+from viewer.slicing import Orientation
+from viewer.view_state import ViewerState
+from viewer.volume import Volume
+
+LAYOUTS = ("2x2", "1+3", "1x1")
+APP_NAME = "LungLens"
+
+
+def _make_3d_view(parent: QtWidgets.QWidget) -> QtWidgets.QWidget:
+    """The VTK view, or a message where VTK/OpenGL cannot start (the app must still run)."""
+    try:
+        from viewer.gui.volume_view import VolumeView
+
+        return VolumeView(parent)
+    except Exception as exc:  # noqa: BLE001 - any VTK/GL failure becomes a visible message
+        label = QtWidgets.QLabel(f"3D view unavailable:\n{exc}", parent)
+        label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        label.setStyleSheet("color: #ccc; background: #111;")
+        label.setWordWrap(True)
+        return label
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """Wires the viewer state to the views, the layer panel, the menus and the loading worker."""
+
+    volume_loaded = QtCore.Signal(object)
+    load_failed = QtCore.Signal(str)
+
+    def __init__(self, settings: Settings | None = None, interactive: bool = True) -> None:
+        """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead."""
+        super().__init__()
+        self.interactive = interactive
+        self.settings = settings or Settings.load()
+        self.state = ViewerState(window=self.settings.presets().get(self.settings.preset))
+        self._thread: QtCore.QThread | None = None
+        self._worker: LoadWorker | None = None
+        self._pending_overlays: list[str] = []
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.views = {o: SliceView(self.state, o) for o in Orientation}
+        self.view3d = _make_3d_view(self)
+        self.main_view = Orientation.AXIAL
+        self.layout_name = self.settings.layout if self.settings.layout in LAYOUTS else "2x2"
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._build_statusbar()
+        self.state.cursor_changed.connect(self._on_cursor)
+        self.state.layers.changed.connect(lambda _l: self._sync_3d_labels())
+        self.state.layers.layer_changed.connect(lambda _l: self._sync_3d_labels())
+        self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
+        self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
+        for view in self.views.values():
+            view.hovered.connect(self._show_hover)
+            view.measured.connect(lambda text: self.statusBar().showMessage(text.replace("\n", "  "), 5000))
+        self.resize(1280, 900)
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def _build_central(self) -> None:
+        self.central = QtWidgets.QWidget()
+        self.grid = QtWidgets.QGridLayout(self.central)
+        self.grid.setContentsMargins(2, 2, 2, 2)
+        self.grid.setSpacing(3)
+        self.setCentralWidget(self.central)
+        self.set_layout(self.layout_name)
+
+    def panes(self) -> list[QtWidgets.QWidget]:
+        return [self.views[Orientation.AXIAL], self.views[Orientation.CORONAL], self.views[Orientation.SAGITTAL],
+                self.view3d]
+
+    def set_layout(self, name: str) -> None:
+        """2x2 (axial, coronal / sagittal, 3D), 1+3 (main view large) or 1x1 (main view only)."""
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown layout {name!r}; layouts: {', '.join(LAYOUTS)}")
+        self.layout_name = name
+        for w in self.panes():
+            self.grid.removeWidget(w)
+            w.hide()
+        for r in range(3):
+            self.grid.setRowStretch(r, 0)
+        for c in range(2):
+            self.grid.setColumnStretch(c, 0)
+        main = self.views[self.main_view] if isinstance(self.main_view, Orientation) else self.view3d
+        others = [w for w in self.panes() if w is not main]
+        if name == "2x2":
+            for w, (r, c) in zip(self.panes(), ((0, 0), (0, 1), (1, 0), (1, 1))):
+                self.grid.addWidget(w, r, c)
+                w.show()
+            for i in range(2):
+                self.grid.setRowStretch(i, 1)
+                self.grid.setColumnStretch(i, 1)
+        elif name == "1+3":
+            self.grid.addWidget(main, 0, 0, 3, 1)
+            main.show()
+            for r, w in enumerate(others):
+                self.grid.addWidget(w, r, 1)
+                w.show()
+                self.grid.setRowStretch(r, 1)
+            self.grid.setColumnStretch(0, 3)
+            self.grid.setColumnStretch(1, 1)
+        else:
+            self.grid.addWidget(main, 0, 0)
+            main.show()
+            self.grid.setRowStretch(0, 1)
+            self.grid.setColumnStretch(0, 1)
+        self.settings.layout = name
+
+    def set_main_view(self, orientation: Orientation | str) -> None:
+        self.main_view = Orientation(orientation) if orientation != "3d" else "3d"
+        self.set_layout(self.layout_name)
+
+    def _build_docks(self) -> None:
+        self.layer_panel = LayerPanel(self.state.layers)
+        dock = QtWidgets.QDockWidget("Layers", self)
+        dock.setObjectName("layers")
+        dock.setWidget(self.layer_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.layers_dock = dock
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "Open &Folder...", self.open_folder_dialog, QtGui.QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open F&ile...", self.open_file_dialog, "Ctrl+Shift+O")
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(file_menu, "Add &Mask Overlay...", self.add_overlay_dialog, "Ctrl+M")
+        file_menu.addSeparator()
+        self._action(file_menu, "Save &Screenshot...", self.screenshot_dialog)
+        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+
+        view_menu = menu.addMenu("&View")
+        layout_menu = view_menu.addMenu("&Layout")
+        for name in LAYOUTS:
+            self._action(layout_menu, name, lambda _=False, n=name: self.set_layout(n))
+        main_menu = view_menu.addMenu("&Main view")
+        for o in [*Orientation, "3d"]:
+            label = o.value if isinstance(o, Orientation) else "3D"
+            self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
+        self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        view_menu.addAction(self.layers_dock.toggleViewAction())
+
+        self.preset_menu = menu.addMenu("&Window")
+        self._fill_presets()
+
+        tools = menu.addMenu("&Tools")
+        self.tool_group = QtGui.QActionGroup(self)
+        for tool in TOOLS:
+            act = self._action(tools, tool.capitalize(), lambda _=False, t=tool: self.set_tool(t))
+            act.setCheckable(True)
+            act.setChecked(tool == "navigate")
+            self.tool_group.addAction(act)
+        self._action(tools, "Clear measurements", lambda: [v.clear_measurements() for v in self.views.values()])
+
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main-toolbar")
+        bar.addAction("Open Folder", self.open_folder_dialog)
+        bar.addSeparator()
+        self.preset_box = QtWidgets.QComboBox()
+        self.preset_box.addItems(list(self.settings.presets()))
+        self.preset_box.setCurrentText(self.settings.preset)
+        self.preset_box.textActivated.connect(self.apply_preset)
+        bar.addWidget(QtWidgets.QLabel(" Window "))
+        bar.addWidget(self.preset_box)
+        self.layout_box = QtWidgets.QComboBox()
+        self.layout_box.addItems(LAYOUTS)
+        self.layout_box.setCurrentText(self.layout_name)
+        self.layout_box.textActivated.connect(self.set_layout)
+        bar.addWidget(QtWidgets.QLabel(" Layout "))
+        bar.addWidget(self.layout_box)
+        bar.addSeparator()
+        for act in self.tool_group.actions():
+            bar.addAction(act)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        act.triggered.connect(slot)
+        if shortcut is not None:
+            act.setShortcut(QtGui.QKeySequence(shortcut))
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _fill_presets(self) -> None:
+        self.preset_menu.clear()
+        for n, name in enumerate(self.settings.presets(), start=1):
+            w = self.settings.presets()[name]
+            shortcut = f"Ctrl+{n}" if n <= 9 else None
+            self._action(self.preset_menu, f"{name}  (W {w.width:.0f} / L {w.center:.0f})",
+                         lambda _=False, p=name: self.apply_preset(p), shortcut)
+        self.preset_menu.addSeparator()
+        self._action(self.preset_menu, "Save current as preset...", self.save_preset_dialog)
+
+    def _build_statusbar(self) -> None:
+        self.position_label = QtWidgets.QLabel("")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 1000)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_loading)
+        sb = self.statusBar()
+        sb.addPermanentWidget(self.position_label)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    # -- window / tools ----------------------------------------------------------------------
+
+    def apply_preset(self, name: str) -> None:
+        self.state.apply_preset(name, self.settings.presets())
+        self.settings.preset = name
+        with QtCore.QSignalBlocker(self.preset_box):
+            self.preset_box.setCurrentText(name)
+
+    def save_preset_dialog(self) -> None:
+        name, ok = QtWidgets.QInputDialog.getText(self, "Save window preset", "Name:")
+        if ok and name.strip():
+            w = self.state.window
+            self.settings.user_presets[name.strip()] = (w.center, w.width)
+            self.settings.save()
+            self._fill_presets()
+            self.preset_box.addItem(name.strip())
+
+    def set_tool(self, tool: str) -> None:
+        for view in self.views.values():
+            view.set_tool(tool)
+
+    def reset_views(self) -> None:
+        for view in self.views.values():
+            view.reset_view()
+        if hasattr(self.view3d, "reset_camera"):
+            self.view3d.reset_camera()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def open_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.settings.last_folder)
+        if path:
+            self.open_path(path)
+
+    def open_file_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open CT file", self.settings.last_folder,
+            "CT volumes and DICOM (*.nii *.nii.gz *.nrrd *.mha *.mhd *.dcm *);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent:
+            act = self.recent_menu.addAction(path)
+            act.triggered.connect(lambda _=False, p=path: self.open_path(p))
+        if not self.settings.recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def open_path(self, path: str | os.PathLike, series: str | None = None,
+                  overlays: list[str] | None = None) -> None:
+        """Load a folder or file in the background; a folder with several series opens the series browser."""
+        path = str(path)
+        if self._thread is not None:
+            self.cancel_loading()
+        self._pending_overlays = list(overlays or [])
+        scan_first = series is None and os.path.isdir(path)
+        worker = LoadWorker(path, series=series, scan_only=scan_first)
+        self._loading_path = path
+        # bound methods of this QObject: Qt queues the calls into the GUI thread
+        worker.progress.connect(self._on_progress)
+        worker.loaded.connect(self._on_loaded)
+        worker.scanned.connect(self._on_scanned)
+        worker.failed.connect(self._on_failed)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.finished.connect(self._on_worker_finished)
+        self._worker = worker
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.statusBar().showMessage(f"Opening {path}...")
+        self._thread = start_worker(worker, self)
+
+    def cancel_loading(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def _on_worker_finished(self) -> None:
+        self._worker = None
+        self._thread = None
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _on_cancelled(self) -> None:
+        self.statusBar().showMessage("Loading cancelled", 5000)
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.statusBar().showMessage(message)
+
+    def _on_scanned(self, result) -> None:
+        from viewer.io import choose_series
+
+        path = self._loading_path
+        try:
+            entry = choose_series(result)
+            chosen = entry.id
+        except LoadError as exc:
+            if not result.series:
+                self._on_failed(str(exc))
+                return
+            dialog = SeriesBrowser(result, self)
+            if self.interactive and dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+                self.statusBar().showMessage("No series opened", 5000)
+                return
+            chosen = dialog.chosen_id()
+        if chosen is not None:
+            QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays))
+
+    def _on_loaded(self, volume: Volume) -> None:
+        path = self._loading_path
+        self.state.set_volume(volume)
+        if hasattr(self.view3d, "set_volume"):
+            self.view3d.set_volume(self.state.volume)
+        self.settings.add_recent(path)
+        md = volume.metadata
+        who = md.patient_name or md.patient_id or Path(path).name
+        self.setWindowTitle(f"{APP_NAME} - {who} - {md.series_description or Path(path).name}")
+        for w in volume.warnings:
+            self.statusBar().showMessage(f"warning: {w}", 10000)
+        if volume.warnings:
+            self.layer_panel.setToolTip("\n".join(volume.warnings))
+        for overlay in self._pending_overlays:
+            self.add_overlay(overlay)
+        self._pending_overlays = []
+        self.volume_loaded.emit(volume)
+
+    def _on_failed(self, message: str) -> None:
+        self.statusBar().showMessage(message.splitlines()[0], 15000)
+        self.load_failed.emit(message)
+        if self.interactive:
+            QtWidgets.QMessageBox.warning(self, "Cannot open", message)
+
+    # -- overlays ----------------------------------------------------------------------------
+
+    def add_overlay_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Add mask overlay", self.settings.last_folder,
+                                                        "Label volumes (*.nii *.nii.gz *.nrrd *.mha)")
+        if path:
+            self.add_overlay(path)
+
+    def add_overlay(self, path: str) -> LabelLayer | None:
+        """Show a label/mask file over the CT (resampled onto its grid if needed)."""
+        if self.state.volume is None:
+            self._on_failed("open a CT before adding a mask overlay")
+            return None
+        try:
+            data = read_labels_on_grid(path, self.state.volume)
+        except LoadError as exc:
+            self._on_failed(str(exc))
+            return None
+        name = Path(path).name
+        for suffix in (volume_suffix(path) or "",):
+            name = name[: -len(suffix)] if suffix else name
+        return self.state.layers.add(LabelLayer(name, data), self.state.shape)
+
+    def _sync_3d_labels(self) -> None:
+        if not hasattr(self.view3d, "set_labels"):
+            return
+        labels = next((layer for layer in self.state.layers if isinstance(layer, LabelLayer) and layer.visible), None)
+        if labels is None:
+            self.view3d.set_labels(None, {})
+            return
+        colors = {v: tuple(c / 255 for c in rgb) for v, rgb in labels.colors.items()}
+        visible = {v for v in colors if v not in labels.hidden_labels}
+        self.view3d.set_labels(labels.data, colors, visible)
+
+    # -- cursor / status ---------------------------------------------------------------------
+
+    def _on_cursor(self, _cursor) -> None:
+        self._cursor3d_timer.start()  # debounced: the 3D render must not slow slice scrolling
+
+    def _push_cursor_3d(self) -> None:
+        if hasattr(self.view3d, "set_cursor") and self.state.volume is not None:
+            self.view3d.set_cursor(self.state.cursor)
+
+    def _show_hover(self, voxel) -> None:
+        if voxel is None or self.state.volume is None:
+            self.position_label.setText("")
+            return
+        k, j, i = (int(v) for v in voxel)
+        p = self.state.volume.index_to_lps((k, j, i))
+        hu = self.state.hu_at((k, j, i))
+        self.position_label.setText(f"voxel ({i}, {j}, {k})   LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm   "
+                                    f"{hu:.0f} HU")
+
+    # -- screenshots, drag and drop, close ---------------------------------------------------
+
+    def screenshot_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", "lunglens.png", "PNG (*.png)")
+        if path:
+            self.save_screenshot(path)
+
+    def render_all(self) -> None:
+        """Bring every view up to date now (screenshots, tests)."""
+        for view in self.views.values():
+            view.refresh_now()
+        if hasattr(self.view3d, "render_now"):
+            self.view3d.render_now()
+        QtWidgets.QApplication.processEvents()
+
+    def save_screenshot(self, path: str) -> Path:
+        self.render_all()
+        image = self.grab()
+        if not image.save(str(path)):
+            raise OSError(f"cannot write screenshot {path}")
+        return Path(path)
+
+    def dragEnterEvent(self, ev: QtGui.QDragEnterEvent) -> None:  # noqa: N802
+        if ev.mimeData().hasUrls() and any(u.isLocalFile() for u in ev.mimeData().urls()):
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QtGui.QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            ev.acceptProposedAction()
+
+    def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
+        self.cancel_loading()
+        try:
+            self.settings.save()
+        except OSError:
+            pass
+        if hasattr(self.view3d, "close_renderer"):
+            self.view3d.close_renderer()
+        super().closeEvent(ev)

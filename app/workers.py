@@ -1,0 +1,67 @@
+"""Background work for the GUI: loading runs in a QThread, results come back by signal."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+from PySide6 import QtCore
+
+from viewer.dicom_scan import scan
+from viewer.errors import LoadCancelled, LoadError
+from viewer.io import open_volume
+
+
+class LoadWorker(QtCore.QObject):
+    """Loads a path (optionally a given series) off the GUI thread.
+
+    Signals: progress(float, str), loaded(object Volume), failed(str), cancelled(), scanned(object ScanResult).
+    The worker never touches widgets; the window connects to its signals.
+    """
+
+    progress = QtCore.Signal(float, str)
+    loaded = QtCore.Signal(object)
+    scanned = QtCore.Signal(object)
+    failed = QtCore.Signal(str)
+    cancelled = QtCore.Signal()
+    finished = QtCore.Signal()
+
+    def __init__(self, path: str, series: str | None = None, scan_only: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.series = series
+        self.scan_only = scan_only
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @QtCore.Slot()
+    def run(self) -> None:
+        try:
+            if self.scan_only:
+                self.scanned.emit(scan(self.path, progress=self.progress.emit, cancel=self._cancel.is_set))
+            else:
+                vol = open_volume(self.path, series=self.series, progress=self.progress.emit,
+                                  cancel=self._cancel.is_set)
+                self.loaded.emit(vol)
+        except LoadCancelled:
+            self.cancelled.emit()
+        except (LoadError, FileNotFoundError) as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must reach the user as a message, not kill the thread
+            self.failed.emit(f"unexpected error while loading {self.path}: {exc}\n{traceback.format_exc(limit=3)}")
+        finally:
+            self.finished.emit()
+
+
+def start_worker(worker: QtCore.QObject, parent: QtCore.QObject) -> QtCore.QThread:
+    """Run `worker.run` in a new QThread that cleans itself up."""
+    thread = QtCore.QThread(parent)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    worker.finished.connect(thread.quit)
+    worker.finished.connect(worker.deleteLater)
+    thread.finished.connect(thread.deleteLater)
+    thread.start()
+    return thread

@@ -1,0 +1,425 @@
+"""One 2D slice view (pyqtgraph): CT, overlays, linked crosshair, measurements.
+
+The widget forwards input to the `ViewerState` and redraws when the state says
+something changed; it holds no viewer state of its own beyond zoom and pan.
+Redraws are coalesced: many wheel events between two paints cost one redraw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from viewer.layers import HeatmapLayer, LabelLayer
+from viewer.measure import distance_mm, ellipse_stats
+from viewer.slicing import (
+    Orientation,
+    display_shape,
+    display_to_voxel,
+    extract,
+    pixel_spacing,
+    slice_count,
+    voxel_to_display,
+)
+from viewer.view_state import ViewerState
+from viewer.windowing import GreyLUT
+
+CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
+                    Orientation.SAGITTAL: (90, 150, 255)}
+TOOLS = ("navigate", "ruler", "ellipse")
+
+
+@dataclass
+class Measurement:
+    """A ruler or ellipse drawn on one slice of one view."""
+
+    kind: str
+    slice_index: int
+    roi: pg.ROI
+    label: pg.TextItem
+
+
+class _SliceViewBox(pg.ViewBox):
+    """ViewBox whose mouse handling is the viewer's, not pyqtgraph's default pan/zoom."""
+
+    def __init__(self, view: SliceView) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self._view = view
+        self.setMouseEnabled(False, False)
+
+    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt API
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        if ev.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
+            factor = 0.85 ** (delta / 120.0)
+            self.scaleBy((factor, factor), center=self.mapSceneToView(ev.scenePos()))
+        else:
+            self._view.state.step(self._view.orientation, 1 if delta > 0 else -1)
+        ev.accept()
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and self._view.tool == "navigate":
+            self._view.set_cursor_at(self.mapSceneToView(ev.scenePos()))
+            ev.accept()
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
+        button = ev.button()
+        view = self._view
+        if button == QtCore.Qt.MouseButton.LeftButton:
+            if view.tool == "navigate":
+                view.set_cursor_at(self.mapSceneToView(ev.scenePos()))
+            else:
+                view.draw_measurement(ev)
+        elif button == QtCore.Qt.MouseButton.MiddleButton:
+            last = self.mapSceneToView(ev.lastScenePos())
+            now = self.mapSceneToView(ev.scenePos())
+            self.translateBy(x=last.x() - now.x(), y=last.y() - now.y())
+        elif button == QtCore.Qt.MouseButton.RightButton:
+            d = ev.scenePos() - ev.lastScenePos()
+            w = view.state.window
+            scale = max(w.width, 10.0) / 200.0
+            view.state.set_window(w.adjusted(-d.y() * scale, d.x() * scale))
+        ev.accept()
+
+
+class SliceView(QtWidgets.QWidget):
+    """Axial, coronal or sagittal view of the state's volume.
+
+    Signals:
+        hovered(object): voxel (k, j, i) under the mouse, or None.
+        measured(str): text of the last measurement.
+    """
+
+    hovered = QtCore.Signal(object)
+    measured = QtCore.Signal(str)
+
+    def __init__(self, state: ViewerState, orientation: Orientation, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.orientation = Orientation(orientation)
+        self.tool = "navigate"
+        self.measurements: list[Measurement] = []
+        self._lut: GreyLUT | None = None
+        self._dirty: set[str] = set()
+        self._timer = QtCore.QTimer(self, singleShot=True, interval=0)
+        self._timer.timeout.connect(self.refresh_now)
+        self._overlay_items: dict[int, pg.ImageItem] = {}
+        self._drawing: Measurement | None = None
+        self._build()
+        state.cursor_changed.connect(self._on_cursor)
+        state.window_changed.connect(lambda _w: self._schedule("image"))
+        state.volume_changed.connect(self._on_volume)
+        state.layers.changed.connect(lambda _l: self._schedule("overlays"))
+        state.layers.layer_changed.connect(lambda _l: self._schedule("overlays"))
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+        if state.volume is not None:
+            self._on_volume(state.volume)
+
+    # -- construction ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.graphics = pg.GraphicsView(background="k")
+        self.viewbox = _SliceViewBox(self)
+        self.viewbox.disableAutoRange()
+        self.graphics.setCentralItem(self.viewbox)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item.setAutoDownsample(False)
+        self.viewbox.addItem(self.image_item)
+        # each line shows where another view's plane cuts this one, in that view's colour
+        v_plane, h_plane = {Orientation.AXIAL: (Orientation.SAGITTAL, Orientation.CORONAL),
+                            Orientation.CORONAL: (Orientation.SAGITTAL, Orientation.AXIAL),
+                            Orientation.SAGITTAL: (Orientation.CORONAL, Orientation.AXIAL)}[self.orientation]
+        self.vline = pg.InfiniteLine(angle=90, pen=pg.mkPen((*CROSSHAIR_COLORS[v_plane], 170)), movable=False)
+        self.hline = pg.InfiniteLine(angle=0, pen=pg.mkPen((*CROSSHAIR_COLORS[h_plane], 170)), movable=False)
+        for line in (self.vline, self.hline):
+            line.setZValue(50)
+            self.viewbox.addItem(line, ignoreBounds=True)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+        self._edge_labels: dict[str, QtWidgets.QLabel] = {}
+        for edge, letter in self.orientation.labels.items():
+            lab = QtWidgets.QLabel(letter, self.graphics)
+            lab.setStyleSheet("color: #ffd24d; font-weight: bold; font-size: 13px; background: transparent;")
+            lab.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            self._edge_labels[edge] = lab
+        self.info = QtWidgets.QLabel(self.graphics)
+        self.info.setStyleSheet("color: #e8e8e8; font-size: 11px; background: transparent;")
+        self.info.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.scale_bar = _ScaleBar(self.graphics)
+        self.viewbox.sigRangeChanged.connect(lambda *_: self._place_overlays())
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # -- state reactions ---------------------------------------------------------------------
+
+    def _on_volume(self, volume) -> None:
+        for m in self.measurements:
+            self.viewbox.removeItem(m.roi)
+            self.viewbox.removeItem(m.label)
+        self.measurements.clear()
+        rows, cols = display_shape(volume.shape, self.orientation)
+        self.pixel_mm = pixel_spacing(volume.spacing, self.orientation)
+        # setRect only works once an item has an image of the right shape: set image and rect together
+        self._rect = QtCore.QRectF(0, 0, cols * self.pixel_mm[1], rows * self.pixel_mm[0])
+        self._schedule("image", "overlays", "cursor")
+        self.refresh_now()
+        self._needs_fit = True
+        self.reset_view()
+
+    def _on_cursor(self, _cursor) -> None:
+        index = self.state.slice_index(self.orientation)
+        if index != getattr(self, "_shown_index", None):
+            self._schedule("image", "overlays", "measurements")
+        self._schedule("cursor")
+
+    def _schedule(self, *parts: str) -> None:
+        self._dirty.update(parts)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def refresh_now(self) -> None:
+        """Bring everything that is out of date up to date (called lazily by a zero timer)."""
+        vol = self.state.volume
+        dirty, self._dirty = self._dirty, set()
+        if vol is None:
+            return
+        index = self.state.slice_index(self.orientation)
+        if "image" in dirty:
+            if self._lut is None or self._lut.window != self.state.window:
+                self._lut = GreyLUT(self.state.window)
+            self.image_item.setImage(self._lut(extract(vol.array, self.orientation, index)),
+                                     autoLevels=False, levels=(0, 255), rect=self._rect)
+            self._shown_index = index
+            self._update_info()
+        if "overlays" in dirty:
+            self._update_overlays(index)
+        if "cursor" in dirty:
+            row, col = voxel_to_display(vol.shape, self.orientation, self.state.cursor)
+            self.vline.setPos((col + 0.5) * self.pixel_mm[1])
+            self.hline.setPos((row + 0.5) * self.pixel_mm[0])
+        if "measurements" in dirty:
+            for m in self.measurements:
+                visible = m.slice_index == index
+                m.roi.setVisible(visible)
+                m.label.setVisible(visible)
+
+    def _update_overlays(self, index: int) -> None:
+        live = set()
+        for z, layer in enumerate(self.state.layers):
+            key = id(layer)
+            live.add(key)
+            item = self._overlay_items.get(key)
+            if item is None:
+                item = pg.ImageItem(axisOrder="row-major")
+                self.viewbox.addItem(item)
+                self._overlay_items[key] = item
+            item.setZValue(10 + z)
+            item.setVisible(layer.visible)
+            if layer.visible and isinstance(layer, (LabelLayer, HeatmapLayer)):
+                item.setImage(layer.rgba(self.orientation, index), autoLevels=False, levels=(0, 255),
+                              rect=self._rect)
+        for key in list(self._overlay_items):
+            if key not in live:
+                self.viewbox.removeItem(self._overlay_items.pop(key))
+
+    def _update_info(self) -> None:
+        vol = self.state.volume
+        n = slice_count(vol.shape, self.orientation)
+        w = self.state.window
+        self.info.setText(f"{self.orientation.value}  {self.state.slice_index(self.orientation) + 1}/{n}"
+                          f"   W {w.width:.0f} L {w.center:.0f}")
+        self.info.adjustSize()
+
+    # -- geometry helpers --------------------------------------------------------------------
+
+    def voxel_at(self, point: QtCore.QPointF) -> tuple[float, float, float] | None:
+        """Voxel (k, j, i) under a view-coordinate point (mm), or None outside the image."""
+        vol = self.state.volume
+        if vol is None:
+            return None
+        row, col = point.y() / self.pixel_mm[0], point.x() / self.pixel_mm[1]
+        rows, cols = display_shape(vol.shape, self.orientation)
+        if not (0 <= row < rows and 0 <= col < cols):
+            return None
+        return display_to_voxel(vol.shape, self.orientation, self.state.slice_index(self.orientation),
+                                math.floor(row), math.floor(col))
+
+    def set_cursor_at(self, point: QtCore.QPointF) -> None:
+        voxel = self.voxel_at(point)
+        if voxel is not None:
+            self.state.set_cursor(voxel)
+
+    def _on_mouse_moved(self, scene_pos) -> None:
+        if self.state.volume is None:
+            return
+        self.hovered.emit(self.voxel_at(self.viewbox.mapSceneToView(scene_pos)))
+
+    def reset_view(self) -> None:
+        """Fit the whole slice in the view (Home)."""
+        if self.state.volume is None:
+            return
+        self.viewbox.setRange(rect=self._rect, padding=0.02)
+        self._needs_fit = not self.isVisible() or self.graphics.width() < 10
+
+    def view_pixel_of_voxel(self, voxel) -> QtCore.QPoint:
+        """Widget pixel where the centre of voxel (k, j, i) is drawn (for tests and tools)."""
+        row, col = voxel_to_display(self.state.shape, self.orientation, voxel)
+        scene = self.viewbox.mapViewToScene(QtCore.QPointF((col + 0.5) * self.pixel_mm[1],
+                                                           (row + 0.5) * self.pixel_mm[0]))
+        return self.graphics.mapFromScene(scene)
+
+    # -- measurements ------------------------------------------------------------------------
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}; tools: {', '.join(TOOLS)}")
+        self.tool = tool
+        cursor = QtCore.Qt.CursorShape.ArrowCursor if tool == "navigate" else QtCore.Qt.CursorShape.CrossCursor
+        self.graphics.viewport().setCursor(cursor)
+
+    def draw_measurement(self, ev) -> None:
+        start = self.viewbox.mapSceneToView(ev.buttonDownScenePos())
+        now = self.viewbox.mapSceneToView(ev.scenePos())
+        if ev.isStart():
+            self._drawing = self._new_measurement(start, now)
+        if self._drawing is None:
+            return
+        m = self._drawing
+        if m.kind == "ruler":
+            m.roi.movePoint(m.roi.getHandles()[1], now, finish=False)
+        else:
+            x0, y0 = min(start.x(), now.x()), min(start.y(), now.y())
+            m.roi.setPos((x0, y0), update=False, finish=False)
+            m.roi.setSize((max(abs(now.x() - start.x()), 1e-3), max(abs(now.y() - start.y()), 1e-3)),
+                          finish=False)
+        self._update_measurement(m)
+        if ev.isFinish():
+            self._drawing = None
+
+    def _new_measurement(self, start: QtCore.QPointF, now: QtCore.QPointF) -> Measurement:
+        pen = pg.mkPen((255, 230, 60), width=2)
+        if self.tool == "ruler":
+            roi = pg.LineSegmentROI([start, now], pen=pen)
+        else:
+            roi = pg.EllipseROI(start, (1e-3, 1e-3), pen=pen)
+        label = pg.TextItem(color=(255, 230, 60), anchor=(0, 1), fill=(0, 0, 0, 140))
+        self.viewbox.addItem(roi)
+        self.viewbox.addItem(label)
+        m = Measurement(self.tool, self.state.slice_index(self.orientation), roi, label)
+        roi.sigRegionChanged.connect(lambda *_: self._update_measurement(m))
+        self.measurements.append(m)
+        return m
+
+    def _update_measurement(self, m: Measurement) -> None:
+        text = self.measurement_text(m)
+        m.label.setText(text)
+        if m.kind == "ruler":
+            p = m.roi.getSceneHandlePositions()[1][1]
+            m.label.setPos(self.viewbox.mapSceneToView(p))
+        else:
+            pos = m.roi.pos()
+            m.label.setPos(pos.x(), pos.y())
+        self.measured.emit(text)
+
+    def measurement_text(self, m: Measurement) -> str:
+        vol = self.state.volume
+        if m.kind == "ruler":
+            handles = m.roi.getSceneHandlePositions()
+            pts = [self.viewbox.mapSceneToView(h[1]) for h in handles]
+            ends = [display_to_voxel(vol.shape, self.orientation, m.slice_index,
+                                     p.y() / self.pixel_mm[0] - 0.5, p.x() / self.pixel_mm[1] - 0.5) for p in pts]
+            return f"{distance_mm(vol, ends[0], ends[1]):.1f} mm"
+        pos, size = m.roi.pos(), m.roi.size()
+        center = ((pos.y() + size.y() / 2) / self.pixel_mm[0] - 0.5, (pos.x() + size.x() / 2) / self.pixel_mm[1] - 0.5)
+        radii = (size.y() / 2 / self.pixel_mm[0], size.x() / 2 / self.pixel_mm[1])
+        image = extract(vol.array, self.orientation, m.slice_index)
+        s = ellipse_stats(image, center, radii, self.pixel_mm)
+        if s.pixels == 0:
+            return "ROI: empty"
+        return f"mean {s.mean:.1f} HU  sd {s.std:.1f}\narea {s.area_mm2:.1f} mm\u00b2"
+
+    def clear_measurements(self) -> None:
+        for m in self.measurements:
+            self.viewbox.removeItem(m.roi)
+            self.viewbox.removeItem(m.label)
+        self.measurements.clear()
+
+    # -- Qt events ---------------------------------------------------------------------------
+
+    def keyPressEvent(self, ev: QtGui.QKeyEvent) -> None:  # noqa: N802
+        key = ev.key()
+        steps = {QtCore.Qt.Key.Key_Up: 1, QtCore.Qt.Key.Key_Down: -1, QtCore.Qt.Key.Key_Right: 1,
+                 QtCore.Qt.Key.Key_Left: -1, QtCore.Qt.Key.Key_PageUp: 10, QtCore.Qt.Key.Key_PageDown: -10}
+        if key in steps:
+            self.state.step(self.orientation, steps[key])
+        elif key == QtCore.Qt.Key.Key_Home:
+            self.reset_view()
+        elif key == QtCore.Qt.Key.Key_Escape:
+            self.set_tool("navigate")
+        else:
+            super().keyPressEvent(ev)
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        QtCore.QTimer.singleShot(0, self._after_resize)
+
+    def showEvent(self, ev) -> None:  # noqa: N802
+        super().showEvent(ev)
+        QtCore.QTimer.singleShot(0, self._after_resize)
+
+    def _after_resize(self) -> None:
+        if getattr(self, "_needs_fit", False):
+            self.reset_view()
+        self._place_overlays()
+
+    def _place_overlays(self) -> None:
+        w, h = self.graphics.width(), self.graphics.height()
+        for edge, lab in self._edge_labels.items():
+            lab.adjustSize()
+            x = {"left": 6, "right": w - lab.width() - 6}.get(edge, (w - lab.width()) // 2)
+            y = {"top": 4, "bottom": h - lab.height() - 4}.get(edge, (h - lab.height()) // 2)
+            lab.move(x, y)
+        self.info.move(6, h - self.info.height() - 6)
+        if self.state.volume is not None:
+            a = self.viewbox.mapViewToDevice(QtCore.QPointF(0, 0))
+            b = self.viewbox.mapViewToDevice(QtCore.QPointF(100, 0))
+            if a is not None and b is not None:
+                self.scale_bar.set_scale(abs(b.x() - a.x()) / 100.0)
+        self.scale_bar.move(w - self.scale_bar.width() - 10, h - self.scale_bar.height() - 24)
+
+
+class _ScaleBar(QtWidgets.QWidget):
+    """A bar of a round length in mm, sized from the current zoom."""
+
+    def __init__(self, parent: QtWidgets.QWidget) -> None:
+        super().__init__(parent)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.px_per_mm = 1.0
+        self.length_mm = 50.0
+        self.resize(120, 22)
+
+    def set_scale(self, px_per_mm: float) -> None:
+        self.px_per_mm = px_per_mm
+        target = 90 / max(px_per_mm, 1e-6)  # about 90 pixels long
+        for nice in (1, 2, 5, 10, 20, 50, 100, 200, 500):
+            if nice >= target * 0.6:
+                self.length_mm = float(nice)
+                break
+        self.update()
+
+    def paintEvent(self, _ev) -> None:  # noqa: N802
+        p = QtGui.QPainter(self)
+        length = int(round(self.length_mm * self.px_per_mm))
+        x1 = self.width() - 2
+        x0 = max(2, x1 - length)
+        p.setPen(QtGui.QPen(QtGui.QColor(240, 240, 240), 2))
+        p.drawLine(x0, 16, x1, 16)
+        p.drawLine(x0, 12, x0, 20)
+        p.drawLine(x1, 12, x1, 20)
+        p.drawText(QtCore.QRect(0, 0, self.width(), 13), QtCore.Qt.AlignmentFlag.AlignRight,
+                   f"{self.length_mm:g} mm")
+        p.end()
