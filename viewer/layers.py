@@ -113,6 +113,7 @@ class HeatmapLayer:
         colormap_table(self.colormap)
         if self.data.dtype.kind not in "fiu":
             raise ValueError(f"heat-map data must be numeric, got {self.data.dtype}")
+        self._lut: np.ndarray | None = None
 
     def update(self, **changes) -> None:
         for key, value in changes.items():
@@ -120,21 +121,27 @@ class HeatmapLayer:
                 raise AttributeError(f"HeatmapLayer has no display property {key!r}")
             setattr(self, key, value)
         colormap_table(self.colormap)
+        self._lut = None
         self.changed.emit(self)
 
     def data_changed(self) -> None:
         self.changed.emit(self)
 
+    def lut(self) -> np.ndarray:
+        """(256, 4) RGBA per quantised value; entries below the threshold are transparent."""
+        if self._lut is None:
+            lut = np.zeros((256, 4), np.uint8)
+            lut[:, :3] = colormap_table(self.colormap)
+            levels = self.vmin + (self.vmax - self.vmin) * (np.arange(256) + 0.5) / 256
+            lut[:, 3] = np.where(levels >= self.threshold, int(round(np.clip(self.opacity, 0, 1) * 255)), 0)
+            self._lut = lut
+        return self._lut
+
     def rgba(self, orientation: Orientation, index: int) -> np.ndarray:
-        values = extract(self.data, orientation, index).astype(np.float32, copy=False)
-        span = max(self.vmax - self.vmin, 1e-12)
-        norm = np.clip((values - self.vmin) / span, 0, 1)
-        table = colormap_table(self.colormap)
-        out = np.empty(values.shape + (4,), np.uint8)
-        out[..., :3] = table[(norm * 255).astype(np.uint8)]
-        alpha = int(round(np.clip(self.opacity, 0, 1) * 255))
-        out[..., 3] = np.where((values >= self.threshold) & np.isfinite(values), alpha, 0)
-        return out
+        values = extract(self.data, orientation, index)
+        scale = 256.0 / max(self.vmax - self.vmin, 1e-12)
+        idx = np.clip((values - np.float32(self.vmin)) * np.float32(scale), 0, 255)
+        return self.lut()[np.nan_to_num(idx, nan=0).astype(np.uint8)]
 
 
 Layer = LabelLayer | HeatmapLayer
