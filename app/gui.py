@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
+
+
+def _headless_defaults(screenshot: bool) -> None:
+    """Without a display, render offscreen (screenshots) and let VTK use EGL instead of X."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+        if screenshot:
+            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 def application() -> QtWidgets.QApplication:
@@ -30,6 +39,7 @@ def run_viewer(
 
     Returns the process exit code: 0, or 1 when loading failed or the screenshot could not be written.
     """
+    _headless_defaults(screenshot is not None)
     from app.main_window import MainWindow
 
     app = application()

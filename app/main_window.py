@@ -335,8 +335,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_loaded(self, volume: Volume) -> None:
         path = self._loading_path
         self.state.set_volume(volume)
-        if hasattr(self.view3d, "set_volume"):
-            self.view3d.set_volume(self.state.volume)
+        # the slice views paint first; the 3D view (about 1 s on a big series) follows
+        QtCore.QTimer.singleShot(30, self._push_volume_3d)
         self.settings.add_recent(path)
         md = volume.metadata
         who = md.patient_name or md.patient_id or Path(path).name
@@ -379,16 +379,26 @@ class MainWindow(QtWidgets.QMainWindow):
             name = name[: -len(suffix)] if suffix else name
         return self.state.layers.add(LabelLayer(name, data), self.state.shape)
 
+    def _push_volume_3d(self) -> None:
+        if hasattr(self.view3d, "set_volume") and self.state.volume is not None:
+            self.view3d.set_volume(self.state.volume)
+            self._sync_3d_labels()
+            self._push_cursor_3d()
+
     def _sync_3d_labels(self) -> None:
-        if not hasattr(self.view3d, "set_labels"):
+        if not hasattr(self.view3d, "set_labels") or getattr(self.view3d, "renderer", None) is None:
             return
+        renderer_volume = getattr(self.view3d.renderer, "volume", None)
+        if renderer_volume is None or renderer_volume.shape != self.state.shape:
+            return  # the 3D view gets the labels once it has this volume
         labels = next((layer for layer in self.state.layers if isinstance(layer, LabelLayer) and layer.visible), None)
         if labels is None:
             self.view3d.set_labels(None, {})
             return
         colors = {v: tuple(c / 255 for c in rgb) for v, rgb in labels.colors.items()}
         visible = {v for v in colors if v not in labels.hidden_labels}
-        self.view3d.set_labels(labels.data, colors, visible)
+        lungs_translucent = {1: 0.25, 2: 0.25}  # lesions stay opaque inside them
+        self.view3d.set_labels(labels.data, colors, visible, lungs_translucent)
 
     # -- cursor / status ---------------------------------------------------------------------
 
@@ -420,7 +430,9 @@ class MainWindow(QtWidgets.QMainWindow):
         """Bring every view up to date now (screenshots, tests)."""
         for view in self.views.values():
             view.refresh_now()
-        if hasattr(self.view3d, "render_now"):
+        if self.state.volume is not None and getattr(self.view3d, "renderer", None) is not None:
+            if self.view3d.renderer.volume is not self.state.volume:
+                self._push_volume_3d()
             self.view3d.render_now()
         QtWidgets.QApplication.processEvents()
 
@@ -447,6 +459,6 @@ class MainWindow(QtWidgets.QMainWindow):
             self.settings.save()
         except OSError:
             pass
-        if hasattr(self.view3d, "close_renderer"):
-            self.view3d.close_renderer()
+        if hasattr(self.view3d, "shutdown"):
+            self.view3d.shutdown()
         super().closeEvent(ev)

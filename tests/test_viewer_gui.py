@@ -236,3 +236,43 @@ def test_screenshot_command(phantom_series, tmp_path):
 
     img = QtGui.QImage(str(out))
     assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_folder_with_several_series_opens_the_main_ct_without_asking(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.main_window import MainWindow
+    from app.series_browser import SeriesBrowser
+    from tests.dicom_factory import axial_positions, write_planes
+    from viewer.dicom_scan import scan
+
+    write_planes(tmp_path / "s" / "a", axial_positions(5), uid_seed="one", series_number=1)
+    write_planes(tmp_path / "s" / "b", axial_positions(9), uid_seed="two", series_number=2)
+    browser = SeriesBrowser(scan(tmp_path / "s"))
+    qtbot.addWidget(browser)
+    assert browser.table.rowCount() == 2
+    assert not browser.table.item(0, 0).icon().isNull()  # thumbnails decoded
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.open_path(str(tmp_path / "s"))
+    assert win.state.volume.shape[0] == 9  # the largest CT series
+    win.close()
+
+
+def test_dropping_a_folder_opens_it(qtbot, phantom_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from PySide6 import QtGui
+
+    from app.main_window import MainWindow
+
+    folder, _ = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(folder / "dicom"))])
+    drop = QtGui.QDropEvent(QtCore.QPointF(10, 10), QtCore.Qt.DropAction.CopyAction, mime,
+                            QtCore.Qt.MouseButton.NoButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.dropEvent(drop)
+    assert win.state.volume.shape == (40, 96, 96)
+    win.close()

@@ -148,7 +148,7 @@ class SliceView(QtWidgets.QWidget):
             lab.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
             self._edge_labels[edge] = lab
         self.info = QtWidgets.QLabel(self.graphics)
-        self.info.setStyleSheet("color: #e8e8e8; font-size: 11px; background: transparent;")
+        self.info.setStyleSheet("color: #e8e8e8; font-size: 11px; background: rgba(0, 0, 0, 110); padding: 1px 3px;")
         self.info.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.scale_bar = _ScaleBar(self.graphics)
         self.viewbox.sigRangeChanged.connect(lambda *_: self._place_overlays())
@@ -230,8 +230,8 @@ class SliceView(QtWidgets.QWidget):
         vol = self.state.volume
         n = slice_count(vol.shape, self.orientation)
         w = self.state.window
-        self.info.setText(f"{self.orientation.value}  {self.state.slice_index(self.orientation) + 1}/{n}"
-                          f"   W {w.width:.0f} L {w.center:.0f}")
+        self.info.setText(f"{self.orientation.value} {self.state.slice_index(self.orientation) + 1}/{n}\n"
+                          f"W {w.width:.0f}  L {w.center:.0f}")
         self.info.adjustSize()
 
     # -- geometry helpers --------------------------------------------------------------------
@@ -383,7 +383,7 @@ class SliceView(QtWidgets.QWidget):
             x = {"left": 6, "right": w - lab.width() - 6}.get(edge, (w - lab.width()) // 2)
             y = {"top": 4, "bottom": h - lab.height() - 4}.get(edge, (h - lab.height()) // 2)
             lab.move(x, y)
-        self.info.move(6, h - self.info.height() - 6)
+        self.info.move(6, 4)  # top-left corner: the edge letters sit at the middle of each edge
         if self.state.volume is not None:
             a = self.viewbox.mapViewToDevice(QtCore.QPointF(0, 0))
             b = self.viewbox.mapViewToDevice(QtCore.QPointF(100, 0))

@@ -9,15 +9,22 @@ GPU to be fast. `render()` returns pixels, so any toolkit can show them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import vtkmodules.vtkRenderingOpenGL2  # noqa: F401 - registers the OpenGL render window factories
 import vtkmodules.vtkRenderingVolumeOpenGL2  # noqa: F401 - registers the OpenGL GPU ray caster
+from scipy import ndimage
 from vtkmodules.util import numpy_support
+from vtkmodules.util.misc import calldata_type
+from vtkmodules.util.vtkConstants import VTK_STRING
 from vtkmodules.vtkCommonCore import vtkCommand, vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPiecewiseFunction, vtkPolyData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
@@ -42,9 +49,10 @@ CURSOR_COLOR: tuple[float, float, float] = (1.0, 0.85, 0.1)
 BACKEND_ENV = "LUNGLENS_RENDER_BACKEND"
 _SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software", "basic render")
 # label surfaces are extracted on at most about this many voxels (block-averaged above it)
-_MAX_SURFACE_VOXELS = 12_000_000
+_MAX_SURFACE_VOXELS = 4_000_000
+_SURFACE_BLUR_MM = 1.4  # Gaussian sigma applied to label masks before contouring
 # interactive mode: rays every N pixels and samples N times further apart along them
-_INTERACTIVE_IMAGE_SAMPLE = {"cpu": 2.5, "gpu": 2.0}
+_INTERACTIVE_IMAGE_SAMPLE = {"cpu": 3.0, "gpu": 2.0}
 _INTERACTIVE_SAMPLE_FACTOR = 2.0
 
 
@@ -59,6 +67,7 @@ class RenderPreset:
     specular: float = 0.2
     specular_power: float = 10.0
     shade: bool = True
+    sample_factor: float = 0.5  # ray step at full quality, in units of the smallest voxel size
 
 
 RENDER_PRESETS: dict[str, RenderPreset] = {
@@ -68,14 +77,14 @@ RENDER_PRESETS: dict[str, RenderPreset] = {
                 (-400.0, 1.0, 0.85, 0.7), (-150.0, 1.0, 0.6, 0.45), (200.0, 1.0, 0.95, 0.9)),
         opacity=((-1000.0, 0.0), (-760.0, 0.0), (-640.0, 0.06), (-450.0, 0.22), (-250.0, 0.12),
                  (-150.0, 0.0), (3000.0, 0.0)),
-        ambient=0.3, diffuse=0.8, specular=0.3, specular_power=15.0,
+        shade=False, sample_factor=0.4,  # unshaded: no gradient pass, and thin shells need fine steps
     ),
     "soft tissue": RenderPreset(
         colors=((-1000.0, 0.0, 0.0, 0.0), (-200.0, 0.55, 0.3, 0.2), (-100.0, 0.93, 0.78, 0.52),
                 (20.0, 0.85, 0.35, 0.28), (60.0, 0.8, 0.25, 0.2), (150.0, 0.95, 0.85, 0.75),
                 (1000.0, 1.0, 1.0, 0.95)),
-        opacity=((-1000.0, 0.0), (-300.0, 0.0), (-120.0, 0.0), (-60.0, 0.02), (20.0, 0.05), (60.0, 0.3),
-                 (150.0, 0.5), (1000.0, 0.85), (3000.0, 0.9)),
+        opacity=((-1000.0, 0.0), (-150.0, 0.0), (-60.0, 0.004), (20.0, 0.008), (80.0, 0.015), (150.0, 0.15),
+                 (300.0, 0.6), (1000.0, 0.85), (3000.0, 0.9)),
         ambient=0.2, diffuse=0.9, specular=0.15, specular_power=10.0,
     ),
     "bone": RenderPreset(
@@ -91,17 +100,39 @@ RENDER_PRESETS: dict[str, RenderPreset] = {
 # backend detection
 
 
+_PROBE = """
+import vtkmodules.vtkRenderingOpenGL2
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkRenderWindow
+window = vtkRenderWindow()
+window.SetOffScreenRendering(True)
+window.SetSize(8, 8)
+window.AddRenderer(vtkRenderer())
+window.Render()
+print(window.ReportCapabilities())
+window.Finalize()
+"""
+
+
+def _capabilities_in_process() -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(_PROBE, {})
+    return out.getvalue()
+
+
 @lru_cache(maxsize=1)
 def opengl_renderer_string() -> str:
-    """The OpenGL renderer string of an offscreen window ("" when none could be made)."""
+    """The OpenGL renderer string of an offscreen VTK window ("" when none can be made).
+
+    Probed in a child process: VTK can crash outright (not raise) where no OpenGL
+    library is usable, and that must not take the viewer down.
+    """
     try:
-        window = vtkRenderWindow()
-        window.SetOffScreenRendering(True)
-        window.SetSize(8, 8)
-        window.AddRenderer(vtkRenderer())
-        window.Render()
-        caps = window.ReportCapabilities() or ""
-        window.Finalize()
+        if getattr(sys, "frozen", False):  # a bundled app has no interpreter to spawn
+            caps = _capabilities_in_process()
+        else:
+            done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+            caps = done.stdout if done.returncode == 0 else ""
     except Exception:  # noqa: BLE001 - detection must never fail
         return ""
     for line in caps.splitlines():
@@ -201,31 +232,48 @@ def _block_mean(mask: np.ndarray, stride: int) -> np.ndarray:
     return m.reshape(nz, stride, ny, stride, nx, stride).mean(axis=(1, 3, 5))
 
 
+def _smooth_field(mask: np.ndarray, spacing_zyx: tuple[float, float, float], stride: int,
+                  pad: int) -> tuple[np.ndarray, float]:
+    """Zero-padded, Gaussian-blurred occupancy of `mask` and the level to contour it at.
+
+    Voxel stair-steps on gently curved surfaces are many triangles long, too long for
+    mesh smoothing alone; blurring the mask first removes them.
+    """
+    field = _block_mean(mask, stride) if stride > 1 else mask.astype(np.float32)
+    field = np.pad(field, pad)
+    block = np.asarray(spacing_zyx) * stride
+    sigma = np.maximum(block, _SURFACE_BLUR_MM) / block  # one voxel, and at least _SURFACE_BLUR_MM
+    field = ndimage.gaussian_filter(field, sigma, truncate=3.0)
+    return field, min(0.5, 0.5 * float(field.max()))  # tiny labels get a lower level, not no surface
+
+
 def label_surface(labels: np.ndarray, value: int, spacing_zyx: tuple[float, float, float],
-                  max_voxels: int = _MAX_SURFACE_VOXELS) -> vtkPolyData | None:
-    """Smoothed closed surface of `labels == value` in the grid frame (mm, before the affine); None if empty."""
+                  max_voxels: int = _MAX_SURFACE_VOXELS, flip_normals: bool = False) -> vtkPolyData | None:
+    """Smoothed closed surface of `labels == value` in the grid frame (mm, before the affine); None if empty.
+
+    `flip_normals` turns the surface inside out, for grids whose affine is a reflection.
+    """
     mask = labels == value
     nonzero = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
     if any(len(n) == 0 for n in nonzero):
         return None
     lo = [int(n[0]) for n in nonzero]
-    box = tuple(slice(int(n[0]), int(n[-1]) + 1) for n in nonzero)
-    sub = mask[box]
+    sub = mask[tuple(slice(int(n[0]), int(n[-1]) + 1) for n in nonzero)]
     stride = max(1, math.ceil((sub.size / max_voxels) ** (1.0 / 3.0)))
-    field = _block_mean(sub, stride) if stride > 1 else sub.view(np.uint8)
-    field = np.pad(field, 1)  # closes the surface where the label touches the box
-    block_centre = (stride - 1) / 2.0
+    pad = 4
+    field, level = _smooth_field(sub, spacing_zyx, stride, pad)
     image = _image_from_array(field, tuple(s * stride for s in spacing_zyx))
-    image.SetOrigin(*(spacing_zyx[a] * (lo[a] + block_centre - stride) for a in (2, 1, 0)))
+    first = [lo[a] + (stride - 1) / 2.0 - pad * stride for a in range(3)]  # voxel index of field[0, 0, 0]
+    image.SetOrigin(*(spacing_zyx[a] * first[a] for a in (2, 1, 0)))
     contour = vtkFlyingEdges3D()
     contour.SetInputData(image)
-    contour.SetValue(0, 0.5)
+    contour.SetValue(0, level)
     contour.ComputeNormalsOff()
     contour.ComputeGradientsOff()
     smooth = vtkWindowedSincPolyDataFilter()
     smooth.SetInputConnection(contour.GetOutputPort())
-    smooth.SetNumberOfIterations(20)
-    smooth.SetPassBand(0.05)
+    smooth.SetNumberOfIterations(12)
+    smooth.SetPassBand(0.1)
     smooth.NormalizeCoordinatesOn()
     smooth.BoundarySmoothingOff()
     smooth.FeatureEdgeSmoothingOff()
@@ -234,6 +282,7 @@ def label_surface(labels: np.ndarray, value: int, spacing_zyx: tuple[float, floa
     normals.SetInputConnection(smooth.GetOutputPort())
     normals.SplittingOff()
     normals.ConsistencyOff()
+    normals.SetFlipNormals(flip_normals)
     normals.Update()
     out = vtkPolyData()
     out.DeepCopy(normals.GetOutput())
@@ -274,6 +323,8 @@ class VolumeRenderer:
         self.backend = backend or detect_render_backend()
         if self.backend not in ("cpu", "gpu"):
             raise ValueError(f"backend must be 'cpu' or 'gpu', got {backend!r}")
+        if not opengl_renderer_string():
+            raise RuntimeError("no usable OpenGL: VTK could not open an offscreen render window")
         self._errors: list[str] = []
         self._window = vtkRenderWindow()
         self._window.SetOffScreenRendering(True)
@@ -311,10 +362,12 @@ class VolumeRenderer:
         self._opacity_scale = 1.0
         self._threshold: float | None = None
         self._interactive = False
-        self._sample_distance = 1.0
+        self._min_spacing = 1.0
 
         self._labels: np.ndarray | None = None
         self._surfaces: dict[int, vtkActor | None] = {}
+        self._shown_labels: set[int] = set()
+        self._surfaces_visible = True
 
         self._cursor_lines = vtkActor()
         self._cursor_dot = vtkActor()
@@ -327,12 +380,14 @@ class VolumeRenderer:
         self._cursor_lines.GetProperty().SetLineWidth(2.0)
         self._apply_preset()
         self.reset_camera()
+        self._window.Render()  # creates the OpenGL context now, so a missing one fails here
         self._check_errors("creating the OpenGL render window")
 
     # -- errors --------------------------------------------------------------------------------
 
-    def _on_error(self, _obj, _event) -> None:
-        self._errors.append("VTK reported an OpenGL error")
+    @calldata_type(VTK_STRING)
+    def _on_error(self, _obj, _event, message: str | None = None) -> None:
+        self._errors.append((message or "VTK reported an OpenGL error").strip())
 
     def _check_errors(self, doing: str) -> None:
         if self._errors:
@@ -345,6 +400,7 @@ class VolumeRenderer:
     def _make_mapper(self):
         if self.backend == "gpu":
             mapper = vtkGPUVolumeRayCastMapper()
+            mapper.UseJitteringOn()  # breaks up the wood-grain rings of thin shells
         else:
             mapper = vtkFixedPointVolumeRayCastMapper()
             mapper.SetNumberOfThreads(max(1, os.cpu_count() or 1))
@@ -368,7 +424,7 @@ class VolumeRenderer:
         self._mapper.SetInputData(self._image)
         self._prop.SetUserMatrix(_grid_to_world(volume))
         self._bounds = _world_bounds(volume)
-        self._sample_distance = float(min(volume.spacing))
+        self._min_spacing = float(min(volume.spacing))
         self._property.SetScalarOpacityUnitDistance(float(np.prod(volume.spacing)) ** (1.0 / 3.0))
         self._apply_quality()
         self._prop.SetVisibility(self._volume_visible)
@@ -377,6 +433,11 @@ class VolumeRenderer:
     @property
     def volume(self) -> Volume | None:
         return self._volume
+
+    @property
+    def image_data(self) -> vtkImageData | None:
+        """The vtkImageData the ray caster reads (shares the volume's buffer)."""
+        return self._image
 
     def set_volume_visible(self, visible: bool) -> None:
         self._volume_visible = bool(visible)
@@ -415,6 +476,7 @@ class VolumeRenderer:
         p.SetDiffuse(preset.diffuse)
         p.SetSpecular(preset.specular)
         p.SetSpecularPower(preset.specular_power)
+        self._apply_quality()
 
     # -- quality -------------------------------------------------------------------------------
 
@@ -430,8 +492,8 @@ class VolumeRenderer:
     def _apply_quality(self) -> None:
         fast = self._interactive
         self._mapper.SetImageSampleDistance(_INTERACTIVE_IMAGE_SAMPLE[self.backend] if fast else 1.0)
-        factor = _INTERACTIVE_SAMPLE_FACTOR if fast else 1.0
-        self._mapper.SetSampleDistance(self._sample_distance * factor)
+        step = RENDER_PRESETS[self._preset_name].sample_factor * self._min_spacing
+        self._mapper.SetSampleDistance(step * (_INTERACTIVE_SAMPLE_FACTOR if fast else 1.0))
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -440,17 +502,18 @@ class VolumeRenderer:
             if actor is not None:
                 self._renderer.RemoveActor(actor)
         self._surfaces = {}
+        self._shown_labels = set()
         self._labels = labels
 
     def set_labels(self, labels: np.ndarray | None, colors: dict[int, tuple[float, float, float]],
-                   visible: set[int] | None = None, opacity: float = 1.0) -> None:
+                   visible: set[int] | None = None, opacity: float | dict[int, float] = 1.0) -> None:
         """Show smoothed surfaces of label values (cached per value; pass a new array to recompute).
 
         Args:
             labels: integer array on the volume grid, or None to remove all surfaces.
             colors: RGB (0..1) per label value; only these values get surfaces.
             visible: the values to show (None: all in `colors`).
-            opacity: surface opacity 0..1.
+            opacity: surface opacity 0..1, for all labels or per value (missing values: 1).
         """
         if labels is None or self._volume is None:
             self._set_labels_grid(None)
@@ -459,22 +522,30 @@ class VolumeRenderer:
             raise ValueError(f"labels shape {labels.shape} does not match the volume {self._volume.shape}")
         if labels is not self._labels:
             self._set_labels_grid(labels)
-        show = set(colors) if visible is None else set(visible) & set(colors)
+        self._shown_labels = {int(v) for v in (set(colors) if visible is None else set(visible) & set(colors))}
+        for value in self._shown_labels:
+            actor = self._surface_actor(value)
+            if actor is not None:
+                actor.GetProperty().SetColor(*colors[value])
+                alpha = opacity.get(value, 1.0) if isinstance(opacity, dict) else opacity
+                actor.GetProperty().SetOpacity(float(np.clip(alpha, 0.0, 1.0)))
+        self._update_surface_visibility()
+
+    def set_surfaces_visible(self, visible: bool) -> None:
+        """Show or hide all label surfaces at once (the per-label choice is kept)."""
+        self._surfaces_visible = bool(visible)
+        self._update_surface_visibility()
+
+    def _update_surface_visibility(self) -> None:
         for value, actor in self._surfaces.items():
             if actor is not None:
-                actor.SetVisibility(value in show)
-        for value in show:
-            actor = self._surface_actor(int(value))
-            if actor is None:
-                continue
-            actor.GetProperty().SetColor(*colors[value])
-            actor.GetProperty().SetOpacity(float(np.clip(opacity, 0.0, 1.0)))
-            actor.VisibilityOn()
+                actor.SetVisibility(self._surfaces_visible and value in self._shown_labels)
 
     def _surface_actor(self, value: int) -> vtkActor | None:
         if value not in self._surfaces:
             assert self._labels is not None and self._volume is not None
-            poly = label_surface(self._labels, value, self._volume.spacing)
+            mirrored = bool(np.linalg.det(self._volume.direction[:, ::-1]) < 0)
+            poly = label_surface(self._labels, value, self._volume.spacing, flip_normals=mirrored)
             actor = None
             if poly is not None:
                 mapper = vtkPolyDataMapper()
