@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
-from viewer.layers import COLORMAPS, HeatmapLayer, LayerList
+from viewer.layers import COLORMAPS, HeatmapLayer, LabelLayer, LayerList
 
 
 class LayerPanel(QtWidgets.QWidget):
@@ -20,13 +20,22 @@ class LayerPanel(QtWidgets.QWidget):
         self.threshold.setRange(0, 100)
         self.colormap = QtWidgets.QComboBox()
         self.colormap.addItems(COLORMAPS)
+        self.labels = QtWidgets.QTableWidget(0, 2)
+        self.labels.setHorizontalHeaderLabels(["", "label"])
+        self.labels.horizontalHeader().setStretchLastSection(True)
+        self.labels.verticalHeader().hide()
+        self.labels.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.labels.setToolTip("tick to show a label; double-click the colour to change it")
+        self.labels.itemChanged.connect(self._on_label_toggled)
+        self.labels.cellDoubleClicked.connect(self._pick_color)
         form = QtWidgets.QFormLayout()
         form.addRow("opacity", self.opacity)
         form.addRow("threshold", self.threshold)
         form.addRow("colour map", self.colormap)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.list)
+        layout.addWidget(self.list, 2)
+        layout.addWidget(self.labels, 1)
         layout.addLayout(form)
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentRowChanged.connect(lambda _r: self._sync_controls())
@@ -73,6 +82,7 @@ class LayerPanel(QtWidgets.QWidget):
         heat = isinstance(layer, HeatmapLayer)
         for w in (self.opacity, self.threshold, self.colormap):
             w.setEnabled(layer is not None and (w is self.opacity or heat))
+        self._fill_labels(layer if isinstance(layer, LabelLayer) else None)
         if layer is None:
             return
         with QtCore.QSignalBlocker(self.opacity):
@@ -81,3 +91,51 @@ class LayerPanel(QtWidgets.QWidget):
             with QtCore.QSignalBlocker(self.threshold), QtCore.QSignalBlocker(self.colormap):
                 self.threshold.setValue(int(round(layer.threshold * 100)))
                 self.colormap.setCurrentText(layer.colormap)
+
+    # -- per-label colour and visibility ---------------------------------------------------------
+
+    def _fill_labels(self, layer: LabelLayer | None) -> None:
+        with QtCore.QSignalBlocker(self.labels):
+            values = sorted(layer.colors) if layer is not None else []
+            self.labels.setRowCount(len(values))
+            for row, value in enumerate(values):
+                swatch = QtWidgets.QTableWidgetItem()
+                swatch.setBackground(QtGui.QColor(*layer.colors[value]))
+                swatch.setData(QtCore.Qt.ItemDataRole.UserRole, value)
+                name = QtWidgets.QTableWidgetItem(f"{value}  {layer.names.get(value, '')}")
+                name.setFlags(name.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
+                hidden = value in layer.hidden_labels
+                name.setCheckState(QtCore.Qt.CheckState.Unchecked if hidden else QtCore.Qt.CheckState.Checked)
+                self.labels.setItem(row, 0, swatch)
+                self.labels.setItem(row, 1, name)
+            self.labels.setColumnWidth(0, 22)
+            self.labels.setVisible(layer is not None)
+
+    def _label_value(self, row: int) -> int:
+        return int(self.labels.item(row, 0).data(QtCore.Qt.ItemDataRole.UserRole))
+
+    def _on_label_toggled(self, item: QtWidgets.QTableWidgetItem) -> None:
+        layer = self.current_layer()
+        if not isinstance(layer, LabelLayer) or item.column() != 1:
+            return
+        value = self._label_value(item.row())
+        hidden = set(layer.hidden_labels)
+        if item.checkState() == QtCore.Qt.CheckState.Checked:
+            hidden.discard(value)
+        else:
+            hidden.add(value)
+        layer.update(hidden_labels=hidden)
+
+    def _pick_color(self, row: int, column: int) -> None:
+        layer = self.current_layer()
+        if not isinstance(layer, LabelLayer) or column != 0:
+            return
+        value = self._label_value(row)
+        color = QtWidgets.QColorDialog.getColor(QtGui.QColor(*layer.colors[value]), self, "Label colour")
+        if color.isValid():
+            self.set_label_color(value, (color.red(), color.green(), color.blue()))
+
+    def set_label_color(self, value: int, rgb: tuple[int, int, int]) -> None:
+        layer = self.current_layer()
+        if isinstance(layer, LabelLayer):
+            layer.update(colors={**layer.colors, value: rgb})

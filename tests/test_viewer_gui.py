@@ -276,3 +276,25 @@ def test_dropping_a_folder_opens_it(qtbot, phantom_series, tmp_path, monkeypatch
         win.dropEvent(drop)
     assert win.state.volume.shape == (40, 96, 96)
     win.close()
+
+
+def test_layer_panel_edits_reach_the_rendered_overlay(qtbot, phantom):
+    from app.layer_panel import LayerPanel
+
+    state = ViewerState(phantom.volume)
+    layer = state.layers.add(LabelLayer("truth", phantom.label_map(), opacity=0.6), state.shape)
+    panel = LayerPanel(state.layers)
+    qtbot.addWidget(panel)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    cons = tuple(int(v) for v in np.argwhere(phantom.masks["consolidation"])[0])
+    state.set_cursor((cons[0], 0, 0))
+    panel.set_label_color(4, (0, 0, 255))
+    r, g, b = pixel(view, cons)
+    assert b > 150 and r < 0.7 * b  # now blue
+    row = sorted(layer.colors).index(4)
+    panel.labels.item(row, 1).setCheckState(QtCore.Qt.CheckState.Unchecked)
+    assert 4 in layer.hidden_labels
+    r, g, b = pixel(view, cons)
+    assert np.ptp([r, g, b]) < 8  # label 4 hidden: grey
+    panel.opacity.setValue(20)
+    assert layer.opacity == pytest.approx(0.2)

@@ -20,6 +20,10 @@ DEFAULT_LABEL_COLORS: dict[int, RGB] = {
     5: (200, 90, 255),   # other lesion
 }
 
+DEFAULT_LABEL_NAMES: dict[int, str] = {
+    1: "lung left", 2: "lung right", 3: "ground-glass opacity", 4: "consolidation", 5: "other lesion",
+}
+
 # control points (position, r, g, b) of the heat-map colour maps
 _COLORMAPS: dict[str, list[tuple[float, int, int, int]]] = {
     "jet": [(0.0, 0, 0, 143), (0.125, 0, 0, 255), (0.375, 0, 255, 255), (0.625, 255, 255, 0),
@@ -47,6 +51,7 @@ class LabelLayer:
     name: str
     data: np.ndarray
     colors: dict[int, RGB] = field(default_factory=lambda: dict(DEFAULT_LABEL_COLORS))
+    names: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_LABEL_NAMES))
     opacity: float = 0.5
     visible: bool = True
     hidden_labels: set[int] = field(default_factory=set)
@@ -76,7 +81,7 @@ class LabelLayer:
     def update(self, **changes) -> None:
         """Change display properties (opacity, visible, colors, hidden_labels) and announce it."""
         for key, value in changes.items():
-            if key not in ("opacity", "visible", "colors", "hidden_labels", "name"):
+            if key not in ("opacity", "visible", "colors", "hidden_labels", "name", "names"):
                 raise AttributeError(f"LabelLayer has no display property {key!r}")
             setattr(self, key, value)
         self._lut = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,6 +117,9 @@ def main() -> None:
     for name, value in rows:
         print(f"  {name:50} {value:>10}")
     print(f"  first image vs SimpleITK load alone: {t_sitk / t_open:.2f}x")
+    sys.stdout.flush()
+    # PySide6 can crash while the interpreter garbage-collects Qt objects at exit; the figures are out
+    os._exit(0)
 
 
 if __name__ == "__main__":
