@@ -64,6 +64,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_options(p)
     p.set_defaults(func=cmd_view)
 
+    p = sub.add_parser("models", help="list the registered AI models with their cards",
+                       description="Every registered model: input kind, parameter count, training data, metrics.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("predict", help="classify 2D slice images (PNG/JPG) with a slice model",
+                       description="Classify slice images; writes a CSV with header path,predicted,p_covid.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders searched recursively")
+    p.add_argument("--model", default="light-squeezenet", help="a registered slice model (see `lunglens models`)")
+    p.add_argument("--out", required=True, metavar="CSV", help="output CSV file")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    p.add_argument("--no-tta", action="store_true", help="no mirror test-time augmentation")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("screen", help="screen every CT series under the paths; ranked worklist + masks",
+                       description="Find every CT series under PATH..., screen each with a model, and write "
+                                   "results.csv / results.json ranked by probability, plus per case the heat "
+                                   "map, lesion mask and lung mask as NIfTI on the CT grid. A bad series is "
+                                   "reported and skipped. Not for clinical diagnosis.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--model", default="light-squeezenet")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--aggregation", default="top-k mean", choices=("top-k mean", "max", "mean"),
+                   help="how slice probabilities become the case probability")
+    p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser("train", help="train a model on a labelled folder",
+                       description="Train a slice model on a folder laid out like COVID-CT (CT_<CLASS>/ image "
+                                   "folders and Data-split/<CLASS>/<split>CT_<CLASS>.txt lists); writes weights, "
+                                   "a model card with validation metrics, and the validation ROC curve.")
+    p.add_argument("model", choices=("light-squeezenet",), help="model to train")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="the built-in demo study (a synthetic chest CT with lesions)",
                        description="Write the demo study (a synthetic chest-CT phantom with COVID-like lesions, "
                                    "as a DICOM series plus NIfTI ground-truth masks) to --out, or, without "
@@ -236,6 +275,112 @@ def demo_study_path() -> Path:
         print(f"writing the demo study to {root} (first use)", file=sys.stderr)
         write_demo_study(root)
     return root
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from inference.registry import list_models
+
+    rows = []
+    for spec in list_models():
+        card = spec.card()
+        rows.append({
+            "name": spec.name, "input": spec.input_kind, "parameters": spec.parameter_count(),
+            "classes": list(spec.classes), "weights": spec.weights.file if spec.weights else None,
+            "training_data": (card.get("training_data") or {}).get("dataset", "no shipped weights"),
+            "validation_metrics": card.get("validation_metrics", {}), "description": spec.description,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in r["validation_metrics"].items()) or "-"
+        print(f"{r['name']}  ({r['input']}, {r['parameters'] / 1e6:.2f} M parameters)\n  {r['description']}\n"
+              f"  weights: {r['weights'] or 'none shipped'}; trained on: {r['training_data']}\n"
+              f"  validation: {metrics}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from inference.registry import WeightsError, get_model
+    from inference.slice_classifier import SliceClassifier
+    from inference.slice_data import ImageError, find_images, load_grey
+
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    if missing:
+        return _fail(f"{missing[0]}: no such file or folder")
+    try:
+        spec = get_model(args.model)
+        clf = SliceClassifier(spec, device=args.device, tta=not args.no_tta)
+    except (KeyError, ValueError, WeightsError) as exc:
+        return _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
+    paths = find_images(args.inputs)
+    if not paths:
+        return _fail("no images found (PNG, JPG, BMP or TIFF)")
+    bar = ProgressBar("predicting")
+    failed = 0
+    positive = spec.positive_class
+    with open(args.out, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "predicted", f"p_{positive.lower()}"])
+        for i in range(0, len(paths), 16):
+            chunk, images = [], []
+            for p in paths[i : i + 16]:
+                try:
+                    images.append(load_grey(p))
+                    chunk.append(p)
+                except ImageError as exc:
+                    failed += 1
+                    print(f"lunglens: skipped: {exc}", file=sys.stderr)
+            if images:
+                pred = clf.predict_arrays(images)
+                for p, name, prob in zip(chunk, pred.predicted(), pred.positive):
+                    writer.writerow([str(p), name, f"{prob:.6f}"])
+            bar(min(1.0, (i + 16) / len(paths)), f"{min(i + 16, len(paths))}/{len(paths)} images")
+    bar.close()
+    print(f"wrote {args.out}: {len(paths) - failed} image(s) classified with {spec.name} on {clf.device}")
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from app.screening_batch import screen
+    from inference.registry import WeightsError
+    from inference.screening import ScreeningConfig
+
+    bar = ProgressBar("screening")
+    try:
+        rows, errors = screen(args.paths, args.out, model=args.model, device=args.device,
+                              config=ScreeningConfig(aggregation=args.aggregation), progress=bar,
+                              log=lambda m: (bar.close(), print(m, file=sys.stderr)))
+    except (KeyError, ValueError, WeightsError) as exc:
+        bar.close()
+        return _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
+    bar.close()
+    for row in rows:
+        print(f"{row['rank']:3d}  p={row['probability']:.3f}  involvement {row['involvement_percent']:5.1f} %  "
+              f"severity {row['severity']:2d}  {row['case']}")
+    for err in errors:
+        print(f"skipped: {err['source']}: {err['error']}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'results.csv'} ({len(rows)} case(s), {len(errors)} problem(s))")
+    return EXIT_OK if rows or not errors else EXIT_BAD_INPUT
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from inference.train_slice import TrainConfig, train
+
+    if not os.path.isdir(args.data):
+        return _fail(f"{args.data}: no such folder")
+    bar = ProgressBar("training")
+    try:
+        result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed,
+                                                        batch_size=args.batch_size),
+                       model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)))
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    bar.close()
+    print(f"wrote {result.weights} and {result.card}")
+    return EXIT_OK
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.analysis import AnalyzeWorker, ResultsPanel, add_prediction_layers, usable_models
 from app.layer_panel import LayerPanel
 from app.series_browser import SeriesBrowser
 from app.settings import Settings
@@ -42,6 +43,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     volume_loaded = QtCore.Signal(object)
     load_failed = QtCore.Signal(str)
+    analysis_done = QtCore.Signal(object)
+    analysis_failed = QtCore.Signal(str)
 
     def __init__(self, settings: Settings | None = None, interactive: bool = True) -> None:
         """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead."""
@@ -135,6 +138,29 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.layers_dock = dock
 
+        ai = QtWidgets.QWidget()
+        self.model_box = QtWidgets.QComboBox()
+        self.model_box.addItems(usable_models())
+        self.device_label = QtWidgets.QLabel("")
+        self.analyze_button = QtWidgets.QPushButton("Analyze")
+        self.analyze_button.clicked.connect(lambda: self.analyze())
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel("model"))
+        row.addWidget(self.model_box, 1)
+        row.addWidget(self.analyze_button)
+        self.results = ResultsPanel(self.state)
+        col = QtWidgets.QVBoxLayout(ai)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addLayout(row)
+        col.addWidget(self.device_label)
+        col.addWidget(self.results, 1)
+        dock = QtWidgets.QDockWidget("AI results", self)
+        dock.setObjectName("ai-results")
+        dock.setWidget(ai)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.ai_dock = dock
+        self._update_device_label()
+
     def _build_actions(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
@@ -157,6 +183,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
         view_menu.addAction(self.layers_dock.toggleViewAction())
+
+        ai_menu = menu.addMenu("&AI")
+        self._action(ai_menu, "&Analyze", lambda: self.analyze(), "Ctrl+Shift+A")
+        ai_menu.addAction(self.ai_dock.toggleViewAction())
 
         self.preset_menu = menu.addMenu("&Window")
         self._fill_presets()
@@ -301,6 +331,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._worker.cancel()
 
     def _on_worker_finished(self) -> None:
+        if self.sender() is not None and self.sender() is not self._worker:
+            return  # a replaced worker finishing late must not clear the current one
         self._worker = None
         self._thread = None
         self.progress.hide()
@@ -355,6 +387,59 @@ class MainWindow(QtWidgets.QMainWindow):
         self.load_failed.emit(message)
         if self.interactive:
             QtWidgets.QMessageBox.warning(self, "Cannot open", message)
+
+    # -- AI --------------------------------------------------------------------------------
+
+    def _update_device_label(self) -> None:
+        from inference.device import select_device
+
+        try:
+            device = select_device("auto")
+        except ValueError as exc:
+            device = exc
+        models = "" if self.model_box.count() else "  (no model with shipped weights installed)"
+        self.device_label.setText(f"device: {device}{models}")
+
+    def analyze(self, model=None) -> None:
+        """Run the chosen model on the open volume in a worker; results arrive by signal."""
+        if self.state.volume is None:
+            self._report_analysis_failure("open a CT before analysing it")
+            return
+        model = model or self.model_box.currentText()
+        if not model:
+            self._report_analysis_failure("no AI model with shipped weights is installed (see `lunglens models`)")
+            return
+        if self._worker is not None and not self._worker.result_delivered:
+            self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
+            return
+        vol = self.state.volume
+        worker = AnalyzeWorker(vol.array, vol.spacing, model)
+        worker.progress.connect(self._on_progress)
+        worker.done.connect(self._on_analysis_done)
+        worker.failed.connect(self._report_analysis_failure)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.finished.connect(self._on_worker_finished)
+        self._worker = worker
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.statusBar().showMessage("analysing...")
+        self._thread = start_worker(worker, self)
+
+    def _on_analysis_done(self, pred) -> None:
+        if self.state.volume is None or pred.heatmap.shape != self.state.shape:
+            return  # the volume changed while the model ran
+        add_prediction_layers(self.state, pred)
+        self.results.show_prediction(pred)
+        self.ai_dock.raise_()
+        self.statusBar().showMessage(f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
+        self.analysis_done.emit(pred)
+
+    def _report_analysis_failure(self, message: str) -> None:
+        self.statusBar().showMessage(message.splitlines()[0], 15000)
+        self.analysis_failed.emit(message)
+        if self.interactive:
+            QtWidgets.QMessageBox.warning(self, "Analysis", message)
 
     # -- overlays ----------------------------------------------------------------------------
 

@@ -32,25 +32,32 @@ class LoadWorker(QtCore.QObject):
         self.series = series
         self.scan_only = scan_only
         self._cancel = threading.Event()
+        self.result_delivered = False  # set once its result or error signal went out
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def _deliver(self, signal, *args) -> None:
+        self.result_delivered = True  # before the signal: the GUI may act on the result before `finished`
+        signal.emit(*args)
 
     @QtCore.Slot()
     def run(self) -> None:
         try:
             if self.scan_only:
-                self.scanned.emit(scan(self.path, progress=self.progress.emit, cancel=self._cancel.is_set))
+                result = scan(self.path, progress=self.progress.emit, cancel=self._cancel.is_set)
+                self._deliver(self.scanned, result)
             else:
                 vol = open_volume(self.path, series=self.series, progress=self.progress.emit,
                                   cancel=self._cancel.is_set)
-                self.loaded.emit(vol)
+                self._deliver(self.loaded, vol)
         except LoadCancelled:
-            self.cancelled.emit()
+            self._deliver(self.cancelled)
         except (LoadError, FileNotFoundError) as exc:
-            self.failed.emit(str(exc))
+            self._deliver(self.failed, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must reach the user as a message, not kill the thread
-            self.failed.emit(f"unexpected error while loading {self.path}: {exc}\n{traceback.format_exc(limit=3)}")
+            self._deliver(self.failed,
+                          f"unexpected error while loading {self.path}: {exc}\n{traceback.format_exc(limit=3)}")
         finally:
             self.finished.emit()
 

@@ -37,3 +37,12 @@ def test_every_axis_permutation_and_flip(direction):
 def test_canonical_volume_is_returned_unchanged():
     vol = Volume(np.zeros((2, 2, 2)))
     assert to_canonical(vol) is vol
+
+
+@pytest.mark.parametrize("direction", list(rotations())[::5])
+def test_arrays_go_back_to_the_original_grid(direction):
+    from viewer.reorient import canonical_axes, from_canonical_array, reorient_array
+
+    a = np.arange(60).reshape(3, 4, 5)
+    source, flips = canonical_axes(direction)
+    assert np.array_equal(from_canonical_array(reorient_array(a, source, flips), source, flips), a)

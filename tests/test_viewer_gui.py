@@ -298,3 +298,35 @@ def test_layer_panel_edits_reach_the_rendered_overlay(qtbot, phantom):
     assert np.ptp([r, g, b]) < 8  # label 4 hidden: grey
     panel.opacity.setValue(20)
     assert layer.opacity == pytest.approx(0.2)
+
+
+def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phantom_series, tmp_path, monkeypatch):
+    """GUI wiring of the AI: worker thread, overlays, results panel (weights here are untrained)."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    import torch
+
+    from app.analysis import HEATMAP_LAYER, MASK_LAYER
+    from app.main_window import MainWindow
+    from inference.models.light_squeezenet import light_squeezenet
+    from inference.registry import get_model
+    from inference.slice_classifier import SliceClassifier
+
+    torch.manual_seed(0)
+    clf = SliceClassifier(get_model("light-squeezenet"), device="cpu", module=light_squeezenet())
+    folder, _ = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.open_path(str(folder / "dicom"))
+    win.analysis_failed.connect(lambda m: print("ANALYSIS FAILED", m))
+    win.statusBar().messageChanged.connect(lambda m: print("status", m))
+    with qtbot.waitSignal(win.analysis_done, timeout=120000) as blocker:
+        win.analyze(model=clf)
+    pred = blocker.args[0]
+    assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
+    assert 0.0 <= pred.positive_probability <= 1.0
+    assert "P(COVID)" in win.results.headline.text()
+    k = int(pred.slice_indices[len(pred.slice_indices) // 2])
+    win.results.jump_to_slice(k + 0.3)
+    assert win.state.cursor[0] == k
+    win.close()

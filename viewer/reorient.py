@@ -56,3 +56,12 @@ def to_canonical(volume: Volume) -> Volume:
     origin = tuple(volume.index_to_lps(corner))
     return Volume(reorient_array(volume.array, source, flips), spacing, origin, direction,
                   metadata=volume.metadata, warnings=volume.warnings, source=volume.source)
+
+
+def from_canonical_array(array: np.ndarray, source: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> np.ndarray:
+    """Undo `reorient_array`: an array on the canonical grid back onto the original volume's grid."""
+    out = array
+    for axis, flip in enumerate(flips):
+        if flip:
+            out = np.flip(out, axis=axis)
+    return np.ascontiguousarray(np.transpose(out, np.argsort(source)))

@@ -1,0 +1,41 @@
+"""Choosing where inference runs: CUDA, then Apple MPS, then the CPU with all its cores."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; `cpu`, `cuda`, `cuda:1`, `mps` force one.
+
+    Raises:
+        ValueError: the requested device is not available here.
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        use_all_cores()
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("MPS was requested but is not available")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}: {exc}") from None
+    if device.type == "cpu":
+        use_all_cores()
+    return device
+
+
+def use_all_cores() -> None:
+    n = os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

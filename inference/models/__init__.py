@@ -1,0 +1,3 @@
+"""Built-in models; importing this package registers them."""
+
+from inference.models import light_squeezenet_registration  # noqa: F401

@@ -1,0 +1,49 @@
+"""Registry entries of the light SqueezeNet (paper 2) and its two SqueezeNet baselines."""
+
+from __future__ import annotations
+
+from inference.models.light_squeezenet import light_squeezenet, squeezenet_no_bypass, squeezenet_simple_bypass
+from inference.registry import ModelSpec, WeightsInfo, register_model
+
+PREPROCESSING = {
+    "input": "2D slice, one grey channel",
+    "ct_window_hu": [-1350, 150],
+    "pad_to_square": True,
+    "resize": 268,
+    "centre_crop": 224,
+    "normalize": "per-image zero mean, unit standard deviation",
+}
+CLASSES = ("NonCOVID", "COVID")
+
+register_model(ModelSpec(
+    name="light-squeezenet",
+    builder=light_squeezenet,
+    input_kind="slice",
+    classes=CLASSES,
+    positive_class="COVID",
+    description="Light SqueezeNet (Polsinelli et al.): CPU-friendly COVID-19 slice classifier with CAM",
+    preprocessing=PREPROCESSING,
+    weights=WeightsInfo(
+        file="light-squeezenet.pt",
+        sha256="4507aa66f241a5e88e40af90f99552d442068f90c840fcbe0ce30e97fbce2c5c",
+        card="light-squeezenet.card.json",
+    ),
+))
+register_model(ModelSpec(
+    name="squeezenet-no-bypass",
+    builder=squeezenet_no_bypass,
+    input_kind="slice",
+    classes=CLASSES,
+    positive_class="COVID",
+    description="SqueezeNet with modified Fire modules, no bypass (paper 2 baseline; no shipped weights)",
+    preprocessing=PREPROCESSING,
+))
+register_model(ModelSpec(
+    name="squeezenet-simple-bypass",
+    builder=squeezenet_simple_bypass,
+    input_kind="slice",
+    classes=CLASSES,
+    positive_class="COVID",
+    description="SqueezeNet with modified Fire modules and simple bypass (paper 2 baseline; no shipped weights)",
+    preprocessing=PREPROCESSING,
+))

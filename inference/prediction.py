@@ -1,0 +1,86 @@
+"""The result of screening one CT volume, as arrays on the volume's own grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ZoneInvolvement:
+    """Lesion burden of one lung zone (upper, middle or lower third of one lung)."""
+
+    lung: str  # "left" | "right"
+    zone: str  # "upper" | "middle" | "lower"
+    lung_ml: float
+    lesion_ml: float
+    percent: float
+    score: int  # 0-5, see `zone_score`
+
+
+@dataclass
+class Prediction:
+    """What a model says about one CT volume.
+
+    Arrays lie on the input volume's grid (z, y, x): `heatmap` in [0, 1], `lung_mask` uint8
+    (1 left, 2 right), `lesion_mask` uint8 (3 ground-glass, 4 consolidation, as the viewer's labels).
+    """
+
+    model: str
+    classes: tuple[str, ...]
+    probabilities: dict[str, float]
+    slice_indices: np.ndarray  # axial slices that were classified (those with lung)
+    slice_probabilities: np.ndarray  # positive-class probability of each of them
+    heatmap: np.ndarray
+    lung_mask: np.ndarray
+    lesion_mask: np.ndarray
+    zones: list[ZoneInvolvement] = field(default_factory=list)
+    aggregation: str = ""
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def positive_probability(self) -> float:
+        return self.probabilities[self.classes[-1]]
+
+    @property
+    def lesion_ml(self) -> float:
+        return float(sum(z.lesion_ml for z in self.zones))
+
+    def involvement_percent(self, lung: str | None = None) -> float:
+        zones = [z for z in self.zones if lung is None or z.lung == lung]
+        total = sum(z.lung_ml for z in zones)
+        return 100.0 * sum(z.lesion_ml for z in zones) / total if total > 0 else 0.0
+
+    @property
+    def severity(self) -> int:
+        """Zone-based CT severity score, 0-30 (six zones scored 0-5)."""
+        return int(sum(z.score for z in self.zones))
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "probability": round(self.positive_probability, 6),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "aggregation": self.aggregation,
+            "slices_classified": int(len(self.slice_indices)),
+            "lesion_ml": round(self.lesion_ml, 2),
+            "involvement_percent": round(self.involvement_percent(), 2),
+            "involvement_left_percent": round(self.involvement_percent("left"), 2),
+            "involvement_right_percent": round(self.involvement_percent("right"), 2),
+            "severity": self.severity,
+            "zones": [z.__dict__ for z in self.zones],
+            "device": self.device,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def zone_score(percent: float) -> int:
+    """0 none, 1 under 5 %, 2 5-25 %, 3 25-50 %, 4 50-75 %, 5 over 75 % (the lobar score of Pan et al. 2020)."""
+    if percent <= 0:
+        return 0
+    for score, upper in ((1, 5), (2, 25), (3, 50), (4, 75)):
+        if percent < upper:
+            return score
+    return 5

@@ -1,0 +1,209 @@
+"""Screening a CT volume with a 2D slice model: case probability, CAM heat map, lesion mask, burden.
+
+Input convention: HU array (z, y, x) with z toward the head, y toward posterior, x toward
+the patient's left (the viewer's canonical orientation), and its (z, y, x) spacing in mm.
+
+Pipeline (every threshold is a `ScreeningConfig` field):
+1. lungs: `segment_lungs` (threshold method), unless a lung label map is given;
+2. every axial slice with at least `min_lung_area_mm2` of lung is cropped to the lungs'
+   bounding box (plus a margin, the same box for all slices), windowed to the lung window
+   (-1350..150 HU) and classified; the CAM of the positive class comes from the same pass;
+3. case probability: mean of the top-k slice probabilities, k = max(`min_top`,
+   `top_fraction` x slices) ("top-k mean"); "max" and "mean" are the alternatives;
+4. heat map: each slice's CAM (scaled to [0, 1]) times that slice's probability, on the CT grid;
+5. lesion mask: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
+   (`vessel_opening_mm`), kept where the heat map exceeds `cam_threshold`; labelled
+   ground-glass (-750..-300 HU, label 3) or consolidation (-300..+50 HU, label 4);
+6. burden per zone (upper, middle, lower third of each lung's height) and a severity score
+   (each of the six zones 0-5 by % involved, see `zone_score`; total 0-30).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from inference.prediction import Prediction, ZoneInvolvement, zone_score
+from inference.slice_classifier import SliceClassifier
+from inference.transforms import LUNG_WINDOW
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+
+class ScreeningCancelled(Exception):
+    """The user stopped the analysis."""
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    aggregation: str = "top-k mean"  # "top-k mean" | "max" | "mean"
+    top_fraction: float = 0.1
+    min_top: int = 3
+    min_lung_area_mm2: float = 400.0
+    crop_margin: float = 0.12
+    ggo_hu: tuple[float, float] = (-750.0, -300.0)
+    consolidation_hu: tuple[float, float] = (-300.0, 50.0)
+    vessel_opening_mm: float = 3.0
+    cam_threshold: float = 0.35
+    batch_size: int = 4  # on a 2-core CPU, large batches are slower per slice (see STACK.md)
+
+
+def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
+    """Case probability from slice probabilities (see the module docstring)."""
+    if len(probabilities) == 0:
+        return 0.0
+    if config.aggregation == "max":
+        return float(probabilities.max())
+    if config.aggregation == "mean":
+        return float(probabilities.mean())
+    if config.aggregation != "top-k mean":
+        raise ValueError(f"unknown aggregation {config.aggregation!r}")
+    k = max(config.min_top, math.ceil(config.top_fraction * len(probabilities)))
+    return float(np.sort(probabilities)[::-1][:k].mean())
+
+
+def run(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    model: str | SliceClassifier = "light-squeezenet",
+    *,
+    device: str = "auto",
+    config: ScreeningConfig | None = None,
+    lung_labels: np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> Prediction:
+    """Screen one CT volume; the GUI calls this from a worker thread.
+
+    Raises:
+        ScreeningCancelled: `cancel()` returned True.
+        ValueError: the volume is not 3D.
+    """
+    cfg = config or ScreeningConfig()
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+
+    def report(f: float, msg: str) -> None:
+        if progress is not None:
+            progress(min(max(f, 0.0), 1.0), msg)
+
+    def check() -> None:
+        if cancel is not None and cancel():
+            raise ScreeningCancelled("analysis cancelled")
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
+    clf = model if isinstance(model, SliceClassifier) else SliceClassifier(model, device=device, tta=False)
+    timings["model_load"] = time.perf_counter() - t0
+    report(0.02, "segmenting the lungs")
+    t = time.perf_counter()
+    if lung_labels is None:
+        lung_labels = _segment(volume, spacing, report, cancel)
+    lungs = lung_labels > 0
+    timings["lung_segmentation"] = time.perf_counter() - t
+    check()
+
+    dz, dy, dx = spacing
+    area = lungs.sum(axis=(1, 2)) * dy * dx
+    slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
+    heat = np.zeros(volume.shape, np.float32)
+    probs = np.zeros(len(slices), np.float32)
+    box = _crop_box(lungs, cfg.crop_margin)
+    t = time.perf_counter()
+    for start in range(0, len(slices), cfg.batch_size):
+        check()
+        idx = slices[start : start + cfg.batch_size]
+        images = [LUNG_WINDOW(volume[k][box]) for k in idx]
+        p, cams = clf.predict_with_cam(images)
+        probs[start : start + len(idx)] = p
+        shape = images[0].shape
+        for k, pk, cam in zip(idx, p, cams):
+            heat[k][box] = clf.cam_to_image(cam, shape) * pk
+        report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
+    timings["classification"] = time.perf_counter() - t
+    heat *= lungs  # the heat map speaks about the lungs only
+    check()
+    t = time.perf_counter()
+    lesions = lesion_mask(volume, lungs, heat, spacing, cfg)
+    zones = zone_burden(lung_labels, lesions > 0, spacing)
+    timings["lesions"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    p_case = aggregate(probs, cfg)
+    report(1.0, "done")
+    classes = clf.spec.classes
+    return Prediction(
+        model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p_case, classes[-1]: p_case},
+        slice_indices=slices, slice_probabilities=probs, heatmap=heat,
+        lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
+        device=str(clf.device), timings=timings,
+    )
+
+
+def _segment(volume: np.ndarray, spacing, report: ProgressFn, cancel: CancelFn | None) -> np.ndarray:
+    from inference.lung_segmentation import SegmentationCancelled, segment_lungs
+
+    try:
+        masks = segment_lungs(volume, spacing, progress=lambda f, m: report(0.02 + 0.26 * f, m), cancel=cancel)
+    except SegmentationCancelled:
+        raise ScreeningCancelled("analysis cancelled") from None
+    return masks.label_map()
+
+
+def _crop_box(lungs: np.ndarray, margin: float) -> tuple[slice, slice]:
+    """In-plane bounding box of all lung voxels, grown by `margin` of its size (the whole slice if no lung)."""
+    ys, xs = np.nonzero(lungs.any(axis=0))
+    if len(ys) == 0:
+        return slice(None), slice(None)
+    ny, nx = lungs.shape[1:]
+    my, mx = int((ys.max() - ys.min()) * margin), int((xs.max() - xs.min()) * margin)
+    return (slice(max(0, ys.min() - my), min(ny, ys.max() + my + 1)),
+            slice(max(0, xs.min() - mx), min(nx, xs.max() + mx + 1)))
+
+
+def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:
+    """Abnormal density inside the lungs, vessels removed, where the heat map is high (labels 3 and 4)."""
+    out = np.zeros(volume.shape, np.uint8)
+    hot = heat >= cfg.cam_threshold
+    found = ndimage.find_objects(hot.view(np.uint8))
+    if not found or found[0] is None:
+        return out
+    box = found[0]  # work only where the heat map is high
+    v = volume[box]
+    lo, hi = cfg.ggo_hu[0], cfg.consolidation_hu[1]
+    candidate = lungs[box] & hot[box] & (v >= lo) & (v <= hi)
+    r = max(1, int(round(cfg.vessel_opening_mm / 2 / min(spacing[1], spacing[2]))))
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    disk = (yy**2 + xx**2 <= r * r)[None]  # in-plane only: thick slices must not erase lesions
+    opened = ndimage.binary_opening(candidate, structure=disk)
+    sub = out[box]
+    sub[opened & (v < cfg.ggo_hu[1])] = 3
+    sub[opened & (v >= cfg.consolidation_hu[0])] = 4
+    return out
+
+
+def zone_burden(lung_labels: np.ndarray, lesions: np.ndarray, spacing) -> list[ZoneInvolvement]:
+    """Lesion volume and % involvement of the upper, middle and lower third of each lung."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out = []
+    for lung, value in (("right", 2), ("left", 1)):
+        mask = lung_labels == value
+        zs = np.nonzero(mask.any(axis=(1, 2)))[0]
+        if len(zs) == 0:
+            continue
+        edges = np.linspace(zs.min(), zs.max() + 1, 4)
+        # z increases toward the head: the top third is "upper"
+        for zone, (a, b) in zip(("lower", "middle", "upper"), zip(edges[:-1], edges[1:])):
+            sl = slice(int(round(a)), int(round(b)))
+            lung_ml = float(mask[sl].sum()) * voxel_ml
+            lesion_ml = float((mask[sl] & lesions[sl]).sum()) * voxel_ml
+            pct = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else 0.0
+            out.append(ZoneInvolvement(lung, zone, round(lung_ml, 3), round(lesion_ml, 3), round(pct, 3),
+                                       zone_score(pct)))
+    return out

@@ -1,0 +1,112 @@
+"""Running a registered 2D slice model on images or CT slices: probabilities and CAMs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.device import select_device
+from inference.registry import ModelSpec, get_model
+from inference.slice_data import load_grey
+from inference.transforms import ResizeSquare, Standardize
+
+
+@dataclass(frozen=True)
+class SlicePrediction:
+    probabilities: np.ndarray  # (N, classes)
+    classes: tuple[str, ...]
+    seconds: float
+
+    @property
+    def positive(self) -> np.ndarray:
+        return self.probabilities[:, -1]
+
+    def predicted(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+
+class SliceClassifier:
+    """A slice model ready to run: weights loaded (hash-checked), pre-processing from its registry entry."""
+
+    def __init__(self, model: str | ModelSpec = "light-squeezenet", device: str = "auto", tta: bool = True,
+                 module: torch.nn.Module | None = None) -> None:
+        self.spec = get_model(model) if isinstance(model, str) else model
+        if self.spec.input_kind != "slice":
+            raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not slices")
+        self.device = select_device(device)
+        self.model = (module if module is not None else self.spec.build(pretrained=True)).to(self.device).eval()
+        pre = self.spec.preprocessing
+        self.pre_size, self.size = int(pre.get("resize", 268)), int(pre.get("centre_crop", 224))
+        self._resize = ResizeSquare(self.pre_size)
+        self.tta = tta
+
+    def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Grey images in [0, 1] of any size -> a standardized (N, 1, size, size) batch."""
+        o = (self.pre_size - self.size) // 2
+        batch = np.stack([self._resize(np.asarray(im, np.float32))[o : o + self.size, o : o + self.size]
+                          for im in images])
+        return Standardize()(torch.from_numpy(batch)[:, None]).to(self.device)
+
+    @torch.no_grad()
+    def predict_arrays(self, images: Sequence[np.ndarray], batch_size: int = 16) -> SlicePrediction:
+        t0 = time.perf_counter()
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = self.prepare(images[i : i + batch_size])
+            p = torch.softmax(self.model(x), dim=1)
+            if self.tta:
+                p = (p + torch.softmax(self.model(torch.flip(x, dims=[-1])), dim=1)) / 2
+            out.append(p.float().cpu())
+        probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.spec.classes)), np.float32)
+        return SlicePrediction(probs, self.spec.classes, time.perf_counter() - t0)
+
+    def predict_files(self, paths: Sequence[str | Path], batch_size: int = 16) -> SlicePrediction:
+        return self.predict_arrays([load_grey(p) for p in paths], batch_size)
+
+    @torch.no_grad()
+    def cam(self, images: Sequence[np.ndarray], class_name: str | None = None) -> np.ndarray:
+        """Class activation maps (N, size, size) on the model's input grid, scaled to [0, 1] per image."""
+        if not hasattr(self.model, "cam"):
+            raise ValueError(f"model {self.spec.name!r} has no CAM")
+        index = self.spec.classes.index(class_name or self.spec.positive_class)
+        _, cam = self.model.cam(self.prepare(images), index)
+        cam = cam.float().cpu().numpy()
+        cam -= cam.min(axis=(1, 2), keepdims=True)
+        return cam / np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+
+    @torch.no_grad()
+    def predict_with_cam(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Positive-class probabilities (N,) and CAMs (N, size, size) in [0, 1] from one forward pass
+        (plus a mirrored pass for the probabilities when `tta` is on)."""
+        if not hasattr(self.model, "cam"):
+            raise ValueError(f"model {self.spec.name!r} has no CAM")
+        x = self.prepare(images)
+        index = self.spec.classes.index(self.spec.positive_class)
+        logits, cam = self.model.cam(x, index)
+        p = torch.softmax(logits, dim=1)
+        if self.tta:
+            p = (p + torch.softmax(self.model(torch.flip(x, dims=[-1])), dim=1)) / 2
+        cam = cam.float().cpu().numpy()
+        cam -= cam.min(axis=(1, 2), keepdims=True)
+        cam /= np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+        return p[:, index].float().cpu().numpy(), cam
+
+    def cam_to_image(self, cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Undo `prepare`'s geometry: a (size, size) map back onto an (H, W) image."""
+        o = (self.pre_size - self.size) // 2
+        canvas = np.zeros((self.pre_size, self.pre_size), np.float32)
+        canvas[o : o + self.size, o : o + self.size] = cam
+        h, w = shape
+        n = max(h, w)
+        sq = torch.nn.functional.interpolate(torch.from_numpy(canvas)[None, None], size=(n, n), mode="bilinear",
+                                             align_corners=False)[0, 0].numpy()
+        y0, x0 = (n - h) // 2, (n - w) // 2
+        out = sq[y0 : y0 + h, x0 : x0 + w]
+        # rescale over the image itself: the padding added by `prepare` must not set the range
+        lo, hi = float(out.min()), float(out.max())
+        return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)

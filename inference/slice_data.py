@@ -1,0 +1,77 @@
+"""2D slice images (PNG/JPG, any size or mode) and folder datasets laid out like COVID-CT.
+
+Layout: one folder per class `CT_<CLASS>/` with the images, and split lists
+`Data-split/<CLASS>/<split>CT_<CLASS>.txt` holding one file name per line
+(`split` is train, val or test). File names are used exactly as listed (they may
+contain '%'; nothing is URL-decoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(Exception):
+    """An image cannot be read; the message names the file."""
+
+
+def load_grey(path: str | Path) -> np.ndarray:
+    """An image as float32 grey values in [0, 1], whatever its mode (L, RGB, RGBA, P, I;16)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(img, dtype=np.float32)
+                span = max(float(arr.max() - arr.min()), 1.0)
+                return (arr - arr.min()) / span
+            if img.mode in ("RGBA", "LA", "P"):
+                img = img.convert("RGBA")
+                bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+                img = Image.alpha_composite(bg, img)
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot read image: {exc}") from None
+
+
+def find_images(paths: list[str | Path]) -> list[Path]:
+    """Image files among `paths`, folders searched recursively (sorted), in argument order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+@dataclass(frozen=True)
+class SliceSplit:
+    paths: tuple[Path, ...]
+    labels: np.ndarray  # int, index into classes
+
+
+def read_split(root: str | Path, split: str, classes: tuple[str, ...]) -> SliceSplit:
+    """The images and labels of one split of a COVID-CT-style folder."""
+    root = Path(root)
+    paths, labels = [], []
+    for index, cls in enumerate(classes):
+        listing = root / "Data-split" / cls / f"{split}CT_{cls}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(
+                f"{listing}: split list missing (expected Data-split/<CLASS>/<split>CT_<CLASS>.txt)")
+        for name in listing.read_text().splitlines():
+            name = name.strip()
+            if not name:
+                continue
+            path = root / f"CT_{cls}" / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: listed in {listing.name} but missing")
+            paths.append(path)
+            labels.append(index)
+    return SliceSplit(tuple(paths), np.asarray(labels, dtype=np.int64))

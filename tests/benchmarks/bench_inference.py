@@ -1,0 +1,80 @@
+"""Benchmark: light SqueezeNet slice inference and whole-case screening on this machine.
+
+    python -m tests.benchmarks.bench_inference [--slices 300] [--size 512] [--repeat 30]
+
+Slice inference is timed at batch 1 and batch 16 (ms per slice, median), against the paper's
+7.81 s per image on a mid-range laptop CPU (MATLAB). Whole-case screening of a phantom series:
+lung mask + every lung slice + CAM + lesion mask. Uses the shipped weights when present,
+else untrained weights of the same architecture (same cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.device import select_device
+from inference.models.light_squeezenet import light_squeezenet
+from inference.registry import get_model
+from inference.screening import run
+from inference.slice_classifier import SliceClassifier
+from viewer.io import open_volume
+from viewer.reorient import to_canonical
+
+PAPER_LAPTOP_S = 7.81
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "lunglens-bench"))
+    args = ap.parse_args()
+    device = select_device(args.device)
+    spec = get_model("light-squeezenet")
+    module = None if spec.weights is not None else light_squeezenet()
+    clf = SliceClassifier(spec, device=args.device, tta=False, module=module)
+    rng = np.random.default_rng(0)
+    images = [rng.random((400, 400), dtype=np.float32) for _ in range(16)]
+    clf.predict_arrays(images[:2])  # warm up
+    t1 = []
+    for i in range(args.repeat):
+        t0 = time.perf_counter()
+        clf.predict_arrays(images[i % 16 : i % 16 + 1])
+        t1.append(time.perf_counter() - t0)
+    t16 = []
+    for _ in range(max(3, args.repeat // 8)):
+        t0 = time.perf_counter()
+        clf.predict_arrays(images, batch_size=16)
+        t16.append((time.perf_counter() - t0) / 16)
+    from tests.benchmarks.bench_loading import phantom_series
+
+    folder = phantom_series(Path(args.cache), args.slices, args.size) / "dicom"
+    vol = to_canonical(open_volume(folder))
+    cases = []
+    for _ in range(3):
+        pred = run(vol.array, vol.spacing, clf)
+        cases.append(pred.timings)
+    total = statistics.median(c["total"] for c in cases)
+    ms1, ms16 = statistics.median(t1) * 1000, statistics.median(t16) * 1000
+    print(f"\nlight SqueezeNet on {device} ({torch.get_num_threads()} threads), weights "
+          f"{'shipped' if module is None else 'untrained (same cost)'}")
+    print(f"  slice, batch 1:   {ms1:7.1f} ms  ({PAPER_LAPTOP_S * 1000 / ms1:,.0f}x faster than the paper's 7.81 s)")
+    print(f"  slice, batch 16:  {ms16:7.1f} ms per slice")
+    print(f"  whole case, {args.slices} slices of {args.size}x{args.size}: {total:.2f} s (median of 3)")
+    for key in ("lung_segmentation", "classification", "lesions"):
+        print(f"    {key:18} {statistics.median(c[key] for c in cases):.2f} s")
+    print(f"    slices classified: {len(pred.slice_indices)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Light SqueezeNet (paper 2): architecture, CAM, registry and weights checks, training, predict CLI."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.device import select_device
+from inference.metrics import binary_metrics, roc_auc
+from inference.models.light_squeezenet import (
+    Fire,
+    LightSqueezeNet,
+    light_squeezenet,
+    squeezenet_no_bypass,
+    squeezenet_simple_bypass,
+)
+from inference.registry import WeightsError, get_model, list_models, load_weights, sha256_of
+from inference.train_slice import TrainConfig, train
+
+
+def test_parameter_count_matches_the_paper():
+    n = sum(p.numel() for p in light_squeezenet().parameters())
+    assert abs(n - 1.26e6) / 1.26e6 < 0.02  # the paper reports 1.26 M
+    assert get_model("light-squeezenet").parameter_count() == n
+
+
+def test_modified_fire_module_structure():
+    fire = Fire(64, 16, 64)
+    assert isinstance(fire.bn, torch.nn.BatchNorm2d) and fire.bn.num_features == 16
+    assert isinstance(fire.act, torch.nn.ELU)
+    assert fire(torch.zeros(1, 64, 8, 8)).shape == (1, 128, 8, 8)
+    model = light_squeezenet()
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())  # every ReLU replaced by ELU
+    assert model.up.stride == (4, 4) and model.weighted.out_channels == 128
+
+
+@pytest.mark.parametrize("builder", [light_squeezenet, squeezenet_no_bypass, squeezenet_simple_bypass])
+def test_variants_classify_two_classes(builder):
+    model = builder().eval()
+    assert model(torch.randn(2, 1, 224, 224)).shape == (2, 2)
+
+
+def test_simple_bypass_adds_identity_skips():
+    torch.manual_seed(0)
+    a, b = squeezenet_no_bypass().eval(), squeezenet_simple_bypass().eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 1, 96, 96)
+    assert not torch.allclose(a(x), b(x))  # same weights, different graph
+
+
+def test_cam_decomposes_the_logit_and_matches_the_input_size():
+    torch.manual_seed(0)
+    model = LightSqueezeNet().eval()
+    x = torch.randn(1, 1, 224, 224)
+    logits, cam = model.cam(x, 1)
+    assert cam.shape == (1, 224, 224)
+    feats = model.features(x)
+    low = torch.einsum("c,nchw->nhw", model.fc.weight[1], feats)
+    # CAM property (Zhou et al.): the mean of the class map plus the bias is the class logit
+    assert torch.allclose(low.mean() + model.fc.bias[1], logits[0, 1], atol=1e-4)
+
+
+def test_registry_lists_and_rejects_unknown_names():
+    names = [m.name for m in list_models()]
+    assert "light-squeezenet" in names
+    with pytest.raises(KeyError, match="registered"):
+        get_model("resnet-9000")
+
+
+def test_weights_are_hash_checked(tmp_path):
+    state = light_squeezenet().state_dict()
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    digest = sha256_of(path)
+    loaded = load_weights(path, digest)
+    assert loaded.keys() == state.keys()
+    with pytest.raises(WeightsError, match="missing"):
+        load_weights(tmp_path / "nope.pt", digest)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="does not match"):
+        load_weights(path, digest)
+
+
+def test_device_selection():
+    assert select_device("auto").type in ("cuda", "mps", "cpu")
+    assert select_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            select_device("cuda")
+
+
+def test_metrics_on_a_known_case():
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.6, 0.4, 0.9])
+    assert roc_auc(labels, scores) == pytest.approx(0.75)
+    m = binary_metrics(labels, scores)
+    assert (m["tp"], m["tn"], m["fp"], m["fn"]) == (1, 1, 1, 1)
+    assert m["accuracy"] == 0.5 and m["f1"] == pytest.approx(0.5)
+
+
+def make_folder(root, n_per_class=12, seed=0):
+    """A COVID-CT-style folder: 'COVID' images carry bright blobs, 'NonCOVID' do not."""
+    rng = np.random.default_rng(seed)
+    for cls in ("COVID", "NonCOVID"):
+        (root / f"CT_{cls}").mkdir(parents=True)
+        (root / "Data-split" / cls).mkdir(parents=True)
+        names = {"train": [], "val": []}
+        for i in range(n_per_class):
+            img = rng.normal(80, 20, (90 + i, 100)).clip(0, 255)
+            if cls == "COVID":
+                for _ in range(3):
+                    y, x = rng.integers(15, 75), rng.integers(15, 85)
+                    img[y - 8 : y + 8, x - 8 : x + 8] = 230
+            name = f"{cls}_{i}%0.png"  # '%' as in the real data
+            Image.fromarray(img.astype(np.uint8)).convert("RGB").save(root / f"CT_{cls}" / name)
+            names["train" if i < n_per_class * 2 // 3 else "val"].append(name)
+        for split, listed in names.items():
+            (root / "Data-split" / cls / f"{split}CT_{cls}.txt").write_text("\n".join(listed) + "\n")
+
+
+def test_training_reduces_the_loss_and_writes_weights_and_card(tmp_path):
+    make_folder(tmp_path / "data")
+    cfg = TrainConfig(size=64, pre_size=76, epochs=6, batch_size=8, lr=0.02, warmup_epochs=1, ema_decay=0.9)
+    result = train(tmp_path / "data", tmp_path / "out", cfg, log=lambda _m: None)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.weights.is_file() and (tmp_path / "out" / "roc_val.png").is_file()
+    card = result.card.read_text()
+    assert "not_for_clinical_diagnosis" in card and "validation_metrics" in card
+    state = load_weights(result.weights, sha256_of(result.weights))
+    light_squeezenet().load_state_dict(state)
+
+
+def test_predict_command_writes_the_csv_contract(tmp_path, monkeypatch):
+    from app.cli import main
+
+    spec = get_model("light-squeezenet")
+    if spec.weights is None:
+        pytest.skip("no shipped weights yet")
+    folder = tmp_path / "imgs" / "sub"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    modes = {"a.png": "L", "b.png": "RGBA", "c.jpg": "RGB", "d.png": "P"}
+    for name, mode in modes.items():
+        Image.fromarray(rng.integers(0, 255, (130, 170), dtype=np.uint8)).convert(mode).save(folder / name)
+    single = tmp_path / "single.png"
+    Image.fromarray(rng.integers(0, 255, (300, 200), dtype=np.uint8)).save(single)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", "light-squeezenet", str(tmp_path / "imgs"), str(single),
+                 "--out", str(out)]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path", "predicted", "p_covid"]
+    paths = [r[0] for r in rows[1:]]
+    assert paths == [str(folder / n) for n in sorted(modes)] + [str(single)]
+    for _, predicted, p in rows[1:]:
+        assert predicted in spec.classes and 0.0 <= float(p) <= 1.0
+        assert (predicted == "COVID") == (float(p) >= 0.5)
