@@ -117,6 +117,7 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the window and exit")
     p.add_argument("--layout", choices=("2x2", "1x1", "1+3"), help="view layout")
     p.add_argument("--preset", help="window preset: lung, mediastinum, bone, soft tissue, or one of yours")
+    p.add_argument("--analyze", action="store_true", help="run the AI (AI > Analyze) once the CT is loaded")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.gui import run_viewer
 
     return run_viewer(str(path / "dicom"), overlays=[str(path / "masks" / "labels.nii.gz")],
-                      screenshot=args.screenshot, layout=args.layout, preset=args.preset)
+                      screenshot=args.screenshot, layout=args.layout, preset=args.preset, analyze=args.analyze)
 
 
 def demo_study_path() -> Path:
@@ -389,7 +390,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.path is not None and not os.path.exists(args.path):
         return _fail(f"{args.path}: no such file or folder")
     return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
-                      layout=args.layout, preset=args.preset)
+                      layout=args.layout, preset=args.preset, analyze=args.analyze)
 
 
 if __name__ == "__main__":

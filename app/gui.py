@@ -34,6 +34,7 @@ def run_viewer(
     preset: str | None = None,
     size: tuple[int, int] = (1400, 950),
     timeout_s: float = 300.0,
+    analyze: bool = False,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
 
@@ -73,11 +74,18 @@ def run_viewer(
             window.close()
             app.quit()
 
-        window.volume_loaded.connect(shoot)
+        if analyze:
+            window.analysis_done.connect(shoot)
+            window.analysis_failed.connect(failed)
+        else:
+            window.volume_loaded.connect(shoot)
         window.load_failed.connect(failed)
         QtCore.QTimer.singleShot(int(timeout_s * 1000), lambda: failed(f"timed out after {timeout_s:.0f} s"))
         if path is None:
             QtCore.QTimer.singleShot(0, shoot)
+    if analyze:
+        # analyse once the load has delivered its volume (queued after the load's own handlers)
+        window.volume_loaded.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
     if path is not None:
         if not Path(path).exists():
             print(f"lunglens: error: {path}: no such file or folder", file=sys.stderr)
