@@ -17,6 +17,14 @@ def _headless_defaults(screenshot: bool) -> None:
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+def _has_display() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or platform in (
+        "offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+
+
 def application() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("LungLens")
@@ -41,6 +49,10 @@ def run_viewer(
     Returns the process exit code: 0, or 1 when loading failed or the screenshot could not be written.
     """
     _headless_defaults(screenshot is not None)
+    if screenshot is None and not _has_display():
+        print("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
+              "under xvfb-run, or save a picture with --screenshot FILE.png", file=sys.stderr)
+        return 1
     from app.main_window import MainWindow
 
     app = application()
