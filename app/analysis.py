@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import traceback
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from app.workers import Worker
 from inference.prediction import Prediction
 from inference.registry import WeightsError, list_models
 from inference.screening import ScreeningCancelled, run
@@ -26,27 +26,14 @@ def usable_models() -> list[str]:
     return [m.name for m in list_models() if m.input_kind == "slice" and m.weights is not None]
 
 
-class AnalyzeWorker(QtCore.QObject):
-    """Runs `inference.screening.run` off the GUI thread; never touches widgets."""
+class AnalyzeWorker(Worker):
+    """Runs `inference.screening.run` off the GUI thread; `done(Prediction)` carries the result."""
 
-    progress = QtCore.Signal(float, str)
     done = QtCore.Signal(object)
-    failed = QtCore.Signal(str)
-    cancelled = QtCore.Signal()
-    finished = QtCore.Signal()
 
     def __init__(self, volume: np.ndarray, spacing, model: str | SliceClassifier, device: str = "auto") -> None:
         super().__init__()
         self.volume, self.spacing, self.model, self.device = volume, spacing, model, device
-        self._cancel = threading.Event()
-        self.result_delivered = False  # set once its result or error signal went out
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def _deliver(self, signal, *args) -> None:
-        self.result_delivered = True  # before the signal: the GUI may act on the result before `finished`
-        signal.emit(*args)
 
     @QtCore.Slot()
     def run(self) -> None:

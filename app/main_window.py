@@ -331,8 +331,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._worker.cancel()
 
     def _on_worker_finished(self) -> None:
-        if self.sender() is not None and self.sender() is not self._worker:
-            return  # a replaced worker finishing late must not clear the current one
+        # A replaced worker can finish after its successor started (sender() is not reliable for
+        # queued calls here): only a worker that delivered its result may be cleared, and dropping
+        # the reference to a running worker would let Python delete it before its thread runs it.
+        if self._worker is not None and not self._worker.result_delivered:
+            return
         self._worker = None
         self._thread = None
         self.progress.hide()
@@ -383,10 +386,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.volume_loaded.emit(volume)
 
     def _on_failed(self, message: str) -> None:
+        self._report(message, self.load_failed, "Cannot open")
+
+    def _report(self, message: str, signal, title: str) -> None:
+        """A failure: status bar, signal for tests and scripts, and a message box for a person."""
         self.statusBar().showMessage(message.splitlines()[0], 15000)
-        self.load_failed.emit(message)
+        signal.emit(message)
         if self.interactive:
-            QtWidgets.QMessageBox.warning(self, "Cannot open", message)
+            QtWidgets.QMessageBox.warning(self, title, message)
 
     # -- AI --------------------------------------------------------------------------------
 
@@ -436,10 +443,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.analysis_done.emit(pred)
 
     def _report_analysis_failure(self, message: str) -> None:
-        self.statusBar().showMessage(message.splitlines()[0], 15000)
-        self.analysis_failed.emit(message)
-        if self.interactive:
-            QtWidgets.QMessageBox.warning(self, "Analysis", message)
+        self._report(message, self.analysis_failed, "Analysis")
 
     # -- overlays ----------------------------------------------------------------------------
 

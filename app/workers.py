@@ -12,25 +12,19 @@ from viewer.errors import LoadCancelled, LoadError
 from viewer.io import open_volume
 
 
-class LoadWorker(QtCore.QObject):
-    """Loads a path (optionally a given series) off the GUI thread.
+class Worker(QtCore.QObject):
+    """Base of the GUI's background jobs: progress, cancel, one result or error signal, then `finished`.
 
-    Signals: progress(float, str), loaded(object Volume), failed(str), cancelled(), scanned(object ScanResult).
-    The worker never touches widgets; the window connects to its signals.
+    Workers never touch widgets; the window connects to their signals (queued into the GUI thread).
     """
 
     progress = QtCore.Signal(float, str)
-    loaded = QtCore.Signal(object)
-    scanned = QtCore.Signal(object)
     failed = QtCore.Signal(str)
     cancelled = QtCore.Signal()
     finished = QtCore.Signal()
 
-    def __init__(self, path: str, series: str | None = None, scan_only: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.path = path
-        self.series = series
-        self.scan_only = scan_only
         self._cancel = threading.Event()
         self.result_delivered = False  # set once its result or error signal went out
 
@@ -40,6 +34,22 @@ class LoadWorker(QtCore.QObject):
     def _deliver(self, signal, *args) -> None:
         self.result_delivered = True  # before the signal: the GUI may act on the result before `finished`
         signal.emit(*args)
+
+
+class LoadWorker(Worker):
+    """Loads a path (optionally a given series), or only scans it, off the GUI thread.
+
+    Signals: loaded(object Volume) or scanned(object ScanResult), besides the base ones.
+    """
+
+    loaded = QtCore.Signal(object)
+    scanned = QtCore.Signal(object)
+
+    def __init__(self, path: str, series: str | None = None, scan_only: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.series = series
+        self.scan_only = scan_only
 
     @QtCore.Slot()
     def run(self) -> None:

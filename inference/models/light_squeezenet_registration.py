@@ -29,21 +29,14 @@ register_model(ModelSpec(
         card="light-squeezenet.card.json",
     ),
 ))
-register_model(ModelSpec(
-    name="squeezenet-no-bypass",
-    builder=squeezenet_no_bypass,
-    input_kind="slice",
-    classes=CLASSES,
-    positive_class="COVID",
-    description="SqueezeNet with modified Fire modules, no bypass (paper 2 baseline; no shipped weights)",
-    preprocessing=PREPROCESSING,
-))
-register_model(ModelSpec(
-    name="squeezenet-simple-bypass",
-    builder=squeezenet_simple_bypass,
-    input_kind="slice",
-    classes=CLASSES,
-    positive_class="COVID",
-    description="SqueezeNet with modified Fire modules and simple bypass (paper 2 baseline; no shipped weights)",
-    preprocessing=PREPROCESSING,
-))
+for name, builder, bypass in (("squeezenet-no-bypass", squeezenet_no_bypass, "no bypass"),
+                              ("squeezenet-simple-bypass", squeezenet_simple_bypass, "simple bypass")):
+    register_model(ModelSpec(
+        name=name,
+        builder=builder,
+        input_kind="slice",
+        classes=CLASSES,
+        positive_class="COVID",
+        description=f"SqueezeNet with modified Fire modules, {bypass} (paper 2 baseline; no shipped weights)",
+        preprocessing=PREPROCESSING,
+    ))
