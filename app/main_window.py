@@ -312,18 +312,24 @@ class MainWindow(QtWidgets.QMainWindow):
         scan_first = series is None and os.path.isdir(path)
         worker = LoadWorker(path, series=series, scan_only=scan_first)
         self._loading_path = path
-        # bound methods of this QObject: Qt queues the calls into the GUI thread
-        worker.progress.connect(self._on_progress)
         worker.loaded.connect(self._on_loaded)
         worker.scanned.connect(self._on_scanned)
         worker.failed.connect(self._on_failed)
+        self._start(worker, f"Opening {path}...")
+
+    def _start(self, worker, message: str) -> None:
+        """Run a worker in its thread with the status-bar progress and Cancel button.
+
+        Connections go to bound methods of this QObject, so Qt queues the calls into the GUI thread.
+        """
+        worker.progress.connect(self._on_progress)
         worker.cancelled.connect(self._on_cancelled)
         worker.finished.connect(self._on_worker_finished)
         self._worker = worker
         self.progress.setValue(0)
         self.progress.show()
         self.cancel_button.show()
-        self.statusBar().showMessage(f"Opening {path}...")
+        self.statusBar().showMessage(message)
         self._thread = start_worker(worker, self)
 
     def cancel_loading(self) -> None:
@@ -421,17 +427,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         vol = self.state.volume
         worker = AnalyzeWorker(vol.array, vol.spacing, model)
-        worker.progress.connect(self._on_progress)
         worker.done.connect(self._on_analysis_done)
         worker.failed.connect(self._report_analysis_failure)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.finished.connect(self._on_worker_finished)
-        self._worker = worker
-        self.progress.setValue(0)
-        self.progress.show()
-        self.cancel_button.show()
-        self.statusBar().showMessage("analysing...")
-        self._thread = start_worker(worker, self)
+        self._start(worker, "analysing...")
 
     def _on_analysis_done(self, pred) -> None:
         if self.state.volume is None or pred.heatmap.shape != self.state.shape:
