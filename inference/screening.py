@@ -5,9 +5,10 @@ the patient's left (the viewer's canonical orientation), and its (z, y, x) spaci
 
 Pipeline (every threshold is a `ScreeningConfig` field):
 1. lungs: `segment_lungs` (threshold method), unless a lung label map is given;
-2. every axial slice with at least `min_lung_area_mm2` of lung is cropped to the lungs'
-   bounding box (plus a margin, the same box for all slices), windowed to the lung window
-   (-1350..150 HU) and classified; the CAM of the positive class comes from the same pass;
+2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are
+   thinner than `min_slice_gap_mm`) is cropped to the lungs' bounding box (plus a margin, the
+   same box for all slices), windowed to the lung window (-1350..150 HU) and classified; the
+   CAM of the positive class comes from the same pass;
 3. case probability: mean of the top-k slice probabilities, k = max(`min_top`,
    `top_fraction` x slices) ("top-k mean"); "max" and "mean" are the alternatives;
 4. heat map: each slice's CAM (scaled to [0, 1]) times that slice's probability, on the CT grid;
@@ -46,6 +47,7 @@ class ScreeningConfig:
     top_fraction: float = 0.1
     min_top: int = 3
     min_lung_area_mm2: float = 400.0
+    min_slice_gap_mm: float = 2.0  # thinner slices are classified every n-th; the others take the nearest heat map
     crop_margin: float = 0.12
     ggo_hu: tuple[float, float] = (-750.0, -300.0)
     consolidation_hu: tuple[float, float] = (-300.0, 50.0)
@@ -112,7 +114,9 @@ def run(
 
     dz, dy, dx = spacing
     area = lungs.sum(axis=(1, 2)) * dy * dx
-    slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
+    lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
+    step = max(1, math.ceil(cfg.min_slice_gap_mm / dz - 1e-6))
+    slices = lung_slices[::step]
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
     box = _crop_box(lungs, cfg.crop_margin)
@@ -127,6 +131,12 @@ def run(
         for k, pk, cam in zip(idx, p, cams):
             heat[k][box] = clf.cam_to_image(cam, shape) * pk
         report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
+    if step > 1 and len(slices):
+        # slices between two classified ones (at most min_slice_gap_mm away) take the nearest one's map
+        nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
+        for k, src in zip(lung_slices, nearest):
+            if k != src:
+                heat[k] = heat[src]
     timings["classification"] = time.perf_counter() - t
     heat *= lungs  # the heat map speaks about the lungs only
     check()

@@ -107,3 +107,13 @@ def test_screen_ranks_cases_and_writes_aligned_masks(classifier, tmp_path):
         assert mask.shape == ct.shape and np.allclose(mask.affine, ct.affine, atol=1e-3)
     data = json.loads((out / "results.json").read_text())
     assert len(data["cases"]) == 2
+
+
+def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):
+    ph = make_phantom(PhantomConfig(shape=(60, 96, 96), spacing=(1.0, 3.6, 3.6), n_ggo=2, n_consolidation=1, seed=5))
+    labels = lung_labels(ph)
+    pred = run(ph.volume.array, (1.0, 3.6, 3.6), classifier, lung_labels=labels)
+    lung_slices = np.nonzero((labels > 0).sum(axis=(1, 2)) * 3.6 * 3.6 >= 400)[0]
+    assert len(pred.slice_indices) == len(lung_slices[::2])  # 2 mm apart at 1 mm spacing
+    skipped = np.setdiff1d(lung_slices, pred.slice_indices)
+    assert len(skipped) > 0 and all(pred.heatmap[k].max() > 0 for k in skipped)
