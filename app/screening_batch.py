@@ -52,7 +52,7 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
             if "DICOM" not in reason:  # plain non-DICOM files are expected in folders; report the rest
                 errors.append({"source": p, "error": reason})
         for entry in result.series:
-            if entry.modality not in ("CT", "") or entry.is_localizer or entry.n_slices < 3:
+            if not entry.is_ct_stack or entry.n_slices < 3:
                 continue
             md = entry.metadata
             label = md.patient_id or md.patient_name or Path(entry.first.path).parent.name

@@ -59,7 +59,7 @@ class SeriesBrowser(QtWidgets.QDialog):
         layout.addWidget(self.table)
         layout.addWidget(buttons)
         self.resize(900, 420)
-        candidates = [i for i, s in enumerate(result.series) if s.modality == "CT" and not s.is_localizer]
+        candidates = [i for i, s in enumerate(result.series) if s.is_ct_stack]
         self.table.selectRow(max(candidates, key=lambda i: result.series[i].n_slices) if candidates else 0)
 
     def _fill_row(self, row: int, s: SeriesEntry) -> None:

@@ -78,9 +78,7 @@ class SliceClassifier:
             raise ValueError(f"model {self.spec.name!r} has no CAM")
         index = self.spec.classes.index(class_name or self.spec.positive_class)
         _, cam = self.model.cam(self.prepare(images), index)
-        cam = cam.float().cpu().numpy()
-        cam -= cam.min(axis=(1, 2), keepdims=True)
-        return cam / np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+        return _unit_range(cam.float().cpu().numpy())
 
     @torch.no_grad()
     def predict_with_cam(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +92,7 @@ class SliceClassifier:
         p = torch.softmax(logits, dim=1)
         if self.tta:
             p = (p + torch.softmax(self.model(torch.flip(x, dims=[-1])), dim=1)) / 2
-        cam = cam.float().cpu().numpy()
-        cam -= cam.min(axis=(1, 2), keepdims=True)
-        cam /= np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
-        return p[:, index].float().cpu().numpy(), cam
+        return p[:, index].float().cpu().numpy(), _unit_range(cam.float().cpu().numpy())
 
     def cam_to_image(self, cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Undo `prepare`'s geometry: a (size, size) map back onto an (H, W) image."""
@@ -113,3 +108,9 @@ class SliceClassifier:
         # rescale over the image itself: the padding added by `prepare` must not set the range
         lo, hi = float(out.min()), float(out.max())
         return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def _unit_range(maps: np.ndarray) -> np.ndarray:
+    """Scale each map of an (N, H, W) stack to [0, 1]."""
+    maps = maps - maps.min(axis=(1, 2), keepdims=True)
+    return maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)

@@ -61,6 +61,11 @@ class SeriesEntry:
         return any("LOCALIZER" in t.upper() for t in self.first.image_type)
 
     @property
+    def is_ct_stack(self) -> bool:
+        """A cross-sectional CT series (or one without a modality): what LungLens opens and screens."""
+        return self.modality in ("CT", "") and not self.is_localizer
+
+    @property
     def pixel_spacing(self) -> tuple[float, float] | None:
         ps = self.first.pixel_spacing
         return (ps[0], ps[1]) if ps and len(ps) >= 2 else None

@@ -100,7 +100,7 @@ def choose_series(result: ScanResult, series_id: str | None = None) -> SeriesEnt
             raise LoadError(str(exc.args[0])) from None
     if len(result.series) == 1:
         return result.series[0]
-    candidates = [s for s in result.series if s.modality in ("CT", "") and not s.is_localizer]
+    candidates = [s for s in result.series if s.is_ct_stack]
     if len(candidates) == 1:
         return candidates[0]
     listing = "; ".join(f"{s.id} ({s.description or 'no description'}, {s.modality}, {s.n_slices} slices)"
