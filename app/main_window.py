@@ -74,6 +74,8 @@ class MainWindow(QtWidgets.QMainWindow):
             view.hovered.connect(self._show_hover)
             view.measured.connect(lambda text: self.statusBar().showMessage(text.replace("\n", "  "), 5000))
         self.resize(1280, 900)
+        # the viewer's views get the room; the docks start narrow (the user can widen them)
+        self.resizeDocks([self.layers_dock, self.ai_dock], [300, 300], QtCore.Qt.Orientation.Horizontal)
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setWidget(ai)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.ai_dock = dock
+        self.ai_dock.setMinimumWidth(280)
         self._update_device_label()
 
     def _build_actions(self) -> None:
