@@ -66,14 +66,15 @@ def _safe(text: str) -> str:
 
 
 def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeezenet", device: str = "auto",
-           config: ScreeningConfig | None = None, progress: ProgressFn | None = None,
+           backend: str = "auto", config: ScreeningConfig | None = None, progress: ProgressFn | None = None,
            log=print, classifier: SliceClassifier | None = None) -> tuple[list[dict], list[dict]]:
     """Screen every case; write results.csv/json (ranked by probability) and per-case NIfTI masks."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[dict] = []
     cases = find_cases(paths, errors)
-    clf = classifier or SliceClassifier(model, device=device)
+    # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
+    clf = classifier or SliceClassifier(model, device=device, tta=False, backend=backend)
     rows: list[dict] = []
     for n, case in enumerate(cases):
         t0 = time.perf_counter()

@@ -76,6 +76,7 @@ def run(
     model: str | SliceClassifier = "light-squeezenet",
     *,
     device: str = "auto",
+    backend: str = "auto",
     config: ScreeningConfig | None = None,
     lung_labels: np.ndarray | None = None,
     progress: ProgressFn | None = None,
@@ -102,7 +103,9 @@ def run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
-    clf = model if isinstance(model, SliceClassifier) else SliceClassifier(model, device=device, tta=False)
+    if not isinstance(model, SliceClassifier):
+        model = SliceClassifier(model, device=device, tta=False, backend=backend)
+    clf = model
     timings["model_load"] = time.perf_counter() - t0
     report(0.02, "segmenting the lungs")
     t = time.perf_counter()
@@ -152,7 +155,7 @@ def run(
         model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p_case, classes[-1]: p_case},
         slice_indices=slices, slice_probabilities=probs, heatmap=heat,
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
-        device=str(clf.device), timings=timings,
+        device=clf.engine, timings=timings,
     )
 
 

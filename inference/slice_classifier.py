@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from inference.device import select_device
+from inference.onnx_backend import OnnxSliceRunner, choose_backend
 from inference.registry import ModelSpec, get_model
 from inference.slice_data import load_grey
 from inference.transforms import ResizeSquare, Standardize
@@ -31,10 +32,14 @@ class SlicePrediction:
 
 
 class SliceClassifier:
-    """A slice model ready to run: weights loaded (hash-checked), pre-processing from its registry entry."""
+    """A slice model ready to run: weights loaded (hash-checked), pre-processing from its registry entry.
+
+    `backend`: `torch`, `onnx` (ONNX Runtime, CPU only) or `auto` (ONNX Runtime on the CPU when it is
+    installed and the model exports, else torch). Both give the same probabilities within 1e-4.
+    """
 
     def __init__(self, model: str | ModelSpec = "light-squeezenet", device: str = "auto", tta: bool = True,
-                 module: torch.nn.Module | None = None) -> None:
+                 module: torch.nn.Module | None = None, backend: str = "auto") -> None:
         self.spec = get_model(model) if isinstance(model, str) else model
         if self.spec.input_kind != "slice":
             raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not slices")
@@ -46,6 +51,30 @@ class SliceClassifier:
         self.pre_size, self.size = int(pre.get("resize", 268)), int(pre.get("centre_crop", 224))
         self._resize = ResizeSquare(self.pre_size)
         self.tta = tta
+        self.positive_index = self.spec.classes.index(self.spec.positive_class)
+        self.backend = choose_backend(backend, self.device)
+        self._onnx: OnnxSliceRunner | None = None
+        if self.backend == "onnx":
+            try:
+                self._onnx = OnnxSliceRunner(self.model, self.size, self.positive_index)
+            except Exception as exc:  # exporters and runtimes raise many types; `auto` falls back to torch
+                if (backend or "auto").lower() != "auto":
+                    raise ValueError(f"model {self.spec.name!r} could not run on ONNX Runtime: {exc}") from exc
+                self.backend = "torch"
+
+    @property
+    def engine(self) -> str:
+        """Where and how it runs, e.g. `cpu (onnxruntime)` or `cuda (torch)`."""
+        return f"{self.device} ({'onnxruntime' if self._onnx is not None else 'torch'})"
+
+    def _logits(self, x: torch.Tensor, with_cam: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, if asked, the positive-class CAM of a prepared batch, from the chosen backend."""
+        if self._onnx is not None:
+            logits, cam = self._onnx.run(x.cpu().numpy())
+            return torch.from_numpy(logits), (torch.from_numpy(cam) if with_cam else None)
+        if with_cam:
+            return self.model.cam(x, self.positive_index)
+        return self.model(x), None
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Grey images in [0, 1] of any size -> a standardized (N, 1, size, size) batch."""
@@ -61,9 +90,9 @@ class SliceClassifier:
         out = []
         for i in range(0, len(images), batch_size):
             x = self.prepare(images[i : i + batch_size])
-            p = torch.softmax(self.model(x), dim=1)
+            p = torch.softmax(self._logits(x)[0], dim=1)
             if self.tta:
-                p = (p + torch.softmax(self.model(torch.flip(x, dims=[-1])), dim=1)) / 2
+                p = (p + torch.softmax(self._logits(torch.flip(x, dims=[-1]))[0], dim=1)) / 2
             out.append(p.float().cpu())
         probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.spec.classes)), np.float32)
         return SlicePrediction(probs, self.spec.classes, time.perf_counter() - t0)
@@ -87,12 +116,11 @@ class SliceClassifier:
         if not hasattr(self.model, "cam"):
             raise ValueError(f"model {self.spec.name!r} has no CAM")
         x = self.prepare(images)
-        index = self.spec.classes.index(self.spec.positive_class)
-        logits, cam = self.model.cam(x, index)
+        logits, cam = self._logits(x, with_cam=True)
         p = torch.softmax(logits, dim=1)
         if self.tta:
-            p = (p + torch.softmax(self.model(torch.flip(x, dims=[-1])), dim=1)) / 2
-        return p[:, index].float().cpu().numpy(), _unit_range(cam.float().cpu().numpy())
+            p = (p + torch.softmax(self._logits(torch.flip(x, dims=[-1]))[0], dim=1)) / 2
+        return p[:, self.positive_index].float().cpu().numpy(), _unit_range(cam.float().cpu().numpy())
 
     def cam_to_image(self, cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Undo `prepare`'s geometry: a (size, size) map back onto an (H, W) image."""

@@ -31,6 +31,22 @@ from viewer.reorient import to_canonical
 PAPER_LAPTOP_S = 7.81
 
 
+def _slice_times(clf: SliceClassifier, images: list[np.ndarray], repeat: int) -> tuple[float, float]:
+    """Median ms per slice at batch 1 and at batch 16."""
+    clf.predict_arrays(images[:2])  # warm up
+    t1 = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        clf.predict_arrays(images[i % 16 : i % 16 + 1])
+        t1.append(time.perf_counter() - t0)
+    t16 = []
+    for _ in range(max(3, repeat // 8)):
+        t0 = time.perf_counter()
+        clf.predict_arrays(images, batch_size=16)
+        t16.append((time.perf_counter() - t0) / 16)
+    return statistics.median(t1) * 1000, statistics.median(t16) * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=300)
@@ -42,38 +58,32 @@ def main() -> None:
     device = select_device(args.device)
     spec = get_model("light-squeezenet")
     module = None if spec.weights is not None else light_squeezenet()
-    clf = SliceClassifier(spec, device=args.device, tta=False, module=module)
+    backends = ["torch", "onnx"] if device.type == "cpu" else ["torch"]
     rng = np.random.default_rng(0)
     images = [rng.random((400, 400), dtype=np.float32) for _ in range(16)]
-    clf.predict_arrays(images[:2])  # warm up
-    t1 = []
-    for i in range(args.repeat):
-        t0 = time.perf_counter()
-        clf.predict_arrays(images[i % 16 : i % 16 + 1])
-        t1.append(time.perf_counter() - t0)
-    t16 = []
-    for _ in range(max(3, args.repeat // 8)):
-        t0 = time.perf_counter()
-        clf.predict_arrays(images, batch_size=16)
-        t16.append((time.perf_counter() - t0) / 16)
     from tests.benchmarks.bench_loading import phantom_series
 
     folder = phantom_series(Path(args.cache), args.slices, args.size) / "dicom"
     vol = to_canonical(open_volume(folder))
-    cases = []
-    for _ in range(3):
-        pred = run(vol.array, vol.spacing, clf)
-        cases.append(pred.timings)
-    total = statistics.median(c["total"] for c in cases)
-    ms1, ms16 = statistics.median(t1) * 1000, statistics.median(t16) * 1000
     print(f"\nlight SqueezeNet on {device} ({torch.get_num_threads()} threads), weights "
           f"{'shipped' if module is None else 'untrained (same cost)'}")
-    print(f"  slice, batch 1:   {ms1:7.1f} ms  ({PAPER_LAPTOP_S * 1000 / ms1:,.0f}x faster than the paper's 7.81 s)")
-    print(f"  slice, batch 16:  {ms16:7.1f} ms per slice")
-    print(f"  whole case, {args.slices} slices of {args.size}x{args.size}: {total:.2f} s (median of 3)")
-    for key in ("lung_segmentation", "classification", "lesions"):
-        print(f"    {key:18} {statistics.median(c[key] for c in cases):.2f} s")
-    print(f"    slices classified: {len(pred.slice_indices)}")
+    results = {}
+    for backend in backends:
+        t0 = time.perf_counter()
+        clf = SliceClassifier(spec, device=args.device, tta=False, module=module, backend=backend)
+        setup = time.perf_counter() - t0
+        ms1, ms16 = _slice_times(clf, images, args.repeat)
+        cases = [run(vol.array, vol.spacing, clf).timings for _ in range(3)]
+        results[backend] = ms1, ms16, statistics.median(c["total"] for c in cases)
+        print(f"\n  {clf.engine}: set-up {setup:.2f} s")
+        print(f"    slice, batch 1: {ms1:7.1f} ms  ({PAPER_LAPTOP_S * 1000 / ms1:,.0f}x faster than paper's 7.81 s)")
+        print(f"    slice, batch 16:  {ms16:7.1f} ms per slice")
+        print(f"    whole case, {args.slices} slices of {args.size}^2: {results[backend][2]:.2f} s (median of 3)")
+        for key in ("lung_segmentation", "classification", "lesions"):
+            print(f"      {key:18} {statistics.median(c[key] for c in cases):.2f} s")
+    if len(results) == 2:
+        (a1, a16, ac), (b1, b16, bc) = results["torch"], results["onnx"]
+        print(f"\n  onnxruntime vs torch: batch 1 {a1 / b1:.2f}x, batch 16 {a16 / b16:.2f}x, whole case {ac / bc:.2f}x")
 
 
 if __name__ == "__main__":
