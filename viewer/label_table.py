@@ -99,7 +99,7 @@ class LabelTable:
     def new(self, name: str, color: RGB | None = None) -> LabelInfo:
         """Add a label with the first free value and a distinct default colour."""
         value = self.next_value()
-        return self.add(LabelInfo(value, name, color or _fallback_color(value)))
+        return self.add(LabelInfo(value, name, color or fallback_color(value)))
 
     def update(self, label: int, /, **changes: Any) -> LabelInfo:
         """Rename, recolour, change opacity/visible/locked of one label (its value cannot change)."""
@@ -169,7 +169,8 @@ class LabelTable:
                 raise ValueError(f"label name {name!r} is already used by value {v}")
 
 
-def _fallback_color(value: int) -> RGB:
+def fallback_color(value: int) -> RGB:
+    """The default colour of a label value: the viewer's colours for 1-5, distinct hues beyond."""
     if value in DEFAULT_LABEL_COLORS:
         return DEFAULT_LABEL_COLORS[value]
     # golden-angle hues: neighbouring values get clearly different colours
