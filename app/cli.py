@@ -103,6 +103,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("mask", help="label-map tools: convert between NIfTI and DICOM SEG",
+                       description="Label-map (annotation mask) tools.")
+    mask_sub = p.add_subparsers(dest="mask_command", metavar="MASK_COMMAND")
+    p.set_defaults(func=_usage_of(p))
+    m = mask_sub.add_parser(
+        "convert", help="convert a label map between NIfTI (.nii/.nii.gz + sidecar) and DICOM SEG (.dcm)",
+        description="Convert a label map IN to OUT against its CT (--reference). NIfTI label maps (.nii.gz, "
+                    ".nii) keep their LungLens sidecar <stem>.labels.json (names, colours, provenance) and "
+                    "<stem>.touched.nii.gz; a DICOM SEG (.dcm) gets one segment per label and references the "
+                    "CT series' images, so reading or writing one needs the CT as a DICOM series. The mask "
+                    "must lie on the CT's grid (a flipped or re-ordered grid of the same space is resampled).")
+    m.add_argument("input", metavar="IN", help="label map: .nii.gz/.nii, or a DICOM SEG file")
+    m.add_argument("out", metavar="OUT", help="output: .nii.gz/.nii or .dcm (DICOM SEG)")
+    m.add_argument("--reference", required=True, metavar="SERIES_DIR_OR_VOLUME",
+                   help="the CT the mask was drawn on: a DICOM folder or file (needed for SEG), or a volume file")
+    m.add_argument("--series", metavar="UID", help="series id when the reference folder holds several")
+    m.add_argument("--allow-other-series", action="store_true",
+                   help="accept a NIfTI whose sidecar names another series of the same geometry")
+    m.set_defaults(func=cmd_mask_convert)
+
+    p = sub.add_parser(
+        "export-training", help="collect corrected label maps and their CTs into a training set",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search DIR for corrected label maps and write a training set to --out.\n\n"
+                    "Found in DIR (recursively):\n"
+                    "  case folders: labels.nii.gz / labels.nii / mask.nii.gz / mask.nii (with its LungLens\n"
+                    "    sidecar if any) or a DICOM SEG labels.dcm / seg.dcm, next to the CT: ct.nii.gz,\n"
+                    "    ct.nii, image.nii.gz, or a ct/ or dicom/ folder with the DICOM series; the case is\n"
+                    "    named after the folder;\n"
+                    "  loose masks: any *.nii.gz / *.nii whose sidecar <stem>.labels.json names its CT\n"
+                    "    (provenance.ct_path, as the viewer saves it); the case is named <stem>.\n\n"
+                    "Written to OUT:\n"
+                    "  OUT/<case>/ct.nii.gz, labels.nii.gz, labels.json (label table + provenance),\n"
+                    "  touched.nii.gz (voxels a person changed, when known), and OUT/dataset.json listing\n"
+                    "  the cases, label names with case and voxel counts, and the skipped inputs.\n"
+                    "A case that cannot be read is reported and skipped.")
+    p.add_argument("dir", metavar="DIR", help="folder searched for cases")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder of the training set")
+    p.set_defaults(func=cmd_export_training)
+
     p = sub.add_parser("demo", help="the built-in demo study (a synthetic chest CT with lesions)",
                        description="Write the demo study (a synthetic chest-CT phantom with COVID-like lesions, "
                                    "as a DICOM series plus NIfTI ground-truth masks) to --out, or, without "
@@ -111,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_options(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _usage_of(parser: argparse.ArgumentParser):
+    """A command function that prints `parser`'s help and returns EXIT_USAGE (a group without its sub-command)."""
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return EXIT_USAGE
+
+    return usage
 
 
 def _add_view_options(p: argparse.ArgumentParser) -> None:
@@ -245,6 +295,92 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} voxels, spacing "
           f"{vol.spacing[2]:.4g} x {vol.spacing[1]:.4g} x {vol.spacing[0]:.4g} mm "
           f"({time.perf_counter() - t0:.2f} s)")
+    return EXIT_OK
+
+
+# -- mask convert, export-training -------------------------------------------------------------
+
+MASK_NIFTI = (".nii.gz", ".nii")
+
+
+def cmd_mask_convert(args: argparse.Namespace) -> int:
+    from viewer.errors import LoadCancelled, LoadError
+    from viewer.io import open_volume, volume_suffix
+
+    out_lower = args.out.lower()
+    if not out_lower.endswith((*MASK_NIFTI, ".dcm")):
+        return _fail(f"{args.out}: output must end in .nii.gz, .nii or .dcm (DICOM SEG)", EXIT_USAGE)
+    if not os.path.isfile(args.input):
+        return _fail(f"{args.input}: no such file")
+    in_nifti = args.input.lower().endswith(MASK_NIFTI)
+    if not in_nifti and volume_suffix(args.input):
+        return _fail(f"{args.input}: label maps are read from NIfTI (.nii.gz, .nii) or DICOM SEG files")
+    out_seg = out_lower.endswith(".dcm")
+    if not os.path.exists(args.reference):
+        return _fail(f"{args.reference}: no such file or folder")
+    if (out_seg or not in_nifti) and volume_suffix(args.reference):
+        return _fail(f"{args.reference}: DICOM SEG is read and written against the CT's DICOM series; "
+                     "--reference must be the DICOM folder, not a volume file")
+    try:
+        vol = open_volume(args.reference, series=args.series)
+    except LoadCancelled:
+        return _fail("cancelled", EXIT_CANCELLED)
+    except LoadError as exc:
+        return _fail(str(exc))
+    for w in vol.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    try:
+        sources = None
+        if out_seg or not in_nifti:
+            from viewer.dicom_seg import load_source_datasets
+
+            sources = load_source_datasets(args.reference, vol, series=args.series)
+        touched = None
+        if in_nifti:
+            from viewer.mask_io import load_label_map_nifti
+
+            labels, table, touched = load_label_map_nifti(args.input, vol,
+                                                          allow_other_series=args.allow_other_series)
+        else:
+            from viewer.dicom_seg import read_dicom_seg
+
+            labels, table = read_dicom_seg(args.input, vol, sources)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        if out_seg:
+            from viewer.dicom_seg import write_dicom_seg
+
+            write_dicom_seg(args.out, labels, table, sources or [], reference=vol)
+        else:
+            from viewer.mask_io import save_label_map_nifti
+
+            save_label_map_nifti(args.out, labels, table, vol, touched)
+    except ValueError as exc:
+        return _fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        return _fail(f"{args.out}: cannot write: {exc}")
+    import numpy as np
+
+    counts = np.bincount(labels.ravel(), minlength=256)
+    listing = ", ".join(f"{i.name} ({int(counts[i.value])} voxels)" for i in table)
+    print(f"wrote {args.out}: {len(table)} label(s): {listing}")
+    if touched is not None and out_seg:
+        print("note: the touched mask is not kept in a DICOM SEG", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export_training(args: argparse.Namespace) -> int:
+    from app.training_export import export_training
+
+    if not os.path.isdir(args.dir):
+        return _fail(f"{args.dir}: no such folder")
+    rows, skipped = export_training(args.dir, args.out, log=print)
+    for item in skipped:
+        print(f"skipped: {item['path']}: {item['error']}", file=sys.stderr)
+    if not rows:
+        return _fail(f"{args.dir}: no exportable case found (see `lunglens export-training --help` for the layout)")
+    print(f"wrote {Path(args.out) / 'dataset.json'}: {len(rows)} case(s), {len(skipped)} skipped")
     return EXIT_OK
 
 
