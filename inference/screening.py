@@ -122,12 +122,12 @@ def run(
     slices = lung_slices[::step]
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
-    box = _crop_box(lungs, cfg.crop_margin)
+    box = lung_crop_box(lungs, cfg.crop_margin)
     t = time.perf_counter()
     for start in range(0, len(slices), cfg.batch_size):
         check()
         idx = slices[start : start + cfg.batch_size]
-        images = [LUNG_WINDOW(volume[k][box]) for k in idx]
+        images = [slice_image(volume, k, box) for k in idx]
         p, cams = clf.predict_with_cam(images)
         probs[start : start + len(idx)] = p
         shape = images[0].shape
@@ -169,7 +169,15 @@ def _segment(volume: np.ndarray, spacing, report: ProgressFn, cancel: CancelFn |
     return masks.label_map()
 
 
-def _crop_box(lungs: np.ndarray, margin: float) -> tuple[slice, slice]:
+def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice]) -> np.ndarray:
+    """What the slice model sees of axial slice `index`: the lung crop in the lung window, in [0, 1].
+
+    Training sets built from CT volumes must use this too, so the model sees the same pictures.
+    """
+    return LUNG_WINDOW(volume[index][box])
+
+
+def lung_crop_box(lungs: np.ndarray, margin: float = ScreeningConfig.crop_margin) -> tuple[slice, slice]:
     """In-plane bounding box of all lung voxels, grown by `margin` of its size (the whole slice if no lung)."""
     ys, xs = np.nonzero(lungs.any(axis=0))
     if len(ys) == 0:

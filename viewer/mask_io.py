@@ -27,8 +27,7 @@ import SimpleITK as sitk
 
 from viewer.errors import LoadError
 from viewer.io import read_labels_on_grid, read_volume_file
-from viewer.label_table import MAX_LABEL, LabelInfo, LabelTable
-from viewer.label_table import fallback_color
+from viewer.label_table import MAX_LABEL, LabelInfo, LabelTable, fallback_color
 from viewer.layers import DEFAULT_LABEL_NAMES
 from viewer.volume import Volume
 
