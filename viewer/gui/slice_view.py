@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -29,7 +30,25 @@ from viewer.windowing import GreyLUT
 
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
-TOOLS = ("navigate", "ruler", "ellipse")
+MEASURE_TOOLS = ("ruler", "ellipse")
+EDIT_TOOLS = ("brush", "sphere", "eraser", "fill", "lasso")
+TOOLS = ("navigate", *MEASURE_TOOLS, *EDIT_TOOLS)
+Voxel = tuple[float, float, float]
+
+
+class EditHandler(Protocol):
+    """What a view calls while an editing tool is active; voxels are (k, j, i) of the view's volume."""
+
+    def stroke_begin(self, view: SliceView, voxel: tuple[int, int, int]) -> None: ...
+
+    def stroke_move(self, view: SliceView, voxel: tuple[int, int, int]) -> None: ...
+
+    def stroke_end(self, view: SliceView) -> None: ...
+
+    def lasso(self, view: SliceView, points: list[Voxel]) -> None: ...
+
+    def outline(self, tool: str) -> tuple[float, tuple[int, int, int]] | None:
+        """(diameter in mm, RGB) of the brush outline drawn at the mouse, or None for no outline."""
 
 
 @dataclass
@@ -72,7 +91,7 @@ class _SliceViewBox(pg.ViewBox):
         if button == QtCore.Qt.MouseButton.LeftButton:
             if view.tool == "navigate":
                 view.set_cursor_at(self.mapSceneToView(ev.scenePos()))
-            else:
+            elif view.tool in MEASURE_TOOLS:
                 view.draw_measurement(ev)
         elif button == QtCore.Qt.MouseButton.MiddleButton:
             last = self.mapSceneToView(ev.lastScenePos())
@@ -92,6 +111,9 @@ class SliceView(QtWidgets.QWidget):
     Signals:
         hovered(object): voxel (k, j, i) under the mouse, or None.
         measured(str): text of the last measurement.
+
+    With an editing tool (`EDIT_TOOLS`) the left button goes to `editor` (see `EditHandler`) instead of
+    moving the crosshair; middle drag still pans, right drag windows, the wheel still pages.
     """
 
     hovered = QtCore.Signal(object)
@@ -108,7 +130,11 @@ class SliceView(QtWidgets.QWidget):
         self._timer = QtCore.QTimer(self, singleShot=True, interval=0)
         self._timer.timeout.connect(self.refresh_now)
         self._overlay_items: dict[int, pg.ImageItem] = {}
+        self._dirty_layers: set[int] = set()
         self._drawing: Measurement | None = None
+        self.editor: EditHandler | None = None
+        self._editing = False
+        self._lasso_points: list[Voxel] = []
         self._build()
         state.cursor_changed.connect(self._on_cursor)
         state.window_changed.connect(lambda _w: self._schedule("image"))
@@ -153,6 +179,15 @@ class SliceView(QtWidgets.QWidget):
         self.scale_bar = _ScaleBar(self.graphics)
         self.viewbox.sigRangeChanged.connect(lambda *_: self._place_overlays())
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.outline = QtWidgets.QGraphicsEllipseItem()  # the brush, true size in mm, at the mouse
+        self.outline.setZValue(60)
+        self.outline.hide()
+        self.viewbox.addItem(self.outline, ignoreBounds=True)
+        self.lasso_path = QtWidgets.QGraphicsPathItem()
+        self.lasso_path.setPen(_cosmetic_pen((255, 255, 255), 1.5))
+        self.lasso_path.setZValue(60)
+        self.viewbox.addItem(self.lasso_path, ignoreBounds=True)
+        self.graphics.viewport().installEventFilter(self)
 
     # -- state reactions ---------------------------------------------------------------------
 
@@ -195,8 +230,11 @@ class SliceView(QtWidgets.QWidget):
                                      autoLevels=False, levels=(0, 255), rect=self._rect)
             self._shown_index = index
             self._update_info()
+        layers, self._dirty_layers = self._dirty_layers, set()
         if "overlays" in dirty:
             self._update_overlays(index)
+        elif layers:
+            self._update_overlays(index, only=layers)
         if "cursor" in dirty:
             row, col = voxel_to_display(vol.shape, self.orientation, self.state.cursor)
             self.vline.setPos((col + 0.5) * self.pixel_mm[1])
@@ -207,7 +245,14 @@ class SliceView(QtWidgets.QWidget):
                 m.roi.setVisible(visible)
                 m.label.setVisible(visible)
 
-    def _update_overlays(self, index: int) -> None:
+    def _update_overlays(self, index: int, only: set[int] | None = None) -> None:
+        """Re-render the overlay images (all, or the layers whose ids are in `only`)."""
+        if only is not None:
+            for layer in self.state.layers:
+                item = self._overlay_items.get(id(layer))
+                if id(layer) in only and item is not None and layer.visible:
+                    item.setImage(layer.rgba(self.orientation, index), autoLevels=False, levels=(0, 255))
+            return
         live = set()
         for z, layer in enumerate(self.state.layers):
             key = id(layer)
@@ -225,6 +270,18 @@ class SliceView(QtWidgets.QWidget):
         for key in list(self._overlay_items):
             if key not in live:
                 self.viewbox.removeItem(self._overlay_items.pop(key))
+
+    def refresh_layer(self, layer, box: tuple[int, int, int, int, int, int] | None = None) -> None:
+        """Redraw one overlay after its data changed inside `box` (z0, z1, y0, y1, x0, x1), lazily.
+
+        Nothing happens when the box misses the slice on show; the other overlays are not re-rendered.
+        """
+        if box is not None:
+            a = self.orientation.axis
+            if not box[2 * a] <= self.state.slice_index(self.orientation) < box[2 * a + 1]:
+                return
+        self._dirty_layers.add(id(layer))
+        self._schedule()
 
     def _update_info(self) -> None:
         vol = self.state.volume
@@ -277,9 +334,106 @@ class SliceView(QtWidgets.QWidget):
     def set_tool(self, tool: str) -> None:
         if tool not in TOOLS:
             raise ValueError(f"unknown tool {tool!r}; tools: {', '.join(TOOLS)}")
+        if self._editing:
+            self._finish_edit()
         self.tool = tool
         cursor = QtCore.Qt.CursorShape.ArrowCursor if tool == "navigate" else QtCore.Qt.CursorShape.CrossCursor
         self.graphics.viewport().setCursor(cursor)
+        self.outline.hide()
+
+    # -- editing -----------------------------------------------------------------------------
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:  # noqa: N802 - Qt API
+        """Left-button input of an editing tool goes to the editor, before pyqtgraph sees it."""
+        if self.tool not in EDIT_TOOLS or self.state.volume is None or obj is not self.graphics.viewport():
+            return False
+        kind = ev.type()
+        left = QtCore.Qt.MouseButton.LeftButton
+        if kind == QtCore.QEvent.Type.MouseButtonPress and ev.button() == left:
+            self.setFocus()
+            self._begin_edit(ev.position())
+            return True
+        if kind == QtCore.QEvent.Type.MouseMove:
+            self._move_outline(ev.position())
+            if self._editing:
+                self._continue_edit(ev.position())
+                return True
+            return False
+        if kind == QtCore.QEvent.Type.MouseButtonRelease and ev.button() == left:
+            if self._editing:
+                self._finish_edit()
+            return True
+        if kind == QtCore.QEvent.Type.MouseButtonDblClick and ev.button() == left:
+            return True
+        if kind == QtCore.QEvent.Type.Leave:
+            self.outline.hide()
+        return False
+
+    def _view_point(self, pos: QtCore.QPointF) -> QtCore.QPointF:
+        return self.viewbox.mapSceneToView(self.graphics.mapToScene(pos.toPoint()))
+
+    def _display_of(self, pos: QtCore.QPointF) -> tuple[float, float]:
+        """Fractional display (row, column) under a viewport position; voxel centres are integers."""
+        p = self._view_point(pos)
+        return p.y() / self.pixel_mm[0] - 0.5, p.x() / self.pixel_mm[1] - 0.5
+
+    def _voxel_of(self, pos: QtCore.QPointF) -> tuple[int, int, int]:
+        """The voxel whose pixel is under a viewport position (may lie outside the volume)."""
+        row, col = self._display_of(pos)
+        v = display_to_voxel(self.state.shape, self.orientation, self.state.slice_index(self.orientation),
+                             math.floor(row + 0.5), math.floor(col + 0.5))
+        return int(v[0]), int(v[1]), int(v[2])
+
+    def _begin_edit(self, pos: QtCore.QPointF) -> None:
+        self._editing = True
+        if self.tool == "lasso":
+            self._lasso_points = []
+            self._add_lasso_point(pos)
+        elif self.editor is not None:
+            self.editor.stroke_begin(self, self._voxel_of(pos))
+        self.hovered.emit(self.voxel_at(self._view_point(pos)))
+
+    def _continue_edit(self, pos: QtCore.QPointF) -> None:
+        if self.tool == "lasso":
+            self._add_lasso_point(pos)
+        elif self.editor is not None and self.tool != "fill":
+            self.editor.stroke_move(self, self._voxel_of(pos))
+        self.hovered.emit(self.voxel_at(self._view_point(pos)))
+
+    def _finish_edit(self) -> None:
+        self._editing = False
+        if self.tool == "lasso":
+            points, self._lasso_points = self._lasso_points, []
+            self.lasso_path.setPath(QtGui.QPainterPath())
+            if self.editor is not None and len(points) >= 3:
+                self.editor.lasso(self, points)
+        elif self.editor is not None:
+            self.editor.stroke_end(self)
+
+    def _add_lasso_point(self, pos: QtCore.QPointF) -> None:
+        row, col = self._display_of(pos)
+        self._lasso_points.append(display_to_voxel(self.state.shape, self.orientation,
+                                                   self.state.slice_index(self.orientation), row, col))
+        p = self._view_point(pos)
+        path = self.lasso_path.path()
+        if path.elementCount() == 0:
+            path.moveTo(p)
+        else:
+            path.lineTo(p)
+        self.lasso_path.setPath(path)
+
+    def _move_outline(self, pos: QtCore.QPointF) -> None:
+        """The brush outline: a circle of the brush's diameter centred on the voxel under the mouse."""
+        got = self.editor.outline(self.tool) if self.editor is not None else None
+        if got is None:
+            self.outline.hide()
+            return
+        diameter, rgb = got
+        row, col = voxel_to_display(self.state.shape, self.orientation, self._voxel_of(pos))
+        cx, cy = (col + 0.5) * self.pixel_mm[1], (row + 0.5) * self.pixel_mm[0]
+        self.outline.setRect(QtCore.QRectF(cx - diameter / 2, cy - diameter / 2, diameter, diameter))
+        self.outline.setPen(_cosmetic_pen(rgb, 1.5))
+        self.outline.show()
 
     def draw_measurement(self, ev) -> None:
         start = self.viewbox.mapSceneToView(ev.buttonDownScenePos())
@@ -390,6 +544,12 @@ class SliceView(QtWidgets.QWidget):
             if a is not None and b is not None:
                 self.scale_bar.set_scale(abs(b.x() - a.x()) / 100.0)
         self.scale_bar.move(w - self.scale_bar.width() - 10, h - self.scale_bar.height() - 24)
+
+
+def _cosmetic_pen(rgb: tuple[int, int, int], width: float) -> QtGui.QPen:
+    pen = QtGui.QPen(QtGui.QColor(*rgb), width)
+    pen.setCosmetic(True)  # the same width at any zoom
+    return pen
 
 
 class _ScaleBar(QtWidgets.QWidget):
