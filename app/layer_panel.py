@@ -44,6 +44,7 @@ class LayerPanel(QtWidgets.QWidget):
         self.colormap.currentTextChanged.connect(lambda name: self._edit(colormap=name, heat_only=True))
         layers.changed.connect(lambda _l: self.rebuild())
         layers.layer_changed.connect(lambda _l: self._sync_controls())
+        layers.layer_changed.connect(self._sync_visibility)
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -59,6 +60,16 @@ class LayerPanel(QtWidgets.QWidget):
         if len(self.layers):
             self.list.setCurrentRow(min(max(current, 0), len(self.layers) - 1))
         self._sync_controls()
+
+    def _sync_visibility(self, layer) -> None:
+        """A layer shown or hidden elsewhere (a shortcut, the annotation tools): its tick follows."""
+        for row, other in enumerate(self.layers):
+            item = self.list.item(row)
+            if other is layer and item is not None:
+                state = QtCore.Qt.CheckState.Checked if layer.visible else QtCore.Qt.CheckState.Unchecked
+                if item.checkState() != state:
+                    with QtCore.QSignalBlocker(self.list):
+                        item.setCheckState(state)
 
     def current_layer(self):
         row = self.list.currentRow()

@@ -8,12 +8,14 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.analysis import AnalyzeWorker, ResultsPanel, add_prediction_layers, usable_models
+from app.annotation import AnnotationController
+from app.annotation_panel import AnnotationPanel
 from app.layer_panel import LayerPanel
 from app.series_browser import SeriesBrowser
 from app.settings import Settings
 from app.workers import LoadWorker, start_worker
 from viewer.errors import LoadError
-from viewer.gui.slice_view import TOOLS, SliceView
+from viewer.gui.slice_view import EDIT_TOOLS, TOOLS, SliceView
 from viewer.io import read_labels_on_grid, volume_suffix
 from viewer.layers import LabelLayer
 from viewer.slicing import Orientation
@@ -22,6 +24,7 @@ from viewer.volume import Volume
 
 LAYOUTS = ("2x2", "1+3", "1x1")
 APP_NAME = "LungLens"
+TOOL_SHORTCUTS = {"brush": "B", "sphere": "Shift+B", "eraser": "E", "fill": "F", "lasso": "L"}
 
 
 def _make_3d_view(parent: QtWidgets.QWidget) -> QtWidgets.QWidget:
@@ -59,6 +62,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.views = {o: SliceView(self.state, o) for o in Orientation}
         self.view3d = _make_3d_view(self)
+        self.annotation = AnnotationController(self)
+        for view in self.views.values():
+            view.editor = self.annotation
         self.main_view = Orientation.AXIAL
         self.layout_name = self.settings.layout if self.settings.layout in LAYOUTS else "2x2"
         self._build_central()
@@ -66,8 +72,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self._build_statusbar()
         self.state.cursor_changed.connect(self._on_cursor)
-        self.state.layers.changed.connect(lambda _l: self._sync_3d_labels())
-        self.state.layers.layer_changed.connect(lambda _l: self._sync_3d_labels())
+        self.state.layers.changed.connect(lambda _l: self.sync_3d_labels())
+        self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
         self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
         for view in self.views.values():
@@ -127,6 +133,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.grid.setRowStretch(0, 1)
             self.grid.setColumnStretch(0, 1)
         self.settings.layout = name
+        if getattr(self.view3d, "labels_stale", False) and self.view3d.isVisible():
+            self.sync_3d_labels()  # label edits made while the 3D view was hidden
 
     def set_main_view(self, orientation: Orientation | str) -> None:
         self.main_view = Orientation(orientation) if orientation != "3d" else "3d"
@@ -164,6 +172,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ai_dock.setMinimumWidth(280)
         self._update_device_label()
 
+        self.annotation_panel = AnnotationPanel(self.annotation)
+        dock = QtWidgets.QDockWidget("Annotation", self)
+        dock.setObjectName("annotation")
+        dock.setWidget(self.annotation_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.ai_dock, dock)  # a third column of docks would squeeze the views
+        self.annotation_dock = dock
+        self.ai_dock.raise_()
+
     def _build_actions(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
@@ -172,6 +189,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         self._action(file_menu, "Add &Mask Overlay...", self.add_overlay_dialog, "Ctrl+M")
+        file_menu.addSeparator()
+        a = self.annotation
+        self._action(file_menu, "&New Label Map", a.new_label_map)
+        self._action(file_menu, "Open &Label Map...", a.open_dialog)
+        self._action(file_menu, "&Save Label Map", lambda: a.save(), QtGui.QKeySequence.StandardKey.Save)
+        self._action(file_menu, "Save Label Map &As...", lambda: a.save_as_dialog(), "Ctrl+Shift+S")
         file_menu.addSeparator()
         self._action(file_menu, "Save &Screenshot...", self.screenshot_dialog)
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
@@ -187,6 +210,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
         view_menu.addAction(self.layers_dock.toggleViewAction())
 
+        edit_menu = menu.addMenu("&Edit")
+        self._action(edit_menu, "&Undo", a.undo, QtGui.QKeySequence.StandardKey.Undo)
+        redo = self._action(edit_menu, "&Redo", a.redo)
+        redo.setShortcuts([QtGui.QKeySequence("Ctrl+Shift+Z"), QtGui.QKeySequence("Ctrl+Y")])
+        edit_menu.addSeparator()
+        self._action(edit_menu, "Show/hide label map", a.toggle_visible, "Space")
+        self._action(edit_menu, "Smaller brush", lambda: a.step_brush_size(False), "[")
+        self._action(edit_menu, "Larger brush", lambda: a.step_brush_size(True), "]")
+        labels_menu = edit_menu.addMenu("Active &label")
+        for n in range(1, 10):
+            self._action(labels_menu, f"label {n}", lambda _=False, n=n: a.set_active_label(n), str(n))
+        edit_menu.addAction(self.annotation_dock.toggleViewAction())
+
         ai_menu = menu.addMenu("&AI")
         self._action(ai_menu, "&Analyze", lambda: self.analyze(), "Ctrl+Shift+A")
         ai_menu.addAction(self.ai_dock.toggleViewAction())
@@ -196,12 +232,19 @@ class MainWindow(QtWidgets.QMainWindow):
 
         tools = menu.addMenu("&Tools")
         self.tool_group = QtGui.QActionGroup(self)
+        self.tool_actions: dict[str, QtGui.QAction] = {}
         for tool in TOOLS:
-            act = self._action(tools, tool.capitalize(), lambda _=False, t=tool: self.set_tool(t))
+            if tool == EDIT_TOOLS[0]:
+                tools.addSeparator()
+            act = self._action(tools, tool.capitalize(), lambda _=False, t=tool: self.set_tool(t),
+                               TOOL_SHORTCUTS.get(tool))
             act.setCheckable(True)
             act.setChecked(tool == "navigate")
             self.tool_group.addAction(act)
+            self.tool_actions[tool] = act
+        self._action(tools, "Back to Navigate", lambda: self.set_tool("navigate"), "Esc")
         self._action(tools, "Clear measurements", lambda: [v.clear_measurements() for v in self.views.values()])
+        self.annotation_panel.set_tool_actions([self.tool_actions[t] for t in ("navigate", *EDIT_TOOLS)])
 
         bar = self.addToolBar("Main")
         bar.setObjectName("main-toolbar")
@@ -274,8 +317,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.preset_box.addItem(name.strip())
 
     def set_tool(self, tool: str) -> None:
+        """Navigate, measure or edit in every slice view (an editing tool starts a label map if needed)."""
         for view in self.views.values():
             view.set_tool(tool)
+        act = getattr(self, "tool_actions", {}).get(tool)
+        if act is not None and not act.isChecked():
+            act.setChecked(True)
+        if tool in EDIT_TOOLS and self.annotation.ensure_labels() is not None:
+            self.annotation_dock.show()
+            self.annotation_dock.raise_()
 
     def reset_views(self) -> None:
         for view in self.views.values():
@@ -309,6 +359,8 @@ class MainWindow(QtWidgets.QMainWindow):
                   overlays: list[str] | None = None) -> None:
         """Load a folder or file in the background; a folder with several series opens the series browser."""
         path = str(path)
+        if not self.annotation.resolve_unsaved(then=lambda: self.open_path(path, series, overlays)):
+            return
         if self._thread is not None:
             self.cancel_loading()
         self._pending_overlays = list(overlays or [])
@@ -392,6 +444,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for overlay in self._pending_overlays:
             self.add_overlay(overlay)
         self._pending_overlays = []
+        self.annotation.volume_loaded(volume)
         self.volume_loaded.emit(volume)
 
     def _on_failed(self, message: str) -> None:
@@ -438,6 +491,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.state.volume is None or pred.heatmap.shape != self.state.shape:
             return  # the volume changed while the model ran
         add_prediction_layers(self.state, pred)
+        self.annotation.set_ai_result(pred)
         self.results.show_prediction(pred)
         self.ai_dock.raise_()
         self.statusBar().showMessage(f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
@@ -472,16 +526,19 @@ class MainWindow(QtWidgets.QMainWindow):
     def _push_volume_3d(self) -> None:
         if hasattr(self.view3d, "set_volume") and self.state.volume is not None:
             self.view3d.set_volume(self.state.volume)
-            self._sync_3d_labels()
+            self.sync_3d_labels()
             self._push_cursor_3d()
 
-    def _sync_3d_labels(self) -> None:
+    def sync_3d_labels(self) -> None:
+        """Show the label surfaces of the annotation layer (else the first visible label layer) in 3D."""
         if not hasattr(self.view3d, "set_labels") or getattr(self.view3d, "renderer", None) is None:
             return
         renderer_volume = getattr(self.view3d.renderer, "volume", None)
         if renderer_volume is None or renderer_volume.shape != self.state.shape:
             return  # the 3D view gets the labels once it has this volume
-        labels = next((layer for layer in self.state.layers if isinstance(layer, LabelLayer) and layer.visible), None)
+        candidates = [layer for layer in self.state.layers if isinstance(layer, LabelLayer) and layer.visible]
+        candidates.sort(key=lambda layer: layer is not self.annotation.layer)
+        labels = candidates[0] if candidates else None
         if labels is None:
             self.view3d.set_labels(None, {})
             return
@@ -544,6 +601,10 @@ class MainWindow(QtWidgets.QMainWindow):
             ev.acceptProposedAction()
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
+        if not self.annotation.resolve_unsaved(then=self.close):
+            ev.ignore()
+            return
+        self.annotation.shutdown()
         self.cancel_loading()
         try:
             self.settings.save()

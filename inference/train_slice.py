@@ -195,6 +195,17 @@ def train(
             result.best_epoch, result.metrics = epoch + 1, m
             torch.save({k: v.detach().clone() for k, v in scored.state_dict().items()}, out / "best_fp32.pt")
             _write_roc(y_val, scores, out / "roc_val.png", m["roc_auc"])
+    return finish(out, cfg, result, model, x_val, y_val, train_split.labels, time.time() - t_start,
+                  model_name=model_name, log=log)
+
+
+def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x_val: torch.Tensor,
+           y_val: np.ndarray, train_labels: np.ndarray, seconds: float, *, model_name: str = "light-squeezenet",
+           log: Callable[[str], None] = print) -> TrainResult:
+    """Write the shipped files from `out/best_fp32.pt`: weights (fp16 when lossless on val), card, history.
+
+    Also usable on the checkpoint of a run that was stopped early (`result.best_epoch`/`metrics` from its log).
+    """
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     weights = out / f"{model_name}.pt"
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
@@ -219,7 +230,7 @@ def train(
                           "ct_volume_window_hu": [-1350, 150]},
         "training_data": {
             "dataset": "COVID-CT (Zhao et al. 2020, arXiv:2003.13865), official train split",
-            "images": {c: int((train_split.labels == i).sum()) for i, c in enumerate(cfg.classes)},
+            "images": {c: int((train_labels == i).sum()) for i, c in enumerate(cfg.classes)},
             "terms": "research use only: copyrights belong to the source papers' authors and publishers; the "
                      "data is not redistributed with LungLens",
         },
@@ -232,7 +243,7 @@ def train(
                                "f1": 0.8333},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "trained_on": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-        "training_minutes": round((time.time() - t_start) / 60, 1),
+        "training_minutes": round(seconds / 60, 1),
         "intended_use": "research and education: triage support and teaching on CT slice images; a second look, "
                         "never a diagnosis",
         "limitations": "trained on 425 slice images taken from figures in papers (mixed windowing, lettering and "

@@ -130,6 +130,7 @@ class VolumeView(QtWidgets.QWidget):
         self._frame = np.zeros((0, 0, 3), np.uint8)
         self._error: str | None = None
         self._coarse_frame_shown = False
+        self._labels_stale = False
         self._canvas = _Canvas(self)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
@@ -237,7 +238,19 @@ class VolumeView(QtWidgets.QWidget):
 
     def set_labels(self, labels: np.ndarray | None, colors: dict[int, tuple[float, float, float]],
                    visible: set[int] | None = None, opacity: float | dict[int, float] = 1.0) -> None:
+        """Label surfaces (cached per array and value; see `labels_edited` for arrays edited in place)."""
+        if self._labels_stale and labels is not None:
+            self._apply("set_labels", None, {}, render=False)  # drops the cached surfaces
+        self._labels_stale = False
         self._apply("set_labels", labels, colors, visible, opacity)
+
+    def labels_edited(self) -> None:
+        """The label array was edited in place: the next `set_labels` rebuilds the surfaces."""
+        self._labels_stale = True
+
+    @property
+    def labels_stale(self) -> bool:
+        return self._labels_stale
 
     def set_cursor(self, index_zyx: tuple[float, float, float] | None) -> None:
         self._apply("set_cursor", index_zyx)
