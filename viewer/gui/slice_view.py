@@ -335,7 +335,11 @@ class SliceView(QtWidgets.QWidget):
     def set_tool(self, tool: str) -> None:
         if tool not in TOOLS:
             raise ValueError(f"unknown tool {tool!r}; tools: {', '.join(TOOLS)}")
-        if self._editing:
+        if self._editing and self.tool == "lasso":  # switching tools (Esc) drops an unfinished lasso
+            self._editing = False
+            self._lasso_points = []
+            self.lasso_path.setPath(QtGui.QPainterPath())
+        elif self._editing:
             self._finish_edit()
         self.tool = tool
         cursor = QtCore.Qt.CursorShape.ArrowCursor if tool == "navigate" else QtCore.Qt.CursorShape.CrossCursor
