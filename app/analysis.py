@@ -48,7 +48,7 @@ class AnalyzeWorker(Worker):
         except Exception as exc:  # noqa: BLE001 - report, do not kill the thread silently
             self._deliver(self.failed, f"analysis failed: {exc}\n{traceback.format_exc(limit=3)}")
         finally:
-            self.finished.emit()
+            self._finish()
 
 
 class ResultsPanel(QtWidgets.QWidget):

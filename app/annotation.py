@@ -64,7 +64,7 @@ class CallWorker(Worker):
                 result = (self.token, False, f"unexpected error: {exc}\n{traceback.format_exc(limit=3)}")
             self._deliver(self.outcome, result)
         finally:
-            self.finished.emit()
+            self._finish()
 
 
 class AnnotationController(QtCore.QObject):

@@ -35,6 +35,17 @@ class Worker(QtCore.QObject):
         self.result_delivered = True  # before the signal: the GUI may act on the result before `finished`
         signal.emit(*args)
 
+    def _finish(self) -> None:
+        """Hand the worker back to the GUI thread, then emit `finished`.
+
+        Its `deleteLater` then runs in the GUI thread after the window's own `finished` slots: deleting it
+        in the worker thread while the GUI thread still read it crashed about one test run in five.
+        """
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            self.moveToThread(app.thread())
+        self.finished.emit()
+
 
 class LoadWorker(Worker):
     """Loads a path (optionally a given series), or only scans it, off the GUI thread.
@@ -69,7 +80,7 @@ class LoadWorker(Worker):
             self._deliver(self.failed,
                           f"unexpected error while loading {self.path}: {exc}\n{traceback.format_exc(limit=3)}")
         finally:
-            self.finished.emit()
+            self._finish()
 
 
 def start_worker(worker: QtCore.QObject, parent: QtCore.QObject) -> QtCore.QThread:
