@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a labelled folder",
                        description="Train a slice model on a folder laid out like COVID-CT (CT_<CLASS>/ image "
                                    "folders and Data-split/<CLASS>/<split>CT_<CLASS>.txt lists); writes weights, "
-                                   "a model card with validation metrics, and the validation ROC curve.")
-    p.add_argument("model", choices=("light-squeezenet",), help="model to train")
+                                   "a model card with validation metrics, and the validation ROC curve. "
+                                   "`lunglens train decovnet --help` shows the volume model's own options.")
+    p.add_argument("model", choices=("light-squeezenet", "decovnet"), help="model to train")
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--epochs", type=int, default=40)
@@ -177,6 +178,16 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    if argv_list[:2] == ["train", "decovnet"]:
+        # the volume trainer has its own options (see `lunglens train decovnet --help`)
+        from inference.train_volume import main as train_volume
+
+        try:
+            return train_volume(argv_list[2:])
+        except KeyboardInterrupt:
+            print("lunglens: cancelled", file=sys.stderr)
+            return EXIT_CANCELLED
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

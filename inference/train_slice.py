@@ -194,7 +194,7 @@ def train(
             best = key
             result.best_epoch, result.metrics = epoch + 1, m
             torch.save({k: v.detach().clone() for k, v in scored.state_dict().items()}, out / "best_fp32.pt")
-            _write_roc(y_val, scores, out / "roc_val.png", m["roc_auc"])
+            write_roc_png(y_val, scores, out / "roc_val.png", m["roc_auc"])
     return finish(out, cfg, result, model, x_val, y_val, train_split.labels, time.time() - t_start,
                   model_name=model_name, log=log)
 
@@ -267,7 +267,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(p)
 
 
-def _write_roc(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:
+def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:
     """A small ROC plot drawn with Pillow (no plotting library needed)."""
     from PIL import Image, ImageDraw
 

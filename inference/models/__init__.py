@@ -1,3 +1,3 @@
 """Built-in models; importing this package registers them."""
 
-from inference.models import light_squeezenet_registration  # noqa: F401
+from inference.models import decovnet_registration, light_squeezenet_registration  # noqa: F401
