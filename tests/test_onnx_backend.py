@@ -61,7 +61,7 @@ def test_models_without_cam_run_on_onnx_too():
 
 def test_backend_choice_and_errors():
     cpu = torch.device("cpu")
-    assert choose_backend("auto", cpu) == "onnx"
+    assert choose_backend("auto", cpu) == "torch"  # measured no faster here; see bench_inference
     assert choose_backend("auto", torch.device("cuda")) == "torch"
     with pytest.raises(ValueError, match="unknown backend"):
         choose_backend("tensorrt", cpu)
