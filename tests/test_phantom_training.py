@@ -1,0 +1,108 @@
+"""A light SqueezeNet trained here, on phantom slices, through the shipped training and screening code.
+
+The training set is built the way a hospital would build one from its own volumes: the slices the
+screening pipeline shows the model (`slice_image` in the lung crop), written as a COVID-CT-style folder
+and trained with `train_slice.train`. Lesion cases are phantoms with ground-glass opacities and
+consolidations; each has a clean twin (same anatomy and noise, no lesions), so the only thing that
+separates the classes is the lesions. Held-out anatomies are then screened end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.models.light_squeezenet import light_squeezenet
+from inference.registry import get_model
+from inference.screening import ScreeningConfig, lung_crop_box, run, slice_image
+from inference.slice_classifier import SliceClassifier
+from inference.train_slice import TrainConfig, train
+from viewer.phantom import PhantomConfig, make_phantom
+
+SHAPE, SPACING = (48, 128, 128), (4.5, 2.6, 2.6)
+SIZE = 64
+TRAIN_SEEDS, VAL_SEED, TEST_SEEDS = range(7), 7, (100, 101, 102)
+LESION_LABELS = (3, 4)
+
+
+def _phantom(seed: int, lesions: bool):
+    return make_phantom(PhantomConfig(shape=SHAPE, spacing=SPACING, seed=seed, n_ggo=6 if lesions else 0,
+                                      n_consolidation=3 if lesions else 0))
+
+
+def _lung_labels(labels: np.ndarray) -> np.ndarray:
+    return np.where(labels == 2, 2, labels > 0).astype(np.uint8)
+
+
+def _write_slices(root: Path) -> None:
+    """COVID: lesion-case slices with lesions on at least 5 % of the lung; NonCOVID: every clean-twin slice."""
+    lists: dict[tuple[str, str], list[str]] = {}
+    for cls in ("COVID", "NonCOVID"):
+        (root / f"CT_{cls}").mkdir(parents=True)
+        (root / "Data-split" / cls).mkdir(parents=True)
+    for seed in [*TRAIN_SEEDS, VAL_SEED]:
+        split = "val" if seed == VAL_SEED else "train"
+        for lesions in (True, False):
+            ph = _phantom(seed, lesions)
+            labels = ph.label_map()
+            lungs = labels > 0
+            box = lung_crop_box(lungs)
+            area = lungs.sum(axis=(1, 2))
+            lesion_area = np.isin(labels, LESION_LABELS).sum(axis=(1, 2))
+            keep = (area * SPACING[1] * SPACING[2] >= 400) & ((lesion_area >= 0.05 * area) if lesions else True)
+            cls = "COVID" if lesions else "NonCOVID"
+            for k in np.nonzero(keep)[0]:
+                name = f"s{seed}_{k}.png"
+                pixels = (slice_image(ph.volume.array, int(k), box) * 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / f"CT_{cls}" / name)
+                lists.setdefault((cls, split), []).append(name)
+    for (cls, split), names in lists.items():
+        (root / "Data-split" / cls / f"{split}CT_{cls}.txt").write_text("\n".join(names))
+
+
+@pytest.fixture(scope="module")
+def phantom_model(tmp_path_factory) -> SliceClassifier:
+    root = tmp_path_factory.mktemp("phantom-slices")
+    _write_slices(root)
+    # small input and a gentle recipe: 64 px slices, no zoom (the twins differ only in lesions)
+    cfg = TrainConfig(size=SIZE, pre_size=72, epochs=40, batch_size=8, lr=0.02, momentum=0.9, warmup_epochs=1,
+                      lr_drop_every=100, rotation_deg=5, scale=(1.0, 1.0), shift=0.02, ema_decay=0.0,
+                      label_smoothing=0.0, contrast=0.1, noise_sd=0.03, tta=False, seed=0)
+    torch.manual_seed(0)
+    result = train(root, root / "out", cfg, log=lambda _m: None)
+    spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
+                               preprocessing={"resize": cfg.pre_size, "centre_crop": SIZE})
+    net = light_squeezenet()
+    net.load_state_dict({k: v.float() for k, v in torch.load(result.weights, weights_only=True).items()})
+    return SliceClassifier(spec, device="cpu", tta=False, module=net, backend="torch")
+
+
+def test_lesion_cases_score_higher_than_their_clean_twins(phantom_model):
+    """Held-out anatomies, screened end to end (case probability = mean over lung slices).
+
+    Measured when written: lesion minus clean twin = +0.067, +0.039, +0.081 (mean 0.062). The top-k mean
+    the GUI uses saturates near 1 for both twins with a model this small and this briefly trained.
+    """
+    config = ScreeningConfig(aggregation="mean")
+    gaps = []
+    for seed in TEST_SEEDS:
+        probs = {}
+        for lesions in (True, False):
+            ph = _phantom(seed, lesions)
+            labels = ph.label_map()
+            pred = run(ph.volume.array, SPACING, phantom_model, lung_labels=_lung_labels(labels), config=config)
+            probs[lesions] = pred.positive_probability
+            assert pred.heatmap.shape == pred.lesion_mask.shape == labels.shape
+            if lesions:  # the lesion mask is enriched in true lesion voxels (CAM-gated abnormal density)
+                found, truth = pred.lesion_mask > 0, np.isin(labels, LESION_LABELS)
+                precision, prevalence = truth[found].mean(), truth.sum() / (labels > 0).sum()
+                assert found.any() and precision > 3 * prevalence, (precision, prevalence)
+                print(f"seed {seed}: lesion-mask precision {precision:.2f}, lesion share of the lungs {prevalence:.3f}")
+        gaps.append(probs[True] - probs[False])
+    print("lesion minus clean twin:", [round(g, 3) for g in gaps])
+    assert min(gaps) > 0 and float(np.mean(gaps)) > 0.02, gaps
