@@ -25,7 +25,7 @@ register_model(ModelSpec(
     preprocessing=PREPROCESSING,
     weights=WeightsInfo(
         file="light-squeezenet.pt",
-        sha256="4507aa66f241a5e88e40af90f99552d442068f90c840fcbe0ce30e97fbce2c5c",
+        sha256="39dc1e444323a2c88cd0f06bfb4757ca32a00815a0dac2f5bbb80366c3bd1120",
         card="light-squeezenet.card.json",
     ),
 ))
