@@ -74,11 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders searched recursively")
     p.add_argument("--model", default="light-squeezenet", help="a registered slice model (see `lunglens models`)")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV file")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    _add_runtime_options(p)
     p.add_argument("--no-tta", action="store_true", help="no mirror test-time augmentation")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
-                   help="auto = torch (the reference); onnx = ONNX Runtime on the CPU (same probabilities "
-                        "within 1e-4; measured no faster for the light SqueezeNet on 2 cores)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("screen", help="screen every CT series under the paths; ranked worklist + masks",
@@ -89,10 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model", default="light-squeezenet")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
-                   help="auto = torch (the reference); onnx = ONNX Runtime on the CPU (same probabilities "
-                        "within 1e-4; measured no faster for the light SqueezeNet on 2 cores)")
+    _add_runtime_options(p)
     p.add_argument("--aggregation", default="top-k mean", choices=("top-k mean", "max", "mean"),
                    help="how slice probabilities become the case probability")
     p.set_defaults(func=cmd_screen)
@@ -175,6 +169,14 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("2x2", "1x1", "1+3"), help="view layout")
     p.add_argument("--preset", help="window preset: lung, mediastinum, bone, soft tissue, or one of yours")
     p.add_argument("--analyze", action="store_true", help="run the AI (AI > Analyze) once the CT is loaded")
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """--device and --backend, shared by the commands that run a model."""
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="auto = torch (the reference); onnx = ONNX Runtime on the CPU (same probabilities "
+                        "within 1e-4; measured no faster for the light SqueezeNet on 2 cores)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from viewer.layers import DEFAULT_LABEL_COLORS, DEFAULT_LABEL_NAMES
+from viewer.layers import DEFAULT_LABEL_COLORS, DEFAULT_LABEL_NAMES, fallback_color
 
 RGB = tuple[int, int, int]
 MAX_LABEL = 255  # label maps are uint8
@@ -167,14 +167,3 @@ class LabelTable:
         for v, other in self._labels.items():
             if v != own_value and other.name.lower() == name.strip().lower():
                 raise ValueError(f"label name {name!r} is already used by value {v}")
-
-
-def fallback_color(value: int) -> RGB:
-    """The default colour of a label value: the viewer's colours for 1-5, distinct hues beyond."""
-    if value in DEFAULT_LABEL_COLORS:
-        return DEFAULT_LABEL_COLORS[value]
-    # golden-angle hues: neighbouring values get clearly different colours
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((value * 0.618034) % 1.0, 0.75, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +74,7 @@ class LabelLayer:
             for value in range(1, top + 1):
                 if value in self.hidden_labels:
                     continue
-                lut[value, :3] = self.colors.get(value, _fallback_color(value))
+                lut[value, :3] = self.colors.get(value, fallback_color(value))
                 lut[value, 3] = alpha
             self._lut = lut
         return self._lut
@@ -93,11 +94,13 @@ class LabelLayer:
         self.changed.emit(self)
 
     def rgba(self, orientation: Orientation, index: int) -> np.ndarray:
-        lut = self.lut()
+        """(rows, columns, 4) uint8 RGBA of one slice: one 4-byte look-up per pixel (several times faster
+        than indexing the (N, 4) table, which is what keeps a brush dab's redraw short)."""
+        lut32 = np.ascontiguousarray(self.lut()).view(np.uint32).reshape(-1)
         values = extract(self.data, orientation, index)
-        if values.dtype != np.uint8 and int(values.max(initial=0)) >= len(lut):
-            values = np.minimum(values, len(lut) - 1)
-        return lut[values]
+        if values.dtype != np.uint8 and int(values.max(initial=0)) >= len(lut32):
+            values = np.minimum(values, len(lut32) - 1)
+        return np.take(lut32, values).view(np.uint8).reshape(*values.shape, 4)
 
 
 @dataclass(eq=False)
@@ -201,6 +204,10 @@ class LayerList:
         self.changed.emit(self)
 
 
-def _fallback_color(value: int) -> RGB:
-    rng = np.random.default_rng(value)
-    return tuple(int(c) for c in rng.integers(60, 255, 3))  # type: ignore[return-value]
+def fallback_color(value: int) -> RGB:
+    """The default colour of a label value: the viewer's colours for 1-5, distinct hues beyond."""
+    if value in DEFAULT_LABEL_COLORS:
+        return DEFAULT_LABEL_COLORS[value]
+    # golden-angle hues: neighbouring values get clearly different colours
+    r, g, b = colorsys.hsv_to_rgb((value * 0.618034) % 1.0, 0.75, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)

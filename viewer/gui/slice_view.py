@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -252,7 +251,7 @@ class SliceView(QtWidgets.QWidget):
             for layer in self.state.layers:
                 item = self._overlay_items.get(id(layer))
                 if id(layer) in only and item is not None and layer.visible:
-                    item.setImage(overlay_rgba(layer, self.orientation, index), levels=None)
+                    item.setImage(layer.rgba(self.orientation, index), levels=None)
             return
         live = set()
         for z, layer in enumerate(self.state.layers):
@@ -267,7 +266,7 @@ class SliceView(QtWidgets.QWidget):
             item.setVisible(layer.visible)
             if layer.visible and isinstance(layer, (LabelLayer, HeatmapLayer)):
                 # levels=None: pyqtgraph wraps uint8 RGBA as a QImage without converting it
-                item.setImage(overlay_rgba(layer, self.orientation, index), levels=None, rect=self._rect)
+                item.setImage(layer.rgba(self.orientation, index), levels=None, rect=self._rect)
         for key in list(self._overlay_items):
             if key not in live:
                 self.viewbox.removeItem(self._overlay_items.pop(key))
@@ -549,16 +548,6 @@ class SliceView(QtWidgets.QWidget):
             if a is not None and b is not None:
                 self.scale_bar.set_scale(abs(b.x() - a.x()) / 100.0)
         self.scale_bar.move(w - self.scale_bar.width() - 10, h - self.scale_bar.height() - 24)
-
-
-def overlay_rgba(layer: LabelLayer | HeatmapLayer, orientation: Orientation, index: int) -> np.ndarray:
-    """The (rows, columns, 4) RGBA of one overlay slice; uint8 label maps take a 4-byte look-up per pixel,
-    several times faster than `LabelLayer.rgba`'s per-channel one (what keeps a brush dab's redraw short)."""
-    if isinstance(layer, LabelLayer) and layer.data.dtype == np.uint8:
-        lut32 = np.ascontiguousarray(layer.lut()).view(np.uint32).reshape(-1)
-        values = extract(layer.data, orientation, index)
-        return np.take(lut32, values).view(np.uint8).reshape(*values.shape, 4)
-    return layer.rgba(orientation, index)
 
 
 def _cosmetic_pen(rgb: tuple[int, int, int], width: float) -> QtGui.QPen:
