@@ -14,6 +14,9 @@ x toward the patient's left, plus the voxel spacing (z, y, x) in mm. The pipelin
 5. per lung, axial hole filling (vessels, nodules) and, for dense lesions at the pleura (consolidation),
    the dents in the lung outline that the convex hull of both lungs bridges lung-to-same-lung, plus
    lesions that cut the lung tip next to the spine (bridged along z).
+
+`segment_lungs_by` chooses between this method ("threshold") and the 2D lung U-Net ("unet",
+`inference.lung_unet`), which keeps the same contract.
 """
 
 from __future__ import annotations
@@ -123,6 +126,24 @@ def segment_lungs(hu: np.ndarray, spacing: tuple[float, float, float], *, progre
     masks = _segment(hu, sp, step) if hu.size else None  # type: ignore[arg-type]
     step(1.0, "Lungs segmented")
     return masks if masks is not None else LungMasks.empty(hu.shape)
+
+
+LUNG_METHODS = ("threshold", "unet")
+
+
+def segment_lungs_by(method: str, hu: np.ndarray, spacing: tuple[float, float, float], *,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LungMasks:
+    """Lung masks by `method`: "threshold" (`segment_lungs`) or "unet" (the 2D lung U-Net, shipped weights).
+
+    Same arguments, errors and result as `segment_lungs`; the U-Net's `airways` mask is empty.
+    """
+    if method == "threshold":
+        return segment_lungs(hu, spacing, progress=progress, cancel=cancel)
+    if method == "unet":
+        from inference.lung_unet import segment_lungs_unet  # torch only when asked for
+
+        return segment_lungs_unet(hu, spacing, progress=progress, cancel=cancel)
+    raise ValueError(f"unknown lung segmentation method {method!r}; choose one of: {', '.join(LUNG_METHODS)}")
 
 
 def _segment(hu: np.ndarray, sp: Spacing, step: _Steps) -> LungMasks | None:

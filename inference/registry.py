@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
+INPUT_KINDS = ("slice", "volume", "segmentation")
 
 
 class WeightsError(Exception):
@@ -48,7 +49,7 @@ class ModelSpec:
 
     name: str
     builder: Callable[..., nn.Module]
-    input_kind: str  # "slice" (2D) or "volume" (3D)
+    input_kind: str  # "slice" (2D) or "volume" (3D) classifier, or "segmentation" (per-pixel classes)
     classes: tuple[str, ...]
     positive_class: str
     description: str
@@ -78,8 +79,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register_model(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"a model named {spec.name!r} is already registered")
-    if spec.input_kind not in ("slice", "volume"):
-        raise ValueError(f"input_kind must be 'slice' or 'volume', got {spec.input_kind!r}")
+    if spec.input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {spec.input_kind!r}")
     if spec.positive_class not in spec.classes:
         raise ValueError(f"positive class {spec.positive_class!r} is not among {spec.classes}")
     _REGISTRY[spec.name] = spec

@@ -1,3 +1,7 @@
 """Built-in models; importing this package registers them."""
 
-from inference.models import decovnet_registration, light_squeezenet_registration  # noqa: F401
+from inference.models import (  # noqa: F401
+    decovnet_registration,
+    light_squeezenet_registration,
+    lung_unet_registration,
+)
