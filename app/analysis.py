@@ -10,20 +10,37 @@ from PySide6 import QtCore, QtWidgets
 
 from app.workers import Worker
 from inference.prediction import Prediction
-from inference.registry import WeightsError, list_models
+from inference.registry import ModelSpec, WeightsError, get_model, list_models
 from inference.screening import ScreeningCancelled, run
 from inference.slice_classifier import SliceClassifier
+from inference.volume_screening import VolumeClassifier
 from viewer.layers import HeatmapLayer, LabelLayer
 from viewer.slicing import Orientation
 from viewer.view_state import ViewerState
 
 HEATMAP_LAYER = "AI heat map"
 MASK_LAYER = "AI lungs + lesions"
+LUNG_METHOD_NAMES = {"threshold": "threshold", "unet": "U-Net"}
+
+
+def _has_weights(spec: ModelSpec) -> bool:
+    return spec.weights is not None and spec.weights.path().is_file()
 
 
 def usable_models() -> list[str]:
-    """Registered slice models that ship weights (the ones a user can run)."""
-    return [m.name for m in list_models() if m.input_kind == "slice" and m.weights is not None]
+    """Registered screening models (slice or volume input) whose weights are installed (the ones a user can run)."""
+    return [m.name for m in list_models() if m.input_kind in ("slice", "volume") and _has_weights(m)]
+
+
+def usable_lung_methods() -> list[str]:
+    """Lung mask methods a user can run: "threshold" always, "unet" when the lung U-Net's weights are installed."""
+    from inference.lung_unet import MODEL_NAME
+
+    try:
+        has_unet = _has_weights(get_model(MODEL_NAME))
+    except KeyError:
+        has_unet = False
+    return ["threshold", "unet"] if has_unet else ["threshold"]
 
 
 class AnalyzeWorker(Worker):
@@ -31,15 +48,17 @@ class AnalyzeWorker(Worker):
 
     done = QtCore.Signal(object)
 
-    def __init__(self, volume: np.ndarray, spacing, model: str | SliceClassifier, device: str = "auto") -> None:
+    def __init__(self, volume: np.ndarray, spacing, model: str | SliceClassifier | VolumeClassifier,
+                 device: str = "auto", lungs: str = "threshold") -> None:
         super().__init__()
-        self.volume, self.spacing, self.model, self.device = volume, spacing, model, device
+        self.volume, self.spacing, self.model, self.device, self.lungs = volume, spacing, model, device, lungs
 
     @QtCore.Slot()
     def run(self) -> None:
         try:
-            pred = run(self.volume, self.spacing, self.model, device=self.device, progress=self.progress.emit,
-                       cancel=self._cancel.is_set)
+            # Grad-CAM needs autograd: grad mode is per thread and on by default in this worker thread
+            pred = run(self.volume, self.spacing, self.model, device=self.device, lungs=self.lungs,
+                       progress=self.progress.emit, cancel=self._cancel.is_set)
             self._deliver(self.done, pred)
         except ScreeningCancelled:
             self._deliver(self.cancelled)
@@ -52,7 +71,11 @@ class AnalyzeWorker(Worker):
 
 
 class ResultsPanel(QtWidgets.QWidget):
-    """Case probability, per-slice probability plot (click: go to that slice) and lesion burden."""
+    """Case probability, a per-slice plot (click: go to that slice), the localized lesion and the burden.
+
+    The plot shows each classified slice's P(COVID) for a slice model; a volume model has one probability per
+    case, so it shows the heat map's maximum in each lung slice instead (and says so).
+    """
 
     def __init__(self, state: ViewerState, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +93,12 @@ class ResultsPanel(QtWidgets.QWidget):
         self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((40, 40, 200)))
         self.plot.addItem(self.marker)
         self.plot.scene().sigMouseClicked.connect(self._on_plot_click)
+        self.plot_x = np.zeros(0)  # the slices the plot shows (where a click may jump)
+        self.lesion_button = QtWidgets.QPushButton("")
+        self.lesion_button.setToolTip("the lesion localized by the model (CAM region on the textured lung "
+                                      "component): move the crosshair to its centre")
+        self.lesion_button.clicked.connect(self.go_to_lesion)
+        self.lesion_button.hide()
         self.table = QtWidgets.QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["lung", "zone", "lesion mL", "% involved", "score"])
         self.table.verticalHeader().hide()
@@ -77,7 +106,7 @@ class ResultsPanel(QtWidgets.QWidget):
         self.disclaimer = QtWidgets.QLabel("Research use only: not for clinical diagnosis.")
         self.disclaimer.setStyleSheet("color: #a33;")
         layout = QtWidgets.QVBoxLayout(self)
-        for w in (self.headline, self.plot, self.table, self.disclaimer):
+        for w in (self.headline, self.plot, self.lesion_button, self.table, self.disclaimer):
             layout.addWidget(w)
         state.cursor_changed.connect(lambda c: self.marker.setPos(c[0]))
 
@@ -88,23 +117,39 @@ class ResultsPanel(QtWidgets.QWidget):
             f"lesions {pred.lesion_ml:.1f} mL, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
             f"severity {pred.severity}/30; {pred.timings.get('total', 0):.1f} s")
-        self.curve.setData(pred.slice_indices.astype(float), pred.slice_probabilities.astype(float))
+        if pred.input_kind == "volume" or len(pred.slice_indices) == 0:
+            self.plot_x = np.nonzero(pred.lung_mask.any(axis=(1, 2)))[0]
+            y = pred.heatmap[self.plot_x].max(axis=(1, 2)) if len(self.plot_x) else np.zeros(0)
+            self.plot.setTitle("volumetric model: one P(COVID) per case; heat-map maximum per slice", size="9pt")
+            self.plot.setLabel("left", "heat map max")
+        else:
+            self.plot_x, y = pred.slice_indices, pred.slice_probabilities
+            self.plot.setTitle(None)
+            self.plot.setLabel("left", "P(COVID)")
+        self.curve.setData(self.plot_x.astype(float), np.asarray(y, float))
+        if pred.lesion_centre is not None:
+            self.lesion_button.setText(f"Lesion centre: axial slice {int(round(pred.lesion_centre[0]))} (go there)")
+        self.lesion_button.setVisible(pred.lesion_centre is not None)
         self.table.setRowCount(len(pred.zones))
         for row, z in enumerate(pred.zones):
             for col, value in enumerate((z.lung, z.zone, f"{z.lesion_ml:.1f}", f"{z.percent:.1f}", str(z.score))):
                 self.table.setItem(row, col, QtWidgets.QTableWidgetItem(value))
 
     def _on_plot_click(self, ev) -> None:
-        if self.prediction is None or len(self.prediction.slice_indices) == 0:
+        if self.prediction is None or len(self.plot_x) == 0:
             return
         x = self.plot.getPlotItem().vb.mapSceneToView(ev.scenePos()).x()
         self.jump_to_slice(x)
 
     def jump_to_slice(self, x: float) -> None:
-        """Move the viewer to the classified slice nearest to x."""
-        idx = self.prediction.slice_indices
-        k = int(idx[np.argmin(np.abs(idx - x))])
+        """Move the viewer to the plotted slice nearest to x."""
+        k = int(self.plot_x[np.argmin(np.abs(self.plot_x - x))])
         self.state.set_slice(Orientation.AXIAL, k)
+
+    def go_to_lesion(self) -> None:
+        """Move the crosshair to the localized lesion's centre (volume models)."""
+        if self.prediction is not None and self.prediction.lesion_centre is not None:
+            self.state.set_cursor(tuple(int(round(c)) for c in self.prediction.lesion_centre))
 
 
 def add_prediction_layers(state: ViewerState, pred: Prediction) -> None:

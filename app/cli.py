@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
+LUNG_METHODS = ("threshold", "unet")  # inference.lung_segmentation.LUNG_METHODS, without importing it for --help
 
 
 def _version() -> str:
@@ -85,18 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reported and skipped. Not for clinical diagnosis.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--model", default="light-squeezenet")
+    p.add_argument("--model", default="light-squeezenet",
+                   help="a registered slice or volume model, e.g. light-squeezenet or decovnet (see `lunglens models`)")
+    p.add_argument("--lungs", default="threshold", choices=LUNG_METHODS,
+                   help="lung mask method: threshold (classic, no weights) or unet (the 2D lung U-Net's weights)")
     _add_runtime_options(p)
     p.add_argument("--aggregation", default="top-k mean", choices=("top-k mean", "max", "mean"),
-                   help="how slice probabilities become the case probability")
+                   help="how slice probabilities become the case probability (slice models; a volume model "
+                        "gives one probability per case)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("train", help="train a model on a labelled folder",
                        description="Train a slice model on a folder laid out like COVID-CT (CT_<CLASS>/ image "
                                    "folders and Data-split/<CLASS>/<split>CT_<CLASS>.txt lists); writes weights, "
                                    "a model card with validation metrics, and the validation ROC curve. "
-                                   "`lunglens train decovnet --help` shows the volume model's own options.")
-    p.add_argument("model", choices=("light-squeezenet", "decovnet"), help="model to train")
+                                   "`lunglens train decovnet --help` and `lunglens train lung-unet --help` show "
+                                   "the volume model's and the lung U-Net's own options.")
+    p.add_argument("model", choices=("light-squeezenet", "decovnet", "lung-unet"), help="model to train")
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--epochs", type=int, default=40)
@@ -190,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("lunglens: cancelled", file=sys.stderr)
             return EXIT_CANCELLED
+    if argv_list[:2] == ["train", "lung-unet"]:
+        return _train_lung_unet(argv_list[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -201,6 +209,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("lunglens: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def _train_lung_unet(argv: list[str]) -> int:
+    """`lunglens train lung-unet` (options: `--help`); DICOM series are read here, canonical (z, y, x)."""
+    from inference.train_lung_unet import main as train_lung_unet
+    from viewer.errors import LoadError
+    from viewer.io import open_volume
+    from viewer.reorient import to_canonical
+
+    def read_ct(path: Path):
+        volume = to_canonical(open_volume(path))
+        return volume.array, volume.spacing
+
+    try:
+        return train_lung_unet(argv, reader=read_ct)
+    except LoadError as exc:
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print("lunglens: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
@@ -501,13 +529,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     from app.screening_batch import screen
-    from inference.registry import WeightsError
+    from inference.registry import WeightsError, list_models
     from inference.screening import ScreeningConfig
 
+    models = [m.name for m in list_models() if m.input_kind in ("slice", "volume")]
+    if args.model not in models:
+        return _fail(f"--model {args.model!r}: choose one of: {', '.join(models)}", EXIT_USAGE)
     bar = ProgressBar("screening")
     try:
         rows, errors = screen(args.paths, args.out, model=args.model, device=args.device, backend=args.backend,
-                              config=ScreeningConfig(aggregation=args.aggregation), progress=bar,
+                              config=ScreeningConfig(aggregation=args.aggregation), lungs=args.lungs, progress=bar,
                               log=lambda m: (bar.close(), print(m, file=sys.stderr)))
     except (KeyError, ValueError, WeightsError) as exc:
         bar.close()

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.analysis import AnalyzeWorker, ResultsPanel, add_prediction_layers, usable_models
+from app.analysis import (
+    LUNG_METHOD_NAMES,
+    AnalyzeWorker,
+    ResultsPanel,
+    add_prediction_layers,
+    usable_lung_methods,
+    usable_models,
+)
 from app.annotation import AnnotationController
 from app.annotation_panel import AnnotationPanel
 from app.layer_panel import LayerPanel
@@ -151,12 +158,18 @@ class MainWindow(QtWidgets.QMainWindow):
         ai = QtWidgets.QWidget()
         self.model_box = QtWidgets.QComboBox()
         self.model_box.addItems(usable_models())
+        self.lung_box = QtWidgets.QComboBox()  # the lung mask method the model gets
+        self.lung_box.setToolTip("lung mask: threshold (classic) or U-Net (when its weights are installed)")
+        for method in usable_lung_methods():
+            self.lung_box.addItem(LUNG_METHOD_NAMES.get(method, method), method)
         self.device_label = QtWidgets.QLabel("")
         self.analyze_button = QtWidgets.QPushButton("Analyze")
         self.analyze_button.clicked.connect(lambda: self.analyze())
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("model"))
         row.addWidget(self.model_box, 1)
+        row.addWidget(QtWidgets.QLabel("lungs"))
+        row.addWidget(self.lung_box)
         row.addWidget(self.analyze_button)
         self.results = ResultsPanel(self.state)
         col = QtWidgets.QVBoxLayout(ai)
@@ -469,8 +482,9 @@ class MainWindow(QtWidgets.QMainWindow):
         models = "" if self.model_box.count() else "  (no model with shipped weights installed)"
         self.device_label.setText(f"device: {device}{models}")
 
-    def analyze(self, model=None) -> None:
-        """Run the chosen model on the open volume in a worker; results arrive by signal."""
+    def analyze(self, model=None, lungs: str | None = None) -> None:
+        """Run the chosen model (with the chosen lung mask method) on the open volume in a worker; results
+        arrive by signal. `model`: a name or a ready classifier (tests); default: the pickers' choices."""
         if self.state.volume is None:
             self._report_analysis_failure("open a CT before analysing it")
             return
@@ -482,7 +496,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
             return
         vol = self.state.volume
-        worker = AnalyzeWorker(vol.array, vol.spacing, model)
+        worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold")
         worker.done.connect(self._on_analysis_done)
         worker.failed.connect(self._report_analysis_failure)
         self._start(worker, "analysing...")

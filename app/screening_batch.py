@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.screening import ScreeningConfig, run
+from inference.screening import ScreeningConfig, load_model, run
 from inference.slice_classifier import SliceClassifier
+from inference.volume_screening import VolumeClassifier
 from viewer.dicom_load import load_series
 from viewer.dicom_scan import SeriesEntry, scan
 from viewer.errors import LoadError
@@ -66,15 +67,20 @@ def _safe(text: str) -> str:
 
 
 def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeezenet", device: str = "auto",
-           backend: str = "auto", config: ScreeningConfig | None = None, progress: ProgressFn | None = None,
-           log=print, classifier: SliceClassifier | None = None) -> tuple[list[dict], list[dict]]:
-    """Screen every case; write results.csv/json (ranked by probability) and per-case NIfTI masks."""
+           backend: str = "auto", config: ScreeningConfig | None = None, lungs: str = "threshold",
+           progress: ProgressFn | None = None, log=print,
+           classifier: SliceClassifier | VolumeClassifier | None = None) -> tuple[list[dict], list[dict]]:
+    """Screen every case with a slice or volume model; write results.csv/json (ranked by probability) and
+    per-case NIfTI masks. `lungs`: the lung mask method ("threshold" or "unet").
+
+    A volume model (DeCoVNet) classifies no single slices: its `slices` column is 0.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[dict] = []
     cases = find_cases(paths, errors)
     # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
-    clf = classifier or SliceClassifier(model, device=device, tta=False, backend=backend)
+    clf = classifier or load_model(model, device=device, backend=backend)
     rows: list[dict] = []
     for n, case in enumerate(cases):
         t0 = time.perf_counter()
@@ -86,7 +92,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
         try:
             volume = case.load()
             canon = to_canonical(volume)
-            pred = run(canon.array, canon.spacing, clf, config=config, progress=case_progress)
+            pred = run(canon.array, canon.spacing, clf, config=config, lungs=lungs, progress=case_progress)
             source, flips = canonical_axes(volume.direction)
             folder = out / case.name
             for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
@@ -108,5 +114,6 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "results.json").write_text(json.dumps({"model": model, "cases": rows, "errors": errors}, indent=2))
+    (out / "results.json").write_text(json.dumps({"model": clf.spec.name, "input_kind": clf.spec.input_kind,
+                                                  "lungs": lungs, "cases": rows, "errors": errors}, indent=2))
     return rows, errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class Prediction:
 
     Arrays lie on the input volume's grid (z, y, x): `heatmap` in [0, 1], `lung_mask` uint8
     (1 left, 2 right), `lesion_mask` uint8 (3 ground-glass, 4 consolidation, as the viewer's labels).
+    A volume model (`input_kind` "volume") classifies no single slices: `slice_indices` and
+    `slice_probabilities` are empty; it may report the localized lesion's centre, (z, y, x) voxels.
     """
 
     model: str
@@ -39,6 +42,9 @@ class Prediction:
     aggregation: str = ""
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
+    input_kind: str = "slice"  # "slice" | "volume": what the model classified
+    lesion_centre: tuple[float, float, float] | None = None  # (z, y, x) voxel of the localized lesion
+    localization: dict[str, Any] = field(default_factory=dict)  # how the lesion was localized (volume models)
 
     @property
     def positive_probability(self) -> float:
@@ -64,6 +70,7 @@ class Prediction:
             "probability": round(self.positive_probability, 6),
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "aggregation": self.aggregation,
+            "input_kind": self.input_kind,
             "slices_classified": int(len(self.slice_indices)),
             "lesion_ml": round(self.lesion_ml, 2),
             "involvement_percent": round(self.involvement_percent(), 2),
@@ -71,9 +78,20 @@ class Prediction:
             "involvement_right_percent": round(self.involvement_percent("right"), 2),
             "severity": self.severity,
             "zones": [z.__dict__ for z in self.zones],
+            "lesion_centre": [round(c, 2) for c in self.lesion_centre] if self.lesion_centre else None,
+            "localization": _plain(self.localization),
             "device": self.device,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: tuples become lists, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def zone_score(percent: float) -> int:

@@ -3,8 +3,11 @@
 Input convention: HU array (z, y, x) with z toward the head, y toward posterior, x toward
 the patient's left (the viewer's canonical orientation), and its (z, y, x) spacing in mm.
 
+`run` dispatches on the model's input kind: volume models (DeCoVNet) go to
+`inference.volume_screening.run_volume`; slice models take the pipeline below.
+
 Pipeline (every threshold is a `ScreeningConfig` field):
-1. lungs: `segment_lungs` (threshold method), unless a lung label map is given;
+1. lungs: `segment_lungs_by(lungs, ...)` ("threshold" by default, or "unet"), unless a lung label map is given;
 2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are
    thinner than `min_slice_gap_mm`) is cropped to the lungs' bounding box (plus a margin, the
    same box for all slices), windowed to the lung window (-1350..150 HU) and classified; the
@@ -25,13 +28,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from inference.prediction import Prediction, ZoneInvolvement, zone_score
+from inference.registry import ModelSpec, get_model
 from inference.slice_classifier import SliceClassifier
 from inference.transforms import LUNG_WINDOW
+
+if TYPE_CHECKING:
+    from inference.volume_screening import VolumeClassifier
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
@@ -70,27 +77,60 @@ def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
     return float(np.sort(probabilities)[::-1][:k].mean())
 
 
+def load_model(model: str | ModelSpec, device: str = "auto",
+               backend: str = "auto") -> SliceClassifier | VolumeClassifier:
+    """A registered screening model ready to run: a `SliceClassifier` or a `VolumeClassifier` by its input kind.
+
+    Raises:
+        KeyError: no such model. ValueError: not a screening model, or `backend` not available for it.
+        WeightsError: its weights are missing or altered.
+    """
+    spec = get_model(model) if isinstance(model, str) else model
+    if spec.input_kind == "volume":
+        from inference.volume_screening import VolumeClassifier
+
+        if (backend or "auto").lower() not in ("auto", "torch"):
+            raise ValueError(f"model {spec.name!r} runs on torch only (backend {backend!r} is for slice models)")
+        return VolumeClassifier(spec, device=device)
+    if spec.input_kind != "slice":
+        raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a screening model")
+    # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
+    return SliceClassifier(spec, device=device, tta=False, backend=backend)
+
+
 def run(
     volume: np.ndarray,
     spacing: tuple[float, float, float],
-    model: str | SliceClassifier = "light-squeezenet",
+    model: str | ModelSpec | SliceClassifier | VolumeClassifier = "light-squeezenet",
     *,
     device: str = "auto",
     backend: str = "auto",
     config: ScreeningConfig | None = None,
     lung_labels: np.ndarray | None = None,
+    lungs: str = "threshold",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> Prediction:
-    """Screen one CT volume; the GUI calls this from a worker thread.
+    """Screen one CT volume with a slice or a volume model; the GUI calls this from a worker thread.
+
+    Args:
+        lungs: lung mask method used when `lung_labels` is None: "threshold" or "unet".
 
     Raises:
         ScreeningCancelled: `cancel()` returned True.
-        ValueError: the volume is not 3D.
+        ValueError: the volume is not 3D, or the model or lung method cannot be used.
     """
     cfg = config or ScreeningConfig()
     if volume.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+    t0 = time.perf_counter()
+    if isinstance(model, (str, ModelSpec)):
+        model = load_model(model, device, backend)
+    if not isinstance(model, SliceClassifier):
+        from inference.volume_screening import run_volume
+
+        return run_volume(volume, spacing, model, lungs=lungs, lung_labels=lung_labels, progress=progress,
+                          cancel=cancel, config=cfg)
 
     def report(f: float, msg: str) -> None:
         if progress is not None:
@@ -101,28 +141,25 @@ def run(
             raise ScreeningCancelled("analysis cancelled")
 
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
-    if not isinstance(model, SliceClassifier):
-        model = SliceClassifier(model, device=device, tta=False, backend=backend)
     clf = model
     timings["model_load"] = time.perf_counter() - t0
     report(0.02, "segmenting the lungs")
     t = time.perf_counter()
     if lung_labels is None:
-        lung_labels = _segment(volume, spacing, report, cancel)
-    lungs = lung_labels > 0
+        lung_labels = segment_lung_labels(volume, spacing, lungs, progress=lambda f, m: report(0.02 + 0.26 * f, m),
+                                          cancel=cancel)
+    in_lungs = lung_labels > 0
     timings["lung_segmentation"] = time.perf_counter() - t
     check()
 
     dz, dy, dx = spacing
-    area = lungs.sum(axis=(1, 2)) * dy * dx
+    area = per_slice_count(in_lungs) * dy * dx
     lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
     step = max(1, math.ceil(cfg.min_slice_gap_mm / dz - 1e-6))
     slices = lung_slices[::step]
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
-    box = lung_crop_box(lungs, cfg.crop_margin)
+    box = lung_crop_box(in_lungs, cfg.crop_margin)
     t = time.perf_counter()
     for start in range(0, len(slices), cfg.batch_size):
         check()
@@ -132,19 +169,19 @@ def run(
         probs[start : start + len(idx)] = p
         shape = images[0].shape
         for k, pk, cam in zip(idx, p, cams):
-            heat[k][box] = clf.cam_to_image(cam, shape) * pk
+            # the heat map speaks about the lungs only
+            heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
         report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
     if step > 1 and len(slices):
         # slices between two classified ones (at most min_slice_gap_mm away) take the nearest one's map
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
         for k, src in zip(lung_slices, nearest):
             if k != src:
-                heat[k] = heat[src]
+                heat[k][box] = heat[src][box] * in_lungs[k][box]
     timings["classification"] = time.perf_counter() - t
-    heat *= lungs  # the heat map speaks about the lungs only
     check()
     t = time.perf_counter()
-    lesions = lesion_mask(volume, lungs, heat, spacing, cfg)
+    lesions = lesion_mask(volume, in_lungs, heat, spacing, cfg)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
     timings["lesions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -159,11 +196,17 @@ def run(
     )
 
 
-def _segment(volume: np.ndarray, spacing, report: ProgressFn, cancel: CancelFn | None) -> np.ndarray:
-    from inference.lung_segmentation import SegmentationCancelled, segment_lungs
+def segment_lung_labels(volume: np.ndarray, spacing, method: str = "threshold", *, progress: ProgressFn | None = None,
+                        cancel: CancelFn | None = None) -> np.ndarray:
+    """Lung label map (1 left, 2 right) by `method` ("threshold" or "unet", `lung_segmentation.segment_lungs_by`).
+
+    Raises:
+        ScreeningCancelled: `cancel()` returned True. ValueError: unknown method. WeightsError: no U-Net weights.
+    """
+    from inference.lung_segmentation import SegmentationCancelled, segment_lungs_by
 
     try:
-        masks = segment_lungs(volume, spacing, progress=lambda f, m: report(0.02 + 0.26 * f, m), cancel=cancel)
+        masks = segment_lungs_by(method, volume, spacing, progress=progress, cancel=cancel)
     except SegmentationCancelled:
         raise ScreeningCancelled("analysis cancelled") from None
     return masks.label_map()
@@ -192,38 +235,84 @@ def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing
     """Abnormal density inside the lungs, vessels removed, where the heat map is high (labels 3 and 4)."""
     out = np.zeros(volume.shape, np.uint8)
     hot = heat >= cfg.cam_threshold
-    found = ndimage.find_objects(hot.view(np.uint8))
-    if not found or found[0] is None:
+    box = bounding_box(hot)
+    if box is None:
         return out
-    box = found[0]  # work only where the heat map is high
-    v = volume[box]
+    v = volume[box]  # work only where the heat map is high
     lo, hi = cfg.ggo_hu[0], cfg.consolidation_hu[1]
     candidate = lungs[box] & hot[box] & (v >= lo) & (v <= hi)
     r = max(1, int(round(cfg.vessel_opening_mm / 2 / min(spacing[1], spacing[2]))))
     yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
-    disk = (yy**2 + xx**2 <= r * r)[None]  # in-plane only: thick slices must not erase lesions
-    opened = ndimage.binary_opening(candidate, structure=disk)
+    disk = yy**2 + xx**2 <= r * r  # in-plane only: thick slices must not erase lesions
+    opened = opening_2d(candidate, disk)
     sub = out[box]
     sub[opened & (v < cfg.ggo_hu[1])] = 3
     sub[opened & (v >= cfg.consolidation_hu[0])] = 4
     return out
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of a 3D mask (None when there is none)."""
+    box = []
+    for axes in ((1, 2), (0, 2), (0, 1)):
+        idx = np.flatnonzero(mask.any(axis=axes))
+        if len(idx) == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def opening_2d(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Binary opening of every (y, x) plane of a 3D mask by a symmetric 2D footprint, outside = False.
+
+    Equal to `ndimage.binary_opening(mask, footprint[None])`, about 4x faster: one AND (then OR) of
+    shifted views per footprint element instead of a per-voxel neighbourhood walk.
+    """
+
+    def shifted(m: np.ndarray, op) -> np.ndarray:
+        ry, rx = footprint.shape[0] // 2, footprint.shape[1] // 2
+        _, ny, nx = m.shape
+        pad = np.pad(m, ((0, 0), (ry, ry), (rx, rx)))
+        out: np.ndarray | None = None
+        for dy, dx in zip(*np.nonzero(footprint)):
+            view = pad[:, dy : dy + ny, dx : dx + nx]
+            if out is None:
+                out = view.copy()
+            else:
+                op(out, view, out=out)
+        assert out is not None
+        return out
+
+    return shifted(shifted(mask, np.logical_and), np.logical_or)
+
+
+def per_slice_count(mask: np.ndarray) -> np.ndarray:
+    """Number of True voxels in each axial slice (a loop of 2D counts: faster than a summed bool axis)."""
+    return np.array([np.count_nonzero(s) for s in mask], np.int64)
+
+
 def zone_burden(lung_labels: np.ndarray, lesions: np.ndarray, spacing) -> list[ZoneInvolvement]:
     """Lesion volume and % involvement of the upper, middle and lower third of each lung."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    lesion_slices = {int(k) for k in np.flatnonzero(lesions.any(axis=(1, 2)))}
     out = []
     for lung, value in (("right", 2), ("left", 1)):
-        mask = lung_labels == value
-        zs = np.nonzero(mask.any(axis=(1, 2)))[0]
+        lung_n = np.zeros(len(lung_labels), np.int64)
+        lesion_n = np.zeros(len(lung_labels), np.int64)
+        for k, lab in enumerate(lung_labels):
+            m = lab == value
+            lung_n[k] = np.count_nonzero(m)
+            if k in lesion_slices and lung_n[k]:
+                lesion_n[k] = np.count_nonzero(m & lesions[k])
+        zs = np.flatnonzero(lung_n)
         if len(zs) == 0:
             continue
         edges = np.linspace(zs.min(), zs.max() + 1, 4)
         # z increases toward the head: the top third is "upper"
         for zone, (a, b) in zip(("lower", "middle", "upper"), zip(edges[:-1], edges[1:])):
             sl = slice(int(round(a)), int(round(b)))
-            lung_ml = float(mask[sl].sum()) * voxel_ml
-            lesion_ml = float((mask[sl] & lesions[sl]).sum()) * voxel_ml
+            lung_ml = float(lung_n[sl].sum()) * voxel_ml
+            lesion_ml = float(lesion_n[sl].sum()) * voxel_ml
             pct = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else 0.0
             out.append(ZoneInvolvement(lung, zone, round(lung_ml, 3), round(lesion_ml, 3), round(pct, 3),
                                        zone_score(pct)))

@@ -117,3 +117,37 @@ def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):
     assert len(pred.slice_indices) == len(lung_slices[::2])  # 2 mm apart at 1 mm spacing
     skipped = np.setdiff1d(lung_slices, pred.slice_indices)
     assert len(skipped) > 0 and all(pred.heatmap[k].max() > 0 for k in skipped)
+
+
+def test_fast_lesion_post_processing_equals_the_reference_operations():
+    """The shifted-view opening and the per-slice zone counts give what scipy and whole-array sums give."""
+    from scipy import ndimage
+
+    from inference.screening import bounding_box, opening_2d, per_slice_count, zone_burden
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((6, 40, 50)) > 0.97, iterations=2)
+    mask[:, 0, :] = True  # touches the border: outside counts as False, as in scipy
+    for r in (1, 2, 3):
+        yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+        disk = yy**2 + xx**2 <= r * r
+        assert np.array_equal(opening_2d(mask, disk), ndimage.binary_opening(mask, structure=disk[None]))
+    assert np.array_equal(per_slice_count(mask), mask.sum(axis=(1, 2)))
+    assert bounding_box(np.zeros((3, 4, 5), bool)) is None
+    small = np.zeros((5, 6, 7), bool)
+    small[1, 2:4, 3] = small[3, 5, 6] = True
+    assert bounding_box(small) == (slice(1, 4), slice(2, 6), slice(3, 7))
+
+    labels = np.zeros((12, 30, 30), np.uint8)
+    labels[1:11, 5:25, 3:14], labels[2:12, 5:25, 16:28] = 2, 1
+    lesions = rng.random(labels.shape) > 0.8
+    spacing = (2.0, 1.5, 1.5)
+    voxel_ml = 2.0 * 1.5 * 1.5 / 1000
+    for z in zone_burden(labels, lesions, spacing):
+        mask = labels == (2 if z.lung == "right" else 1)
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        edges = np.linspace(zs.min(), zs.max() + 1, 4)
+        i = ("lower", "middle", "upper").index(z.zone)
+        sl = slice(int(round(edges[i])), int(round(edges[i + 1])))
+        assert z.lung_ml == round(mask[sl].sum() * voxel_ml, 3)
+        assert z.lesion_ml == round((mask[sl] & lesions[sl]).sum() * voxel_ml, 3)
