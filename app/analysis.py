@@ -93,6 +93,7 @@ class ResultsPanel(QtWidgets.QWidget):
         self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((40, 40, 200)))
         self.plot.addItem(self.marker)
         self.plot.scene().sigMouseClicked.connect(self._on_plot_click)
+        self.plot.hide()  # an empty plot would show a meaningless axis around the crosshair's slice
         self.plot_x = np.zeros(0)  # the slices the plot shows (where a click may jump)
         self.lesion_button = QtWidgets.QPushButton("")
         self.lesion_button.setToolTip("the lesion localized by the model (CAM region on the textured lung "
@@ -109,8 +110,20 @@ class ResultsPanel(QtWidgets.QWidget):
         for w in (self.headline, self.plot, self.lesion_button, self.table, self.disclaimer):
             layout.addWidget(w)
         state.cursor_changed.connect(lambda c: self.marker.setPos(c[0]))
+        state.volume_changed.connect(lambda _v: self.clear())
+
+    def clear(self) -> None:
+        """Forget the shown result (another CT was opened: its numbers must not stay on screen)."""
+        self.prediction = None
+        self.plot_x = np.zeros(0)
+        self.curve.setData([], [])
+        self.plot.hide()
+        self.lesion_button.hide()
+        self.table.setRowCount(0)
+        self.headline.setText("No analysis yet: AI > Analyze")
 
     def show_prediction(self, pred: Prediction) -> None:
+        self.plot.show()
         self.prediction = pred
         self.headline.setText(
             f"P(COVID) = {pred.positive_probability:.2f}  ({pred.model}, {pred.aggregation}, {pred.device})\n"

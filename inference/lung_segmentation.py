@@ -103,6 +103,17 @@ class _Steps:
 # entry point
 
 
+def checked_input(hu: np.ndarray, spacing) -> tuple[np.ndarray, Spacing]:
+    """The CT as an array and its spacing as three floats; ValueError for a non-3D volume or a bad spacing."""
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {hu.shape}")
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
+        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    return hu, sp  # type: ignore[return-value]
+
+
 def segment_lungs(hu: np.ndarray, spacing: tuple[float, float, float], *, progress: ProgressFn | None = None,
                   cancel: CancelFn | None = None) -> LungMasks:
     """Segment the left and right lung and the central airways of a chest CT.
@@ -115,12 +126,7 @@ def segment_lungs(hu: np.ndarray, spacing: tuple[float, float, float], *, progre
 
     Returns empty masks (no exception) when no lung is found.
     """
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise ValueError(f"expected a (z, y, x) volume, got shape {hu.shape}")
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
-        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    hu, sp = checked_input(hu, spacing)
     step = _Steps(progress, cancel)
     step(0.0, "Segmenting the lungs")
     masks = _segment(hu, sp, step) if hu.size else None  # type: ignore[arg-type]

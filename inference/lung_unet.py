@@ -34,6 +34,7 @@ from inference.lung_segmentation import (
     _bbox,
     _fill_holes_2d,
     _Steps,
+    checked_input,
 )
 
 MODEL_NAME = "lung-unet"
@@ -107,12 +108,7 @@ def segment_lungs_unet(hu: np.ndarray, spacing: tuple[float, float, float], *, p
 
     Returns empty masks (no exception) when no lung is found; `airways` is always empty.
     """
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise ValueError(f"expected a (z, y, x) volume, got shape {hu.shape}")
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
-        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    hu, sp = checked_input(hu, spacing)
     step = _Steps(progress, cancel)
     step(0.0, "Segmenting the lungs (U-Net)")
     if hu.size == 0:
@@ -123,9 +119,9 @@ def segment_lungs_unet(hu: np.ndarray, spacing: tuple[float, float, float], *, p
         net = _shipped_model(str(dev))
     else:
         net = model.to(dev).eval()
-    labels = predict_labels(net, hu, sp, dev, step)  # type: ignore[arg-type]
+    labels = predict_labels(net, hu, sp, dev, step)
     step(0.9, "Cleaning up the lung masks")
-    masks = postprocess(labels, sp)  # type: ignore[arg-type]
+    masks = postprocess(labels, sp)
     step(1.0, "Lungs segmented")
     return masks
 

@@ -330,4 +330,9 @@ def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phan
     k = int(pred.slice_indices[len(pred.slice_indices) // 2])
     win.results.jump_to_slice(k + 0.3)
     assert win.state.cursor[0] == k
+    assert not win.results.plot.isHidden()
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):  # another CT: the old result must leave the panel
+        win.open_path(str(folder / "dicom"))
+    assert win.results.prediction is None and win.results.plot.isHidden()
+    assert "No analysis yet" in win.results.headline.text() and win.results.table.rowCount() == 0
     win.close()
