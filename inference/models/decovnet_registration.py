@@ -13,7 +13,7 @@ PREPROCESSING = {
     "crop": "lung bounding box + 5 %",
     "size": list(SIZE),
     "z_spacing_mm": Z_SPACING_MM,
-    "lung_mask": "segment_lungs (threshold method) until the 2D lung U-Net ships",
+    "lung_mask": "threshold method (segment_lungs) by default; the 2D lung U-Net with --lungs unet",
     "cam_depths": list(CAM_DEPTHS),
 }
 
