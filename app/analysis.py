@@ -10,8 +10,8 @@ from PySide6 import QtCore, QtWidgets
 
 from app.workers import Worker
 from inference.prediction import Prediction
-from inference.registry import ModelSpec, WeightsError, get_model, list_models
-from inference.screening import ScreeningCancelled, run
+from inference.registry import ModelSpec, WeightsError, get_model
+from inference.screening import ScreeningCancelled, run, screening_models
 from inference.slice_classifier import SliceClassifier
 from inference.volume_screening import VolumeClassifier
 from viewer.layers import HeatmapLayer, LabelLayer
@@ -29,7 +29,7 @@ def _has_weights(spec: ModelSpec) -> bool:
 
 def usable_models() -> list[str]:
     """Registered screening models (slice or volume input) whose weights are installed (the ones a user can run)."""
-    return [m.name for m in list_models() if m.input_kind in ("slice", "volume") and _has_weights(m)]
+    return [m.name for m in screening_models() if _has_weights(m)]
 
 
 def usable_lung_methods() -> list[str]:
@@ -132,7 +132,7 @@ class ResultsPanel(QtWidgets.QWidget):
             f"severity {pred.severity}/30; {pred.timings.get('total', 0):.1f} s")
         if pred.input_kind == "volume" or len(pred.slice_indices) == 0:
             self.plot_x = np.nonzero(pred.lung_mask.any(axis=(1, 2)))[0]
-            y = pred.heatmap[self.plot_x].max(axis=(1, 2)) if len(self.plot_x) else np.zeros(0)
+            y = np.array([pred.heatmap[k].max() for k in self.plot_x], float)  # no copy of the slices
             self.plot.setTitle("volumetric model: one P(COVID) per case; heat-map maximum per slice", size="9pt")
             self.plot.setLabel("left", "heat map max")
         else:

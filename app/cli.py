@@ -529,10 +529,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     from app.screening_batch import screen
-    from inference.registry import WeightsError, list_models
-    from inference.screening import ScreeningConfig
+    from inference.registry import WeightsError
+    from inference.screening import ScreeningConfig, screening_models
 
-    models = [m.name for m in list_models() if m.input_kind in ("slice", "volume")]
+    models = [m.name for m in screening_models()]
     if args.model not in models:
         return _fail(f"--model {args.model!r}: choose one of: {', '.join(models)}", EXIT_USAGE)
     bar = ProgressBar("screening")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.prediction import Prediction, ZoneInvolvement, zone_score
-from inference.registry import ModelSpec, get_model
+from inference.registry import ModelSpec, get_model, list_models
 from inference.slice_classifier import SliceClassifier
 from inference.transforms import LUNG_WINDOW
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
+SCREENING_INPUT_KINDS = ("slice", "volume")  # input kinds of the models that screen a CT
 
 
 class ScreeningCancelled(Exception):
@@ -75,6 +76,11 @@ def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
         raise ValueError(f"unknown aggregation {config.aggregation!r}")
     k = max(config.min_top, math.ceil(config.top_fraction * len(probabilities)))
     return float(np.sort(probabilities)[::-1][:k].mean())
+
+
+def screening_models() -> list[ModelSpec]:
+    """Registered models that screen a CT (slice or volume input), with shipped weights or not."""
+    return [m for m in list_models() if m.input_kind in SCREENING_INPUT_KINDS]
 
 
 def load_model(model: str | ModelSpec, device: str = "auto",
@@ -132,14 +138,7 @@ def run(
         return run_volume(volume, spacing, model, lungs=lungs, lung_labels=lung_labels, progress=progress,
                           cancel=cancel, config=cfg)
 
-    def report(f: float, msg: str) -> None:
-        if progress is not None:
-            progress(min(max(f, 0.0), 1.0), msg)
-
-    def check() -> None:
-        if cancel is not None and cancel():
-            raise ScreeningCancelled("analysis cancelled")
-
+    report, check = progress_reporter(progress), cancel_checker(cancel)
     timings: dict[str, float] = {}
     clf = model
     timings["model_load"] = time.perf_counter() - t0
@@ -194,6 +193,26 @@ def run(
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
         device=clf.engine, timings=timings,
     )
+
+
+def progress_reporter(progress: ProgressFn | None) -> ProgressFn:
+    """`progress` with the fraction clamped to [0, 1] (a no-op when None)."""
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(min(max(fraction, 0.0), 1.0), message)
+
+    return report
+
+
+def cancel_checker(cancel: CancelFn | None) -> Callable[[], None]:
+    """A call that raises ScreeningCancelled once `cancel()` is True (a no-op when None)."""
+
+    def check() -> None:
+        if cancel is not None and cancel():
+            raise ScreeningCancelled("analysis cancelled")
+
+    return check
 
 
 def segment_lung_labels(volume: np.ndarray, spacing, method: str = "threshold", *, progress: ProgressFn | None = None,

@@ -44,7 +44,9 @@ from inference.screening import (
     ProgressFn,
     ScreeningCancelled,
     ScreeningConfig,
+    cancel_checker,
     lesion_mask,
+    progress_reporter,
     segment_lung_labels,
     zone_burden,
 )
@@ -148,14 +150,7 @@ def run_volume(
     if volume.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
 
-    def report(f: float, msg: str) -> None:
-        if progress is not None:
-            progress(min(max(f, 0.0), 1.0), msg)
-
-    def check() -> None:
-        if cancel is not None and cancel():
-            raise ScreeningCancelled("analysis cancelled")
-
+    report, check = progress_reporter(progress), cancel_checker(cancel)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     clf = model if isinstance(model, VolumeClassifier) else VolumeClassifier(model, device=device)
@@ -182,10 +177,11 @@ def run_volume(
     report(0.75, "heat map")
     t = time.perf_counter()
     heat = to_ct_grid(torch.stack(list(maps.values())).mean(dim=0), prepared.grid)
-    heat *= in_lungs
-    peak = float(heat.max())
+    crop = tuple(slice(a, b) for a, b in prepared.grid.box)  # to_ct_grid leaves zeros outside the crop
+    heat[crop] *= in_lungs[crop]
+    peak = float(heat[crop].max())
     if peak > 0:
-        heat *= p / peak
+        heat[crop] *= p / peak
     timings["heatmap"] = time.perf_counter() - t
     check()
 
