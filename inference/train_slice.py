@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inference.dataset_info import read_dataset_info
 from inference.metrics import binary_metrics, roc_curve
 from inference.registry import sha256_of
 from inference.slice_data import load_grey, read_split
@@ -196,12 +197,12 @@ def train(
             torch.save({k: v.detach().clone() for k, v in scored.state_dict().items()}, out / "best_fp32.pt")
             write_roc_png(y_val, scores, out / "roc_val.png", m["roc_auc"])
     return finish(out, cfg, result, model, x_val, y_val, train_split.labels, time.time() - t_start,
-                  model_name=model_name, log=log)
+                  model_name=model_name, data_dir=Path(data_dir), log=log)
 
 
 def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x_val: torch.Tensor,
            y_val: np.ndarray, train_labels: np.ndarray, seconds: float, *, model_name: str = "light-squeezenet",
-           log: Callable[[str], None] = print) -> TrainResult:
+           data_dir: Path | None = None, log: Callable[[str], None] = print) -> TrainResult:
     """Write the shipped files from `out/best_fp32.pt`: weights (fp16 when lossless on val), card, history.
 
     Also usable on the checkpoint of a run that was stopped early (`result.best_epoch`/`metrics` from its log).
@@ -216,6 +217,7 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
         fp16["roc_auc"] - result.metrics["roc_auc"]) < 2e-3
     torch.save(half if lossless else state, weights)
     result.weights = weights
+    dataset = read_dataset_info(data_dir)
     card = {
         "name": model_name,
         "architecture": "Light SqueezeNet (Polsinelli et al.): modified Fire modules (BN + ELU), transposed-conv "
@@ -229,10 +231,10 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
                           "centre_crop": cfg.size, "normalize": "per-image zero mean, unit std",
                           "ct_volume_window_hu": [-1350, 150]},
         "training_data": {
-            "dataset": "COVID-CT (Zhao et al. 2020, arXiv:2003.13865), official train split",
+            "dataset": dataset["name"],
+            "description": dataset["description"],
             "images": {c: int((train_labels == i).sum()) for i, c in enumerate(cfg.classes)},
-            "terms": "research use only: copyrights belong to the source papers' authors and publishers; the "
-                     "data is not redistributed with LungLens",
+            "terms": dataset["terms"],
         },
         "selection": "epoch with the best ROC AUC on the official val split (val used for selection only)",
         "best_epoch": result.best_epoch,
@@ -246,9 +248,9 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
         "training_minutes": round(seconds / 60, 1),
         "intended_use": "research and education: triage support and teaching on CT slice images; a second look, "
                         "never a diagnosis",
-        "limitations": "trained on 425 slice images taken from figures in papers (mixed windowing, lettering and "
-                       "arrows); validation on 118 images, so metrics carry wide confidence intervals; not validated "
-                       "on DICOM volumes from any scanner",
+        "limitations": "; ".join(filter(None, (
+            f"trained on {len(train_labels)} images, validated on {len(y_val)}: the metrics carry wide confidence "
+            "intervals at this size" if len(y_val) < 1000 else "", dataset["limitations"]))),
         "not_for_clinical_diagnosis": True,
     }
     (out / f"{model_name}.card.json").write_text(json.dumps(card, indent=2))

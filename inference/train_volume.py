@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inference.dataset_info import read_dataset_info
 from inference.device import select_device
 from inference.lesion_localization import LocalizationConfig, hit_rate, localize
 from inference.metrics import binary_metrics
@@ -245,7 +246,7 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
     result.weights = weights
     result.localization = localization_hits(model, val_cases, x_val, scores, device, reader)
     write_roc_png(y_val, scores, out / "roc_val.png", result.metrics["roc_auc"])
-    dataset = _dataset_info(data_dir)
+    dataset = read_dataset_info(data_dir)
     card = {
         "name": cfg.model_name,
         "architecture": "DeCoVNet (Zheng, Wang et al.): stem Conv3d(2,16) 5x7x7 + BN + ReLU + max-pool; "
@@ -260,8 +261,9 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
                           "ct_window_hu": list(cfg.window_hu), "to_uint8": True, "crop": "lung bounding box + 5 %",
                           "size": list(cfg.size), "z_spacing_mm": cfg.z_spacing_mm,
                           "lung_mask": "lungs.nii.gz of the case, else segment_lungs (threshold method)"},
-        "training_data": {"dataset": dataset.get("name", str(data_dir)), "description": dataset.get("description", ""),
-                          "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)}},
+        "training_data": {"dataset": dataset["name"], "description": dataset["description"],
+                          "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)},
+                          "terms": dataset["terms"]},
         "selection": "epoch with the best validation ROC AUC, then accuracy",
         "best_epoch": result.best_epoch,
         "validation_metrics": {k: result.metrics[k] for k in
@@ -298,14 +300,6 @@ def _json_safe(value):
 
 def _num(x: float) -> float:
     return -1.0 if math.isnan(x) else x
-
-
-def _dataset_info(data_dir: Path | None) -> dict:
-    path = data_dir / "dataset.json" if data_dir is not None else None
-    try:
-        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
-    except ValueError:
-        return {}
 
 
 def build_parser():

@@ -10,6 +10,7 @@ separates the classes is the lesions. Held-out anatomies are then screened end t
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,8 @@ def phantom_model(tmp_path_factory) -> SliceClassifier:
                       label_smoothing=0.0, contrast=0.1, noise_sd=0.03, tta=False, seed=0)
     torch.manual_seed(0)
     result = train(root, root / "out", cfg, log=lambda _m: None)
+    card = json.loads(result.card.read_text())  # the card names this folder, never COVID-CT
+    assert card["training_data"]["dataset"] == str(root) and "COVID-CT" not in json.dumps(card["training_data"])
     spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
                                preprocessing={"resize": cfg.pre_size, "centre_crop": SIZE})
     net = light_squeezenet()
