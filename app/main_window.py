@@ -594,6 +594,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.state.volume is not None and getattr(self.view3d, "renderer", None) is not None:
             if self.view3d.renderer.volume is not self.state.volume:
                 self._push_volume_3d()
+            if hasattr(self.view3d, "wait_for_surfaces"):
+                self.view3d.wait_for_surfaces()  # built in a worker; a screenshot shows them
             self.view3d.render_now()
         QtWidgets.QApplication.processEvents()
 

@@ -424,6 +424,7 @@ def test_3d_surfaces_follow_edits_once_they_pause(qtbot, dicom_dir):
         drag(qtbot, win.views[Orientation.AXIAL], [(k, 30 + 5 * n, 30)])
     assert calls == []  # never on a dab
     qtbot.waitUntil(lambda: len(calls) == 1, timeout=3000)
+    assert win.view3d.wait_for_surfaces(10.0)  # built in a worker thread
     assert win.view3d.renderer.surface_labels() == {3}
     qtbot.wait(700)
     assert len(calls) == 1

@@ -333,6 +333,49 @@ def test_view_controls_rerender(view, qtbot, phantom):
     qtbot.waitUntil(lambda: foreground(view.last_frame()).mean() > 0.1, timeout=5000)
 
 
+def test_view_builds_surfaces_in_a_worker_and_keeps_old_ones_until_the_rebuild(view, qtbot, phantom, monkeypatch):
+    import threading
+
+    threads = []
+    real = volume_render.label_surface
+
+    def spy(*a, **k):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*a, **k)
+
+    monkeypatch.setattr(volume_render, "label_surface", spy)
+    view.volume_check.setChecked(False)
+    labels = phantom.label_map()
+    view.set_labels(labels, {LABELS["lung_right"]: RED})
+    assert view.surfaces_pending()  # set_labels returned before the surface was built
+    assert view.wait_for_surfaces(30.0)
+    assert threads == [False]  # built off the GUI thread
+    qtbot.waitUntil(lambda: strongly(view.last_frame(), 0).mean() > 0.02, timeout=5000)
+    before = strongly(view.last_frame(), 0).mean()
+
+    labels[labels == LABELS["lung_right"]] = 0  # edited in place: the right lung is gone
+    view.labels_edited()
+    view.set_labels(labels, {LABELS["lung_right"]: RED})
+    view.render_now()
+    assert strongly(view.last_frame(), 0).mean() == pytest.approx(before, abs=0.01)  # old surface kept meanwhile
+    assert view.wait_for_surfaces(30.0)
+    qtbot.waitUntil(lambda: strongly(view.last_frame(), 0).mean() < 0.001, timeout=5000)
+    assert view.renderer.surface_labels() == set()
+
+
+def test_view_drops_a_surface_result_for_labels_it_no_longer_shows(view, qtbot, phantom):
+    view.volume_check.setChecked(False)
+    first, second = phantom.label_map(), phantom.label_map()
+    second[second == LABELS["lung_right"]] = 0
+    view.set_labels(first, {LABELS["lung_right"]: RED})
+    view.set_labels(second, {LABELS["lung_right"]: RED})  # before the first job is done
+    assert view.wait_for_surfaces(30.0)
+    qtbot.wait(100)  # the first job's result, if late, arrives and must be ignored
+    assert view.renderer.labels is second and view.renderer.surface_labels() == set()
+    view.render_now()
+    assert strongly(view.last_frame(), 0).mean() < 0.001
+
+
 def test_view_mouse_drag_rotates_then_renders_full_quality(view, qtbot):
     from PySide6 import QtCore
 

@@ -289,6 +289,12 @@ def label_surface(labels: np.ndarray, value: int, spacing_zyx: tuple[float, floa
     return out if out.GetNumberOfPoints() else None
 
 
+def compute_surfaces(labels: np.ndarray, values: list[int], spacing_zyx: tuple[float, float, float],
+                     flip_normals: bool = False) -> dict[int, vtkPolyData | None]:
+    """`label_surface` of each value (VTK filters only, no rendering: safe in a worker thread)."""
+    return {v: label_surface(labels, v, spacing_zyx, flip_normals=flip_normals) for v in values}
+
+
 def _crosshair(center: np.ndarray, arm: float) -> vtkPolyData:
     """Three orthogonal line segments through `center` along the LPS axes."""
     points = vtkPoints()
@@ -366,6 +372,7 @@ class VolumeRenderer:
 
         self._labels: np.ndarray | None = None
         self._surfaces: dict[int, vtkActor | None] = {}
+        self._retired: dict[int, vtkActor] = {}  # stale surfaces kept on screen until their rebuild lands
         self._shown_labels: set[int] = set()
         self._surfaces_visible = True
 
@@ -498,15 +505,27 @@ class VolumeRenderer:
     # -- labels --------------------------------------------------------------------------------
 
     def _set_labels_grid(self, labels: np.ndarray | None) -> None:
-        for actor in self._surfaces.values():
+        for actor in [*self._surfaces.values(), *self._retired.values()]:
             if actor is not None:
                 self._renderer.RemoveActor(actor)
-        self._surfaces = {}
+        self._surfaces, self._retired = {}, {}
         self._shown_labels = set()
         self._labels = labels
 
+    def retire_surfaces(self, labels: np.ndarray) -> None:
+        """The surfaces no longer match `labels` (edited in place): they stay shown until `add_surfaces`
+        replaces them, so the 3D view does not blink while a worker rebuilds them."""
+        old = {v: a for v, a in self._surfaces.items() if a is not None}
+        for value, actor in self._retired.items():  # still waiting since an earlier edit
+            if value in old:
+                self._renderer.RemoveActor(actor)
+            else:
+                old[value] = actor
+        self._surfaces, self._retired, self._labels = {}, old, labels
+
     def set_labels(self, labels: np.ndarray | None, colors: dict[int, tuple[float, float, float]],
-                   visible: set[int] | None = None, opacity: float | dict[int, float] = 1.0) -> None:
+                   visible: set[int] | None = None, opacity: float | dict[int, float] = 1.0,
+                   compute: bool = True) -> list[int]:
         """Show smoothed surfaces of label values (cached per value; pass a new array to recompute).
 
         Args:
@@ -514,21 +533,58 @@ class VolumeRenderer:
             colors: RGB (0..1) per label value; only these values get surfaces.
             visible: the values to show (None: all in `colors`).
             opacity: surface opacity 0..1, for all labels or per value (missing values: 1).
+            compute: build missing surfaces now; False leaves them to the caller (`add_surfaces`),
+                which the Qt view does in a worker thread.
+
+        Returns:
+            The shown values that have no surface computed yet (always empty when `compute`).
         """
         if labels is None or self._volume is None:
             self._set_labels_grid(None)
-            return
+            return []
         if labels.shape != self._volume.shape:
             raise ValueError(f"labels shape {labels.shape} does not match the volume {self._volume.shape}")
         if labels is not self._labels:
             self._set_labels_grid(labels)
         self._shown_labels = {int(v) for v in (set(colors) if visible is None else set(visible) & set(colors))}
-        for value in self._shown_labels:
+        missing = []
+        for value in sorted(self._shown_labels):
+            if value not in self._surfaces and not compute:
+                missing.append(value)
+                continue
             actor = self._surface_actor(value)
             if actor is not None:
                 actor.GetProperty().SetColor(*colors[value])
                 alpha = opacity.get(value, 1.0) if isinstance(opacity, dict) else opacity
                 actor.GetProperty().SetOpacity(float(np.clip(alpha, 0.0, 1.0)))
+        self._update_surface_visibility()
+        return missing
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The label array whose surfaces are cached (None: no labels)."""
+        return self._labels
+
+    def surface_job(self, values: list[int]) -> tuple[np.ndarray, list[int], tuple[float, float, float], bool]:
+        """What `compute_surfaces` needs, for a worker thread: a snapshot of the labels, the values,
+        the spacing and whether normals flip (mirrored grid)."""
+        assert self._labels is not None and self._volume is not None
+        return self._labels.copy(), list(values), self._volume.spacing, self._mirrored()
+
+    def _mirrored(self) -> bool:
+        """Whether the grid-to-world affine is a reflection (surfaces then flip their normals)."""
+        assert self._volume is not None
+        return bool(np.linalg.det(self._volume.direction[:, ::-1]) < 0)
+
+    def add_surfaces(self, polys: dict[int, vtkPolyData | None]) -> None:
+        """Install surfaces computed elsewhere (`compute_surfaces`) for the current label array."""
+        for value, poly in polys.items():
+            if value in self._surfaces:
+                continue
+            self._surfaces[value] = self._make_surface_actor(poly)
+            old = self._retired.pop(value, None)
+            if old is not None:
+                self._renderer.RemoveActor(old)
         self._update_surface_visibility()
 
     def set_surfaces_visible(self, visible: bool) -> None:
@@ -540,25 +596,34 @@ class VolumeRenderer:
         for value, actor in self._surfaces.items():
             if actor is not None:
                 actor.SetVisibility(self._surfaces_visible and value in self._shown_labels)
+        for value, actor in self._retired.items():
+            actor.SetVisibility(self._surfaces_visible and value in self._shown_labels)
 
     def _surface_actor(self, value: int) -> vtkActor | None:
         if value not in self._surfaces:
             assert self._labels is not None and self._volume is not None
-            mirrored = bool(np.linalg.det(self._volume.direction[:, ::-1]) < 0)
-            poly = label_surface(self._labels, value, self._volume.spacing, flip_normals=mirrored)
-            actor = None
-            if poly is not None:
-                mapper = vtkPolyDataMapper()
-                mapper.SetInputData(poly)
-                mapper.ScalarVisibilityOff()
-                actor = vtkActor()
-                actor.SetMapper(mapper)
-                actor.SetUserMatrix(_grid_to_world(self._volume))
-                actor.GetProperty().SetSpecular(0.3)
-                actor.GetProperty().SetSpecularPower(20.0)
-                self._renderer.AddActor(actor)
-            self._surfaces[value] = actor
+            poly = label_surface(self._labels, value, self._volume.spacing, flip_normals=self._mirrored())
+            self._surfaces[value] = self._make_surface_actor(poly)
         return self._surfaces[value]
+
+    def _make_surface_actor(self, poly: vtkPolyData | None) -> vtkActor | None:
+        if poly is None or self._volume is None:
+            return None
+        mapper = vtkPolyDataMapper()
+        mapper.SetInputData(poly)
+        mapper.ScalarVisibilityOff()
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        actor.SetUserMatrix(_grid_to_world(self._volume))
+        actor.GetProperty().SetSpecular(0.3)
+        actor.GetProperty().SetSpecularPower(20.0)
+        actor.SetVisibility(False)  # `_update_surface_visibility` decides
+        self._renderer.AddActor(actor)
+        return actor
+
+    def cached_surface_values(self) -> set[int]:
+        """Label values whose surface was computed, empty labels (no surface) included."""
+        return set(self._surfaces)
 
     def surface_labels(self) -> set[int]:
         """Label values whose surfaces are computed (cached)."""

@@ -4,17 +4,19 @@ VTK renders into its own offscreen window and the frame is painted as a QImage,
 which works under every Qt platform (QVTKRenderWindowInteractor crashes under
 the offscreen platform). Renders are coalesced: all input between two turns of
 the event loop costs one frame. Dragging renders at interactive quality and the
-release renders at full quality.
+release renders at full quality. Label surfaces are built in a worker thread (from a
+snapshot of the labels) and appear when ready, so edits and loads never wait for them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from viewer.gui.volume_render import BACKGROUND, RENDER_PRESETS, VolumeRenderer
+from viewer.gui.volume_render import BACKGROUND, RENDER_PRESETS, VolumeRenderer, compute_surfaces
 from viewer.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ class VolumeView(QtWidgets.QWidget):
     """
 
     renderFailed = QtCore.Signal(str)  # noqa: N815 - Qt signal naming
+    surfacesReady = QtCore.Signal(int, object)  # noqa: N815 - (generation, {value: poly}), from the worker
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, backend: str | None = None) -> None:
         super().__init__(parent)
@@ -131,6 +134,11 @@ class VolumeView(QtWidgets.QWidget):
         self._error: str | None = None
         self._coarse_frame_shown = False
         self._labels_stale = False
+        self._surface_generation = 0  # bumped whenever pending surfaces stop matching the labels shown
+        self._surface_thread: threading.Thread | None = None
+        self._in_flight: set[int] = set()
+        self._label_args: tuple = ()
+        self.surfacesReady.connect(self._on_surfaces_ready, QtCore.Qt.ConnectionType.QueuedConnection)
         self._canvas = _Canvas(self)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
@@ -238,11 +246,80 @@ class VolumeView(QtWidgets.QWidget):
 
     def set_labels(self, labels: np.ndarray | None, colors: dict[int, tuple[float, float, float]],
                    visible: set[int] | None = None, opacity: float | dict[int, float] = 1.0) -> None:
-        """Label surfaces (cached per array and value; see `labels_edited` for arrays edited in place)."""
-        if self._labels_stale and labels is not None:
-            self._apply("set_labels", None, {}, render=False)  # drops the cached surfaces
+        """Label surfaces (cached per array and value; see `labels_edited` for arrays edited in place).
+
+        Cached surfaces show at once; missing ones are built in a worker thread and appear when ready.
+        """
+        renderer = self._renderer
+        if renderer is None:
+            return
+        if self._labels_stale or labels is None or labels is not renderer.labels:
+            self._surface_generation += 1  # a result still on its way belongs to other labels
+            self._in_flight = set()
+            if self._labels_stale and labels is not None and labels is renderer.labels:
+                renderer.retire_surfaces(labels)  # shown until the rebuilt ones land
         self._labels_stale = False
-        self._apply("set_labels", labels, colors, visible, opacity)
+        self._label_args = (labels, colors, visible, opacity)
+        try:
+            missing = renderer.set_labels(labels, colors, visible, opacity, compute=False)
+        except (KeyError, ValueError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            return
+        self.request_render()
+        self._start_surfaces(missing)
+
+    def _start_surfaces(self, values: list[int]) -> None:
+        values = [v for v in values if v not in self._in_flight]
+        if not values or self._renderer is None:
+            return
+        self._in_flight |= set(values)
+        generation = self._surface_generation
+        job = self._renderer.surface_job(values)
+
+        def work() -> None:
+            try:
+                polys = compute_surfaces(*job)
+            except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
+                polys = exc
+            self.surfacesReady.emit(generation, polys)
+
+        self._surface_thread = threading.Thread(target=work, name="lunglens-surfaces", daemon=True)
+        self._surface_thread.start()
+
+    def _on_surfaces_ready(self, generation: int, polys) -> None:
+        if self._renderer is None or generation != self._surface_generation or not self._label_args:
+            return  # the labels changed meanwhile; their own job is on its way
+        if isinstance(polys, Exception):
+            log.warning("label surfaces failed: %s", polys)
+            self._in_flight = set()
+            self._label_args = ()  # nothing more is pending; the next set_labels tries again
+            return
+        labels, colors, visible, opacity = self._label_args
+        self._in_flight -= set(polys)
+        self._renderer.add_surfaces(polys)
+        missing = self._renderer.set_labels(labels, colors, visible, opacity, compute=False)
+        self.request_render()
+        self._start_surfaces(missing)  # values shown after the job started
+
+    def surfaces_pending(self) -> bool:
+        """Whether a surface job is running or its result is not yet installed."""
+        if self._renderer is None or not self._label_args or self._label_args[0] is None:
+            return False
+        labels, colors, visible, _ = self._label_args
+        shown = set(colors) if visible is None else set(visible) & set(colors)
+        return bool(shown - set(self._renderer.cached_surface_values()))
+
+    def wait_for_surfaces(self, timeout_s: float = 60.0) -> bool:
+        """Block until the pending surfaces are shown (screenshots, tests); False on timeout."""
+        deadline = QtCore.QDeadlineTimer(int(timeout_s * 1000))
+        while self.surfaces_pending() and not deadline.hasExpired():
+            thread = self._surface_thread
+            if thread is not None:
+                thread.join(0.05)
+            QtCore.QCoreApplication.processEvents()
+        return not self.surfaces_pending()
 
     def labels_edited(self) -> None:
         """The label array was edited in place: the next `set_labels` rebuilds the surfaces."""
@@ -354,6 +431,9 @@ class VolumeView(QtWidgets.QWidget):
         """Release the OpenGL context (the widget shows nothing afterwards)."""
         self._timer.stop()
         self._settle.stop()
+        self._surface_generation += 1
+        if self._surface_thread is not None:
+            self._surface_thread.join(10.0)  # VTK filters must not run on while the interpreter exits
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
