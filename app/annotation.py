@@ -93,6 +93,7 @@ class AnnotationController(QtCore.QObject):
     load_failed = QtCore.Signal(str)
     autosaved = QtCore.Signal(str)
     stats_ready = QtCore.Signal(object)
+    operation_done = QtCore.Signal(str, object)  # (name, changed box or None) of a whole-label operation
     ai_available = QtCore.Signal(bool)
 
     def __init__(self, window: MainWindow) -> None:
@@ -113,6 +114,7 @@ class AnnotationController(QtCore.QObject):
         self._autosaving = False
         self._stats_running = False
         self._stats_again = False
+        self._operation: str | None = None  # the whole-label operation running in a worker
         self._token = 0
         self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[str], None]]] = {}
         self._threads: list[QtCore.QThread] = []
@@ -319,20 +321,73 @@ class AnnotationController(QtCore.QObject):
             self.window.statusBar().showMessage(f"{name}: nothing changed", 4000)
         return result
 
-    def interpolate(self) -> Box | None:
+    @property
+    def operation_running(self) -> str | None:
+        """The name of the whole-label operation running in a worker, or None."""
+        return self._operation
+
+    def apply_in_worker(self, name: str, op: Callable[[LabelMap], Box | None]) -> bool:
+        """Run a whole-label operation on a snapshot in a worker; its result becomes one undo step.
+
+        The GUI stays live meanwhile. Edits made before the result lands win: the result is then dropped
+        with a message, never merged over them. `operation_done` reports the outcome. False when the
+        operation could not start (no label map, another one running).
+        """
+        labels = self.ensure_labels()
+        if labels is None:
+            return False
+        if self._operation is not None:
+            self.window.statusBar().showMessage(f"{name}: wait for {self._operation} to finish", 4000)
+            return False
+        snapshot, revision = labels.snapshot(), labels.revision
+        self._operation = name
+        self.window.statusBar().showMessage(f"{name}…")
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.BusyCursor)
+
+        def compute() -> tuple[Box | None, LabelMap]:
+            return op(snapshot), snapshot
+
+        def done(result: tuple[Box | None, LabelMap]) -> None:
+            self._operation_finished()
+            box, changed = result
+            if box is not None and (self.labels is not labels or labels.revision != revision):
+                message, box = f"{name}: the labels changed while it ran; nothing applied, run it again", None
+            else:
+                if box is not None:
+                    box = labels.adopt(changed, box, changed.undo_names[-1] if changed.undo_names else name)
+                message = "" if box is not None else f"{name}: nothing changed"
+            self.window.statusBar().showMessage(message, 8000)
+            self.operation_done.emit(name, box)
+
+        def failed(message: str) -> None:
+            self._operation_finished()
+            self.window.statusBar().showMessage(f"{name}: {message.splitlines()[0]}", 8000)
+            self.operation_done.emit(name, None)
+
+        self._run(compute, done, failed)
+        return True
+
+    def _operation_finished(self) -> None:
+        self._operation = None
+        QtWidgets.QApplication.restoreOverrideCursor()
+
+    def interpolate(self) -> bool:
         axis = interpolation_axis(self.annotator.last_plane if self.annotator else "axial")
-        return self.apply("interpolate", lambda lm: interpolate_slices(lm, self.settings.value, axis=axis,
-                                                                        overwrite=self.settings.overwrite()))
+        value, overwrite = self.settings.value, self.settings.overwrite()
+        return self.apply_in_worker("interpolate", lambda lm: interpolate_slices(lm, value, axis=axis,
+                                                                                 overwrite=overwrite))
 
-    def remove_islands(self, min_ml: float) -> Box | None:
-        return self.apply("remove islands", lambda lm: remove_islands(lm, self.settings.value, min_ml=min_ml))
+    def remove_islands(self, min_ml: float) -> bool:
+        value = self.settings.value
+        return self.apply_in_worker("remove islands", lambda lm: remove_islands(lm, value, min_ml=min_ml))
 
-    def keep_largest(self) -> Box | None:
-        return self.apply("keep largest", lambda lm: keep_largest(lm, self.settings.value))
+    def keep_largest(self) -> bool:
+        value = self.settings.value
+        return self.apply_in_worker("keep largest", lambda lm: keep_largest(lm, value))
 
-    def smooth(self, radius_mm: float) -> Box | None:
-        return self.apply("smooth", lambda lm: smooth(lm, self.settings.value, radius_mm,
-                                                      overwrite=self.settings.overwrite()))
+    def smooth(self, radius_mm: float) -> bool:
+        value, overwrite = self.settings.value, self.settings.overwrite()
+        return self.apply_in_worker("smooth", lambda lm: smooth(lm, value, radius_mm, overwrite=overwrite))
 
     # -- AI results --------------------------------------------------------------------------------
 

@@ -431,7 +431,7 @@ def test_3d_surfaces_follow_edits_once_they_pause(qtbot, dicom_dir):
     close_discarding(win)
 
 
-def test_whole_label_operations_from_the_panel(qtbot, dicom_dir):
+def test_whole_label_operations_from_the_panel(qtbot, dicom_dir, monkeypatch):
     from PySide6 import QtWidgets
 
     win = open_window(qtbot, dicom_dir)
@@ -448,9 +448,15 @@ def test_whole_label_operations_from_the_panel(qtbot, dicom_dir):
     drag(qtbot, view, [(k + 3, 90, 90)])  # a second, smaller piece on the last slice
     labels = win.annotation.labels
     assert not labels.array[k].any()
-    qtbot.mouseClick(buttons["Interpolate slices"], LEFT)
+    done = win.annotation.operation_done
+    with qtbot.waitSignal(done, timeout=10000) as blocker:  # run in a worker; the GUI stays live
+        qtbot.mouseClick(buttons["Interpolate slices"], LEFT)
+        assert win.annotation.operation_running == "interpolate"
+        qtbot.mouseClick(buttons["Keep largest"], LEFT)  # refused while another operation runs
+    assert blocker.args[0] == "interpolate" and blocker.args[1] is not None
     assert all(labels.array[z, 40, 40] == 3 for z in range(k - 3, k + 4))
-    qtbot.mouseClick(buttons["Keep largest"], LEFT)
+    with qtbot.waitSignal(done, timeout=10000):
+        qtbot.mouseClick(buttons["Keep largest"], LEFT)
     assert labels.array[k + 3, 90, 90] == 0 and labels.array[k, 40, 40] == 3
     assert labels.undo_names[-2:] == ["interpolate", "keep largest"]
     qtbot.waitUntil(panel.undo_button.isEnabled, timeout=2000)  # the panel follows edits on the next event turn

@@ -182,3 +182,31 @@ def test_smooth_bad_input():
         with pytest.raises(ValueError):
             smooth(lm, 3, **kwargs)
     assert smooth(lm, 4, 1.0) is None
+
+
+def test_an_operation_run_on_a_snapshot_is_adopted_as_one_undo_step():
+    labels = LabelMap.empty((8, 20, 20), (2.0, 1.0, 1.0))
+    labels.write((0, 8, 0, 20, 0, 20), np.pad(np.ones((8, 8, 8), bool), ((0, 0), (2, 10), (2, 10))), 1)
+    labels.write((0, 8, 0, 20, 0, 20), np.pad(np.ones((2, 2, 2), bool), ((3, 3), (15, 3), (15, 3))), 1)
+    before = labels.array.copy()
+    copy = labels.snapshot()
+    box = keep_largest(copy, 1)
+    assert box is not None and np.array_equal(labels.array, before)  # the snapshot is independent
+    revision = labels.revision
+    got = labels.adopt(copy, box, copy.undo_names[-1])
+    assert got is not None and labels.revision == revision + 1
+    assert np.array_equal(labels.array, copy.array) and labels.undo_names[-1] == "keep largest"
+    assert labels.adopt(copy, box, "again") is None  # nothing left to take
+    labels.undo()
+    assert np.array_equal(labels.array, before)
+
+
+def test_adopt_never_changes_a_locked_label():
+    labels = LabelMap.empty((4, 10, 10))
+    labels.write((0, 4, 0, 10, 0, 10), np.ones((4, 10, 10), bool), 2)
+    copy = labels.snapshot()
+    copy.write((0, 4, 0, 10, 0, 10), np.ones((4, 10, 10), bool), 0)
+    labels.set_label_display(2, locked=True)
+    assert labels.adopt(copy, labels.full_box, "erase") is None and (labels.array == 2).all()
+    with pytest.raises(ValueError):
+        labels.adopt(LabelMap.empty((4, 10, 11)), labels.full_box, "bad")

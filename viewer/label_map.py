@@ -500,6 +500,35 @@ class LabelMap:
             self._changed(box)
         return box
 
+    def snapshot(self) -> LabelMap:
+        """A copy of the voxels, edited marks and table, without history or listeners: an operation
+        can run on it in a worker thread and `adopt` brings its result back."""
+        return LabelMap(self._array, self.spacing, self._table, touched=self._touched)
+
+    def adopt(self, other: LabelMap, box: Box, name: str) -> Box | None:
+        """Take `other`'s voxels and edited marks inside `box` as one undo step named `name`.
+
+        `other` is a `snapshot` an operation has changed; voxels of locked labels here never change.
+        Returns the bounding box of what changed, or None.
+        """
+        if other.shape != self.shape:
+            raise ValueError(f"shape {other.shape} differs from the label map's {self.shape}")
+        sl = self._slices(box)
+        cur, new = self._array[sl], other.array[sl]
+        tcur, tnew = self._touched[sl], other.touched[sl]
+        changed = ((cur != new) | (tcur != tnew)) & self.editable(None)[cur]
+        zz, yy, xx = np.nonzero(changed)
+        if len(zz) == 0:
+            return None
+        old, new_vals = cur[zz, yy, xx], new[zz, yy, xx]
+        old_t, new_t = tcur[zz, yy, xx], tnew[zz, yy, xx]
+        cur[zz, yy, xx], tcur[zz, yy, xx] = new_vals, new_t
+        z0, _, y0, _, x0, _ = box
+        diff = VoxelDiff._from_coords(zz + z0, yy + y0, xx + x0, old, new_vals, old_t, new_t)
+        self._record(name, diff)
+        self._changed(diff.box)
+        return diff.box
+
     def clear(self, name: str = "clear") -> Box | None:
         """Set every unlocked voxel to background (one undoable step)."""
         return self.import_mask(np.zeros(self.shape, np.uint8), mode="replace", name=name)
