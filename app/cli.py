@@ -191,11 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the volume trainer has its own options (see `lunglens train decovnet --help`)
         from inference.train_volume import main as train_volume
 
-        try:
-            return train_volume(argv_list[2:])
-        except KeyboardInterrupt:
-            print("lunglens: cancelled", file=sys.stderr)
-            return EXIT_CANCELLED
+        return _train_with_reader(train_volume, argv_list[2:])
     if argv_list[:2] == ["train", "lung-unet"]:
         return _train_lung_unet(argv_list[2:])
     parser = build_parser()
@@ -215,18 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train_lung_unet(argv: list[str]) -> int:
-    """`lunglens train lung-unet` (options: `--help`); DICOM series are read here, canonical (z, y, x)."""
+    """`lunglens train lung-unet` (options: `--help`)."""
     from inference.train_lung_unet import main as train_lung_unet
-    from viewer.errors import LoadError
-    from viewer.io import open_volume
-    from viewer.reorient import to_canonical
 
-    def read_ct(path: Path):
-        volume = to_canonical(open_volume(path))
-        return volume.array, volume.spacing
+    return _train_with_reader(train_lung_unet, argv)
+
+
+def _train_with_reader(trainer, argv: list[str]) -> int:
+    """Run a trainer's `main(argv, reader=...)` with the viewer's reader: DICOM series and volume files,
+    canonical (z, y, x) = (S, P, L)."""
+    from app.volume_dataset import read_ct
+    from viewer.errors import LoadError
 
     try:
-        return train_lung_unet(argv, reader=read_ct)
+        return trainer(argv, reader=read_ct)
     except LoadError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

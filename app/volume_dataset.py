@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from inference.volume_data import CLASSES, CT_FILE, LABEL_FILE, LESIONS_FILE, LUNGS_FILE
-from viewer.io import write_volume
+from viewer.io import open_volume, write_volume
 from viewer.phantom import Phantom, PhantomConfig, make_phantom
+from viewer.reorient import to_canonical
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,10 @@ def _write_case(folder: Path, name: str, phantom: Phantom, label: str) -> dict:
     (folder / LESIONS_FILE).write_text(json.dumps({"lesions": lesions}, indent=2))
     return {"case": name, "label": label, "shape": list(vol.shape), "spacing": list(vol.spacing),
             "noise_sd": phantom.config.noise_sd, "lesions": [les["kind"] for les in lesions]}
+
+
+def read_ct(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A CT (DICOM folder or volume file) as HU (z, y, x) along (S, P, L) and its spacing: the `reader`
+    the trainers take, so a hospital's DICOM cases train as they are."""
+    volume = to_canonical(open_volume(path))
+    return volume.array, volume.spacing

@@ -333,11 +333,14 @@ def config_from_args(args) -> VolumeTrainConfig:
                              device=args.device, threads=args.threads, model_name=args.name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`lunglens train decovnet`: 0 on success, 1 when the data folder does not follow the layout."""
+def main(argv: Sequence[str] | None = None, reader: Reader | None = None) -> int:
+    """`lunglens train decovnet`: 0 on success, 1 when the data folder does not follow the layout.
+
+    `reader` reads each case's CT (the CLI passes one that reads DICOM folders too).
+    """
     args = build_parser().parse_args(argv)
     try:
-        result = train(args.data, args.out, config_from_args(args))
+        result = train(args.data, args.out, config_from_args(args), reader=reader)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,9 @@
 Layout (one folder per case)::
 
     DATA/
-      <case>/ct.nii.gz        the CT in HU (any orientation; read into (z, y, x) = (S, P, L) order)
+      <case>/ct.nii.gz        the CT in HU (any orientation; read into (z, y, x) = (S, P, L) order),
+      <case>/ct/              or, instead, a folder with the CT as a DICOM series (read through
+                              `reader`: `lunglens train decovnet` passes the viewer's DICOM loader)
       <case>/label.txt        COVID or NonCOVID (not needed when cases.csv names the label)
       <case>/lungs.nii.gz     optional lung mask or label map (non-zero = lung) on the CT grid;
                               without it the lungs come from `segment_lungs` (threshold method)
@@ -14,8 +16,9 @@ Layout (one folder per case)::
       dataset.json            optional: {"name": ..., "description": ...} (copied into the model card)
 
 Splits come from splits.json, else from the split column of cases.csv, else a seeded split
-stratified by label. Another reader (a DICOM folder, say) can be passed as `reader`: any callable
-taking a path and returning (array (z, y, x), spacing (z, y, x) mm) in that orientation.
+stratified by label. A `reader` reads the CT (file or DICOM folder): any callable taking a path and
+returning (array (z, y, x), spacing (z, y, x) mm) in that orientation; this module reads NIfTI
+itself and no DICOM (it imports nothing from the viewer).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import SimpleITK as sitk
 
 CLASSES: tuple[str, ...] = ("NonCOVID", "COVID")
 CT_FILE, LUNGS_FILE, LABEL_FILE, LESIONS_FILE = "ct.nii.gz", "lungs.nii.gz", "label.txt", "lesions.json"
+CT_DIR = "ct"  # a DICOM series, when the case has no CT_FILE
 #: lesion kinds that count as COVID-like for the hit rate
 COVID_LESIONS: tuple[str, ...] = ("ggo", "consolidation")
 
@@ -50,10 +54,17 @@ class VolumeCase:
     label: int  # index into CLASSES
     lesion_boxes: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
 
+    @property
+    def ct_path(self) -> Path:
+        """The CT: `ct.nii.gz`, else the `ct/` DICOM folder."""
+        return self.folder / CT_FILE if (self.folder / CT_FILE).is_file() else self.folder / CT_DIR
+
     def load(self, reader: Reader | None = None) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray | None]:
         """HU (z, y, x), spacing (z, y, x) mm and the lung mask (None when the case has none)."""
-        read = reader or read_nifti
-        hu, spacing = read(self.folder / CT_FILE)
+        path = self.ct_path
+        if path.is_dir() and reader is None:
+            raise DatasetError(f"{path}: a DICOM folder needs a reader (`lunglens train decovnet` has one)")
+        hu, spacing = (reader or read_nifti)(path)
         lungs = None
         if (self.folder / LUNGS_FILE).is_file():
             lungs, _ = read_nifti(self.folder / LUNGS_FILE)
@@ -79,7 +90,7 @@ def find_cases(root: str | Path, classes: Sequence[str] = CLASSES) -> list[Volum
         raise DatasetError(f"{root}: no such folder")
     labels = {row["case"]: row["label"] for row in _csv_rows(root)}
     cases = []
-    for folder in sorted(p for p in root.iterdir() if (p / CT_FILE).is_file()):
+    for folder in sorted(p for p in root.iterdir() if (p / CT_FILE).is_file() or (p / CT_DIR).is_dir()):
         name = folder.name
         if name in labels:
             text = labels[name]
@@ -91,7 +102,7 @@ def find_cases(root: str | Path, classes: Sequence[str] = CLASSES) -> list[Volum
             raise DatasetError(f"{folder}: label {text!r} is not one of {', '.join(classes)}")
         cases.append(VolumeCase(name, folder, classes.index(text), _lesion_boxes(folder / LESIONS_FILE)))
     if not cases:
-        raise DatasetError(f"{root}: no case folder with a {CT_FILE}")
+        raise DatasetError(f"{root}: no case folder with a {CT_FILE} or a {CT_DIR}/ DICOM folder")
     return cases
 
 

@@ -258,3 +258,33 @@ def test_cli_routes_train_decovnet_and_reports_a_bad_folder(tmp_path, capsys):
 
     assert main(["train", "decovnet", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_dicom_case_folders_train_through_the_cli(phantom_set, tmp_path, capsys):
+    """A hospital's cases as DICOM series (`<case>/ct/`) next to NIfTI ones: read through the CLI's reader."""
+    import shutil
+
+    from app.cli import main as cli_main
+    from app.volume_dataset import read_ct
+    from inference.volume_data import DatasetError
+    from viewer.dicom_write import write_ct_series
+    from viewer.io import read_volume_file
+
+    root = tmp_path / "mixed"
+    shutil.copytree(phantom_set[0], root)
+    for name in ("case000", "case001"):
+        folder = root / name
+        write_ct_series(read_volume_file(folder / "ct.nii.gz"), folder / "ct", uid_seed=name)
+        (folder / "ct.nii.gz").unlink()
+    cases = find_cases(root)
+    assert len(cases) == 6 and cases[0].ct_path == root / "case000" / "ct"
+    with pytest.raises(DatasetError, match="needs a reader"):
+        cases[0].load()
+    hu, spacing, lungs = cases[0].load(read_ct)
+    nifti_hu, nifti_spacing, _ = find_cases(phantom_set[0])[0].load()
+    assert np.array_equal(hu, nifti_hu) and np.allclose(spacing, nifti_spacing, atol=1e-3)
+    assert lungs is not None and lungs.shape == hu.shape
+    out = tmp_path / "run"
+    assert cli_main(["train", "decovnet", "--data", str(root), "--out", str(out), "--epochs", "1", "--size", "32",
+                     "48", "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu"]) == 0
+    assert (out / "decovnet.pt").is_file() and "wrote" in capsys.readouterr().out
