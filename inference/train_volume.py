@@ -8,7 +8,9 @@ code, the smaller class is oversampled to balance each epoch. Model selection: t
 best validation ROC AUC (then accuracy). Outputs in OUT: `<name>.pt` (fp16 when that changes no
 validation probability by more than 1e-3), `<name>.card.json` (validation accuracy, sensitivity,
 specificity, precision, F1, ROC AUC and the lesion-localization hit rate), `roc_val.png`,
-`history.json` and `best_fp32.pt`.
+`history.json`, `best_fp32.pt` and `checkpoint.pt` (model, optimizer, random state and history after the
+last epoch: `--resume` continues from it, so a long CPU training can run in several sittings; with
+`--time-limit` each sitting ends cleanly and writes the weights of the best epoch so far).
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class VolumeTrainConfig:
     device: str = "auto"
     threads: int = 0  # 0: leave torch's setting
     model_name: str = "decovnet"
+    resume: bool = False  # continue from OUT/checkpoint.pt (written after every epoch)
+    time_limit_min: float = 0.0  # stop after the epoch that passes it (0: none); the best epoch so far is kept
+
+    def must_match(self) -> dict:
+        """The settings a checkpoint has to share with the run that resumes it."""
+        return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
+                "seed": self.seed, "val_fraction": self.val_fraction}
 
 
 @dataclass
@@ -157,7 +166,11 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     gen = torch.Generator().manual_seed(cfg.seed)
     result = VolumeTrainResult(best_epoch=-1, metrics={})
     best: tuple[float, float, float] = (-math.inf, -math.inf, -math.inf)
-    for epoch in range(cfg.epochs):
+    start = 0
+    if cfg.resume and (out / CHECKPOINT).is_file():
+        start, best = resume_from(out / CHECKPOINT, cfg, model, opt, gen, result)
+        log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch})")
+    for epoch in range(start, cfg.epochs):
         model.train()
         order = epoch_order(y_train, cfg.balance_classes, gen)
         t0, total = time.time(), 0.0
@@ -182,8 +195,47 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
             best = key
             result.best_epoch, result.metrics = epoch + 1, m
             torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
+        save_checkpoint(out / CHECKPOINT, cfg, model, opt, gen, result, epoch + 1, best)
+        if cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60 and epoch + 1 < cfg.epochs:
+            log(f"time limit reached after epoch {epoch + 1}; `--resume` continues from here")
+            break
     return finish(out, cfg, result, model, val_cases, x_val, y_train, time.time() - t_start, device,
                   reader=reader, data_dir=Path(data_dir), log=log)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                    gen: torch.Generator, result: VolumeTrainResult, epochs_done: int,
+                    best: tuple[float, float, float]) -> None:
+    """Everything `resume_from` needs, written atomically (an interrupted save leaves the previous one)."""
+    state = {"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best": list(best),
+             "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
+             "settings": cfg.must_match()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def resume_from(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                gen: torch.Generator, result: VolumeTrainResult) -> tuple[int, tuple[float, float, float]]:
+    """Restore a `save_checkpoint` state; returns (epochs done, best key). DatasetError when it does not fit."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DatasetError(f"{path}: not a training checkpoint ({exc})") from None
+    if state.get("settings") != cfg.must_match():
+        raise DatasetError(f"{path}: trained with {state.get('settings')}, not {cfg.must_match()}; "
+                           "resume with the same settings or use another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    result.history = list(state["history"])
+    result.best_epoch, result.metrics = int(state["best_epoch"]), dict(state["best_metrics"])
+    return int(state["epochs_done"]), tuple(state["best"])  # type: ignore[return-value]
 
 
 def epoch_order(labels: np.ndarray, balance: bool, gen: torch.Generator) -> list[int]:
@@ -324,13 +376,17 @@ def build_parser():
     ap.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     ap.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: torch's default)")
     ap.add_argument("--name", default=d.model_name, help="model name used for the output files")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same settings)")
+    ap.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
+                    help="stop after the epoch that passes MIN minutes and write the best weights so far")
     return ap
 
 
 def config_from_args(args) -> VolumeTrainConfig:
     return VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
                              z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction, augment=not args.no_augment,
-                             device=args.device, threads=args.threads, model_name=args.name)
+                             device=args.device, threads=args.threads, model_name=args.name, resume=args.resume,
+                             time_limit_min=args.time_limit)
 
 
 def main(argv: Sequence[str] | None = None, reader: Reader | None = None) -> int:

@@ -288,3 +288,23 @@ def test_dicom_case_folders_train_through_the_cli(phantom_set, tmp_path, capsys)
     assert cli_main(["train", "decovnet", "--data", str(root), "--out", str(out), "--epochs", "1", "--size", "32",
                      "48", "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu"]) == 0
     assert (out / "decovnet.pt").is_file() and "wrote" in capsys.readouterr().out
+
+
+def test_training_resumes_from_its_checkpoint_and_refuses_other_settings(phantom_set, tmp_path, capsys):
+    root, _ = phantom_set
+    out = tmp_path / "run"
+    args = ["--data", str(root), "--out", str(out), "--lr", "1e-4", "--size", "32", "48", "--z-spacing", "12",
+            "--val-fraction", "0.34", "--device", "cpu"]
+    assert main([*args, "--epochs", "2", "--time-limit", "1e-6"]) == 0  # stops after epoch 1: the time is up
+    first = capsys.readouterr().out
+    assert "epoch   1" in first and "epoch   2" not in first and "time limit" in first
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epochs_done"] == 1 and len(state["history"]) == 1
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    second = capsys.readouterr().out
+    assert "resumed after epoch 1" in second and "epoch   2" in second and "epoch   1 " not in second
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    other = [a if a != "32" else "40" for a in args]  # another input size
+    assert main([*other, "--epochs", "3", "--resume"]) == 1
+    assert "resume with the same settings" in capsys.readouterr().err
