@@ -350,7 +350,7 @@ class AnnotationController(QtCore.QObject):
         def done(result: tuple[Box | None, LabelMap]) -> None:
             self._operation_finished()
             box, changed = result
-            if box is not None and (self.labels is not labels or labels.revision != revision):
+            if box is not None and (self.labels is not labels or labels.revision != revision or labels.in_stroke):
                 message, box = f"{name}: the labels changed while it ran; nothing applied, run it again", None
             else:
                 if box is not None:
@@ -361,7 +361,7 @@ class AnnotationController(QtCore.QObject):
 
         def failed(message: str) -> None:
             self._operation_finished()
-            self.window.statusBar().showMessage(f"{name}: {message.splitlines()[0]}", 8000)
+            self.window.statusBar().showMessage(f"{name}: {message.partition(chr(10))[0] or 'failed'}", 8000)
             self.operation_done.emit(name, None)
 
         self._run(compute, done, failed)

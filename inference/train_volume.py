@@ -66,7 +66,8 @@ class VolumeTrainConfig:
     def must_match(self) -> dict:
         """The settings a checkpoint has to share with the run that resumes it."""
         return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
-                "seed": self.seed, "val_fraction": self.val_fraction}
+                "seed": self.seed, "val_fraction": self.val_fraction, "lr": self.lr, "weight_decay": self.weight_decay,
+                "augment": self.augment, "balance_classes": self.balance_classes}
 
 
 @dataclass
@@ -168,7 +169,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     best: tuple[float, float, float] = (-math.inf, -math.inf, -math.inf)
     start = 0
     if cfg.resume and (out / CHECKPOINT).is_file():
-        start, best = resume_from(out / CHECKPOINT, cfg, model, opt, gen, result)
+        start, best = resume_from(out / CHECKPOINT, cfg, model, opt, gen, result, [c.name for c in val_cases])
         log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch})")
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -194,8 +195,8 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
         if key > best:
             best = key
             result.best_epoch, result.metrics = epoch + 1, m
-            torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
-        save_checkpoint(out / CHECKPOINT, cfg, model, opt, gen, result, epoch + 1, best)
+            _save_atomic({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
+        save_checkpoint(out / CHECKPOINT, cfg, model, opt, gen, result, epoch + 1, best, [c.name for c in val_cases])
         if cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60 and epoch + 1 < cfg.epochs:
             log(f"time limit reached after epoch {epoch + 1}; `--resume` continues from here")
             break
@@ -208,26 +209,34 @@ CHECKPOINT = "checkpoint.pt"
 
 def save_checkpoint(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
                     gen: torch.Generator, result: VolumeTrainResult, epochs_done: int,
-                    best: tuple[float, float, float]) -> None:
+                    best: tuple[float, float, float], val_names: Sequence[str]) -> None:
     """Everything `resume_from` needs, written atomically (an interrupted save leaves the previous one)."""
-    state = {"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best": list(best),
-             "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
-             "settings": cfg.must_match()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    _save_atomic({"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best": list(best),
+                  "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
+                  "settings": {**cfg.must_match(), "val_cases": list(val_names)}}, path)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
     tmp.replace(path)
 
 
 def resume_from(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
-                gen: torch.Generator, result: VolumeTrainResult) -> tuple[int, tuple[float, float, float]]:
+                gen: torch.Generator, result: VolumeTrainResult,
+                val_names: Sequence[str]) -> tuple[int, tuple[float, float, float]]:
     """Restore a `save_checkpoint` state; returns (epochs done, best key). DatasetError when it does not fit."""
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise DatasetError(f"{path}: not a training checkpoint ({exc})") from None
-    if state.get("settings") != cfg.must_match():
-        raise DatasetError(f"{path}: trained with {state.get('settings')}, not {cfg.must_match()}; "
+    settings = dict(state.get("settings", {}))
+    if settings.pop("val_cases", None) != list(val_names):
+        raise DatasetError(f"{path}: its validation cases differ from this folder's split (cases added or "
+                           "removed?); resume on the same data or use another --out")
+    if settings != cfg.must_match():
+        raise DatasetError(f"{path}: trained with {settings}, not {cfg.must_match()}; "
                            "resume with the same settings or use another --out")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])

@@ -376,6 +376,35 @@ def test_view_drops_a_surface_result_for_labels_it_no_longer_shows(view, qtbot, 
     assert strongly(view.last_frame(), 0).mean() < 0.001
 
 
+def test_view_runs_one_surface_job_at_a_time_and_builds_what_is_missing_after_it(view, qtbot, phantom, monkeypatch):
+    import threading
+
+    release, running, most = threading.Event(), [], []
+    real = volume_render.compute_surfaces
+
+    def slow(*a, **k):
+        running.append(1)
+        most.append(len(running))
+        release.wait(10)
+        out = real(*a, **k)
+        running.pop()
+        return out
+
+    monkeypatch.setattr(volume_render, "compute_surfaces", slow)
+    monkeypatch.setattr("viewer.gui.volume_view.compute_surfaces", slow)
+    view.volume_check.setChecked(False)
+    labels = phantom.label_map()
+    colors = {LABELS["lung_right"]: RED, LABELS["lung_left"]: GREEN}
+    view.set_labels(labels, colors, visible={LABELS["lung_right"]})
+    for _ in range(3):  # edits while the job runs: no second thread
+        view.labels_edited()
+        view.set_labels(labels, colors)
+    assert most == [1]  # one job started, the edits queued behind it
+    release.set()
+    assert view.wait_for_surfaces(30.0)
+    assert view.renderer.surface_labels() == set(colors) and max(most) == 1
+
+
 def test_view_mouse_drag_rotates_then_renders_full_quality(view, qtbot):
     from PySide6 import QtCore
 

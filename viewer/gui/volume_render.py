@@ -551,8 +551,7 @@ class VolumeRenderer:
         for value in sorted(self._shown_labels):
             if value not in self._surfaces and not compute:
                 missing.append(value)
-                continue
-            actor = self._surface_actor(value)
+            actor = self._surface_actor(value) if value in self._surfaces or compute else self._retired.get(value)
             if actor is not None:
                 actor.GetProperty().SetColor(*colors[value])
                 alpha = opacity.get(value, 1.0) if isinstance(opacity, dict) else opacity
@@ -604,6 +603,9 @@ class VolumeRenderer:
             assert self._labels is not None and self._volume is not None
             poly = label_surface(self._labels, value, self._volume.spacing, flip_normals=self._mirrored())
             self._surfaces[value] = self._make_surface_actor(poly)
+            retired = self._retired.pop(value, None)
+            if retired is not None:
+                self._renderer.RemoveActor(retired)
         return self._surfaces[value]
 
     def _make_surface_actor(self, poly: vtkPolyData | None) -> vtkActor | None:

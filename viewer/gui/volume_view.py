@@ -136,7 +136,6 @@ class VolumeView(QtWidgets.QWidget):
         self._labels_stale = False
         self._surface_generation = 0  # bumped whenever pending surfaces stop matching the labels shown
         self._surface_thread: threading.Thread | None = None
-        self._in_flight: set[int] = set()
         self._label_args: tuple = ()
         self.surfacesReady.connect(self._on_surfaces_ready, QtCore.Qt.ConnectionType.QueuedConnection)
         self._canvas = _Canvas(self)
@@ -242,6 +241,8 @@ class VolumeView(QtWidgets.QWidget):
     # -- public API (mirrors VolumeRenderer) ---------------------------------------------------
 
     def set_volume(self, volume: Volume | None) -> None:
+        self._surface_generation += 1  # surfaces on their way belong to the old grid
+        self._label_args = ()
         self._apply("set_volume", volume)
 
     def set_labels(self, labels: np.ndarray | None, colors: dict[int, tuple[float, float, float]],
@@ -249,32 +250,35 @@ class VolumeView(QtWidgets.QWidget):
         """Label surfaces (cached per array and value; see `labels_edited` for arrays edited in place).
 
         Cached surfaces show at once; missing ones are built in a worker thread and appear when ready.
+        One job runs at a time: what is still missing when it ends is built next.
         """
         renderer = self._renderer
         if renderer is None:
             return
         if self._labels_stale or labels is None or labels is not renderer.labels:
             self._surface_generation += 1  # a result still on its way belongs to other labels
-            self._in_flight = set()
             if self._labels_stale and labels is not None and labels is renderer.labels:
                 renderer.retire_surfaces(labels)  # shown until the rebuilt ones land
         self._labels_stale = False
-        self._label_args = (labels, colors, visible, opacity)
         try:
             missing = renderer.set_labels(labels, colors, visible, opacity, compute=False)
         except (KeyError, ValueError):
+            self._label_args = ()
             raise
         except Exception as exc:  # noqa: BLE001
+            self._label_args = ()
             self._fail(exc)
             return
+        self._label_args = (labels, colors, visible, opacity)
         self.request_render()
         self._start_surfaces(missing)
 
+    def _job_running(self) -> bool:
+        return self._surface_thread is not None and self._surface_thread.is_alive()
+
     def _start_surfaces(self, values: list[int]) -> None:
-        values = [v for v in values if v not in self._in_flight]
-        if not values or self._renderer is None:
-            return
-        self._in_flight |= set(values)
+        if not values or self._renderer is None or self._job_running():
+            return  # a running job's end starts whatever is still missing then
         generation = self._surface_generation
         job = self._renderer.surface_job(values)
 
@@ -283,25 +287,35 @@ class VolumeView(QtWidgets.QWidget):
                 polys = compute_surfaces(*job)
             except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
                 polys = exc
-            self.surfacesReady.emit(generation, polys)
+            try:
+                self.surfacesReady.emit(generation, polys)
+            except RuntimeError:  # the view was deleted meanwhile: nobody waits for these surfaces
+                pass
 
         self._surface_thread = threading.Thread(target=work, name="lunglens-surfaces", daemon=True)
         self._surface_thread.start()
 
     def _on_surfaces_ready(self, generation: int, polys) -> None:
-        if self._renderer is None or generation != self._surface_generation or not self._label_args:
-            return  # the labels changed meanwhile; their own job is on its way
-        if isinstance(polys, Exception):
+        thread, self._surface_thread = self._surface_thread, None
+        if thread is not None:
+            thread.join()  # it has emitted: only its return is left
+        renderer = self._renderer
+        if renderer is None or not self._label_args:
+            return
+        if generation == self._surface_generation and isinstance(polys, Exception):
             log.warning("label surfaces failed: %s", polys)
-            self._in_flight = set()
             self._label_args = ()  # nothing more is pending; the next set_labels tries again
             return
         labels, colors, visible, opacity = self._label_args
-        self._in_flight -= set(polys)
-        self._renderer.add_surfaces(polys)
-        missing = self._renderer.set_labels(labels, colors, visible, opacity, compute=False)
+        try:
+            if generation == self._surface_generation:
+                renderer.add_surfaces(polys)
+            missing = renderer.set_labels(labels, colors, visible, opacity, compute=False)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            return
         self.request_render()
-        self._start_surfaces(missing)  # values shown after the job started
+        self._start_surfaces(missing)  # labels changed or values shown while the job ran
 
     def surfaces_pending(self) -> bool:
         """Whether a surface job is running or its result is not yet installed."""
@@ -311,6 +325,11 @@ class VolumeView(QtWidgets.QWidget):
         shown = set(colors) if visible is None else set(visible) & set(colors)
         return bool(shown - set(self._renderer.cached_surface_values()))
 
+    def _missing_now(self) -> list[int]:
+        if self._renderer is None or not self._label_args:
+            return []
+        return self._renderer.set_labels(*self._label_args, compute=False)
+
     def wait_for_surfaces(self, timeout_s: float = 60.0) -> bool:
         """Block until the pending surfaces are shown (screenshots, tests); False on timeout."""
         deadline = QtCore.QDeadlineTimer(int(timeout_s * 1000))
@@ -319,6 +338,8 @@ class VolumeView(QtWidgets.QWidget):
             if thread is not None:
                 thread.join(0.05)
             QtCore.QCoreApplication.processEvents()
+            if self._surface_thread is None and self.surfaces_pending():
+                self._start_surfaces(self._missing_now())  # e.g. a job that ended for older labels
         return not self.surfaces_pending()
 
     def labels_edited(self) -> None:
