@@ -17,6 +17,7 @@ EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 LUNG_METHODS = ("threshold", "unet")  # inference.lung_segmentation.LUNG_METHODS, without importing it for --help
+SLICE_NORMALIZATIONS = ("per-image", "fixed")  # inference.transforms.NORMALIZATIONS, likewise
 
 
 def _version() -> str:
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--normalize", choices=SLICE_NORMALIZATIONS, default="per-image",
+                   help="input normalization: per-image (zero mean, unit sd; for images of mixed windowing, the "
+                        "shipped model's) or fixed (one affine map: CT slices in a fixed window; heat maps sit "
+                        "on lesions more, measured on phantoms)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("mask", help="label-map tools: convert between NIfTI and DICOM SEG",
@@ -559,7 +564,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar("training")
     try:
         result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed,
-                                                        batch_size=args.batch_size),
+                                                        batch_size=args.batch_size, normalize=args.normalize),
                        model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)))
     except FileNotFoundError as exc:
         return _fail(str(exc))

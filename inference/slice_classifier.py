@@ -14,7 +14,7 @@ from inference.device import select_device
 from inference.onnx_backend import OnnxSliceRunner, choose_backend
 from inference.registry import ModelSpec, get_model
 from inference.slice_data import load_grey
-from inference.transforms import ResizeSquare, Standardize
+from inference.transforms import ResizeSquare, normalizer
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class SliceClassifier:
         pre = self.spec.preprocessing
         self.pre_size, self.size = int(pre.get("resize", 268)), int(pre.get("centre_crop", 224))
         self._resize = ResizeSquare(self.pre_size)
+        self._normalize = normalizer(str(pre.get("normalize", "per-image")))
         self.tta = tta
         self.positive_index = self.spec.classes.index(self.spec.positive_class)
         self.backend = choose_backend(backend, self.device)
@@ -81,7 +82,7 @@ class SliceClassifier:
         o = (self.pre_size - self.size) // 2
         batch = np.stack([self._resize(np.asarray(im, np.float32))[o : o + self.size, o : o + self.size]
                           for im in images])
-        x = Standardize()(torch.from_numpy(batch)[:, None]).to(self.device)
+        x = self._normalize(torch.from_numpy(batch)[:, None]).to(self.device)
         return x.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()

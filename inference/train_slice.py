@@ -26,7 +26,7 @@ from inference.dataset_info import read_dataset_info
 from inference.metrics import binary_metrics, roc_curve
 from inference.registry import sha256_of
 from inference.slice_data import load_grey, read_split
-from inference.transforms import ResizeSquare, Standardize
+from inference.transforms import ResizeSquare, normalizer
 
 CLASSES = ("NonCOVID", "COVID")
 
@@ -53,6 +53,7 @@ class TrainConfig:
     balance_classes: bool = True  # weight the loss by inverse class frequency
     ema_decay: float = 0.95  # per step; 0 disables the moving average
     tta: bool = True
+    normalize: str = "per-image"  # or "fixed" (see inference.transforms.NORMALIZATIONS)
     seed: int = 0
     threads: int = 0  # 0: all cores
     classes: tuple[str, ...] = CLASSES
@@ -73,11 +74,11 @@ def preload(paths, pre_size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([resize(load_grey(p)) for p in paths]))[:, None]
 
 
-def eval_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre crop `size` from pre-sized images and standardize (the inference pre-processing)."""
+def eval_batch(images: torch.Tensor, size: int, normalize: str = "per-image") -> torch.Tensor:
+    """Centre crop `size` from pre-sized images and normalize (the inference pre-processing)."""
     n = images.shape[-1]
     o = (n - size) // 2
-    return Standardize()(images[..., o : o + size, o : o + size])
+    return normalizer(normalize)(images[..., o : o + size, o : o + size])
 
 
 def augment(images: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -102,17 +103,18 @@ def augment(images: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tor
     out = nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     c = uniform(1 - cfg.contrast, 1 + cfg.contrast)[:, None, None, None]
     mean = out.mean(dim=(2, 3), keepdim=True)
-    out = Standardize()((out - mean) * c + mean)
+    out = normalizer(cfg.normalize)((out - mean) * c + mean)
     return out + cfg.noise_sd * torch.rand(b, 1, 1, 1, generator=gen) * torch.randn(out.shape, generator=gen)
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, images: torch.Tensor, size: int, tta: bool, batch: int = 64) -> np.ndarray:
+def predict_scores(model: nn.Module, images: torch.Tensor, size: int, tta: bool, batch: int = 64,
+                   normalize: str = "per-image") -> np.ndarray:
     """Positive-class probabilities of pre-sized images (optionally averaged with their mirror)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = eval_batch(images[i : i + batch], size)
+        x = eval_batch(images[i : i + batch], size, normalize)
         p = torch.softmax(model(x), dim=1)
         if tta:
             p = (p + torch.softmax(model(torch.flip(x, dims=[-1])), dim=1)) / 2
@@ -184,7 +186,7 @@ def train(
             if progress is not None:
                 progress((epoch + (step + 1) / steps) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
         scored = ema if ema is not None else model
-        scores = predict_scores(scored, x_val, cfg.size, cfg.tta)
+        scores = predict_scores(scored, x_val, cfg.size, cfg.tta, normalize=cfg.normalize)
         m = binary_metrics(y_val, scores)
         m.update(epoch=epoch + 1, loss=total / steps, seconds=time.time() - t0)
         result.history.append(m)
@@ -211,7 +213,7 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
     weights = out / f"{model_name}.pt"
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict({k: v.float() for k, v in half.items()})
-    fp16_scores = predict_scores(model, x_val, cfg.size, cfg.tta)
+    fp16_scores = predict_scores(model, x_val, cfg.size, cfg.tta, normalize=cfg.normalize)
     fp16 = binary_metrics(y_val, fp16_scores)
     lossless = abs(fp16["accuracy"] - result.metrics["accuracy"]) < 1e-9 and abs(
         fp16["roc_auc"] - result.metrics["roc_auc"]) < 2e-3
@@ -228,7 +230,7 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
         "weights_dtype": "float16" if lossless else "float32",
         "sha256": sha256_of(weights),
         "preprocessing": {"input": "one grey channel", "pad_to_square": True, "resize": cfg.pre_size,
-                          "centre_crop": cfg.size, "normalize": "per-image zero mean, unit std",
+                          "centre_crop": cfg.size, "normalize": cfg.normalize,
                           "ct_volume_window_hu": [-1350, 150]},
         "training_data": {
             "dataset": dataset["name"],

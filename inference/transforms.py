@@ -69,6 +69,30 @@ class ResizeSquare:
                                                align_corners=False, antialias=True)[0, 0].numpy()
 
 
+class FixedScale:
+    """One affine map for every image, `(x - mean) / std`: a slice's brightness keeps its meaning (CT in a fixed
+    HU window), where `Standardize` would spread a local change (a lesion) over the whole image."""
+
+    def __init__(self, mean: float = 0.35, std: float = 0.3) -> None:  # lung-window CT slices: about 0.35 +- 0.3
+        self.mean, self.std = mean, std
+
+    def __call__(self, image: np.ndarray | torch.Tensor):
+        return (image - self.mean) / self.std
+
+
+#: how a slice model's input is normalized (the `normalize` entry of its pre-processing)
+NORMALIZATIONS: tuple[str, ...] = ("per-image", "fixed")
+
+
+def normalizer(name: str = "per-image"):
+    """The transform for a `NORMALIZATIONS` name: `Standardize` (per image) or `FixedScale`."""
+    if name == "per-image":
+        return Standardize()
+    if name == "fixed":
+        return FixedScale()
+    raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {name!r}")
+
+
 class Standardize:
     """Per-image zero mean, unit standard deviation (robust to the mixed windowing of slice images)."""
 

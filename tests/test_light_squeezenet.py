@@ -169,3 +169,27 @@ def test_predict_command_writes_the_csv_contract(tmp_path, monkeypatch):
         ref_rows = list(csv.reader(fh))
     assert [r[0] for r in ref_rows] == [r[0] for r in rows]
     assert max(abs(float(a[2]) - float(b[2])) for a, b in zip(rows[1:], ref_rows[1:])) < 1e-4
+
+
+def test_normalizations_per_image_and_fixed():
+    from inference.transforms import normalizer
+
+    a = torch.rand(2, 1, 8, 8)
+    brighter = a.clone()
+    brighter[:, :, :2, :2] += 0.5  # a local change, like a lesion
+    per_image, fixed = normalizer("per-image"), normalizer("fixed")
+    assert torch.allclose(per_image(a).mean(dim=(2, 3)), torch.zeros(2, 1), atol=1e-6)
+    far = (slice(None), slice(None), slice(4, None), slice(4, None))
+    assert torch.equal(fixed(brighter)[far], fixed(a)[far])  # fixed: pixels away from the change keep their values
+    assert not torch.allclose(per_image(brighter)[far], per_image(a)[far])  # per image: they all shift
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        normalizer("z-score")
+
+
+def test_cli_offers_the_same_normalizations_as_the_transforms():
+    from app.cli import SLICE_NORMALIZATIONS, build_parser
+    from inference.transforms import NORMALIZATIONS
+
+    assert SLICE_NORMALIZATIONS == NORMALIZATIONS
+    args = build_parser().parse_args(["train", "light-squeezenet", "--data", "d", "--out", "o", "--normalize", "fixed"])
+    assert args.normalize == "fixed"

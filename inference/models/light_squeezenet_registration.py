@@ -11,7 +11,7 @@ PREPROCESSING = {
     "pad_to_square": True,
     "resize": 268,
     "centre_crop": 224,
-    "normalize": "per-image zero mean, unit standard deviation",
+    "normalize": "per-image",  # zero mean, unit standard deviation (inference.transforms.NORMALIZATIONS)
 }
 CLASSES = ("NonCOVID", "COVID")
 
