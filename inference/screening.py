@@ -142,13 +142,8 @@ def run(
     timings: dict[str, float] = {}
     clf = model
     timings["model_load"] = time.perf_counter() - t0
-    report(0.02, "segmenting the lungs")
-    t = time.perf_counter()
-    if lung_labels is None:
-        lung_labels = segment_lung_labels(volume, spacing, lungs, progress=lambda f, m: report(0.02 + 0.26 * f, m),
-                                          cancel=cancel)
+    lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
     in_lungs = lung_labels > 0
-    timings["lung_segmentation"] = time.perf_counter() - t
     check()
 
     dz, dy, dx = spacing
@@ -229,6 +224,19 @@ def segment_lung_labels(volume: np.ndarray, spacing, method: str = "threshold", 
     except SegmentationCancelled:
         raise ScreeningCancelled("analysis cancelled") from None
     return masks.label_map()
+
+
+def lung_step(volume: np.ndarray, spacing, method: str, lung_labels: np.ndarray | None, report: ProgressFn,
+              cancel: CancelFn | None, timings: dict[str, float]) -> np.ndarray:
+    """The first step of both screening paths: the given lung labels, else `segment_lung_labels` by `method`
+    (progress 0.02-0.28), timed as `timings["lung_segmentation"]`."""
+    report(0.02, "segmenting the lungs")
+    t = time.perf_counter()
+    if lung_labels is None:
+        lung_labels = segment_lung_labels(volume, spacing, method, progress=lambda f, m: report(0.02 + 0.26 * f, m),
+                                          cancel=cancel)
+    timings["lung_segmentation"] = time.perf_counter() - t
+    return lung_labels
 
 
 def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice]) -> np.ndarray:

@@ -46,8 +46,8 @@ from inference.screening import (
     ScreeningConfig,
     cancel_checker,
     lesion_mask,
+    lung_step,
     progress_reporter,
-    segment_lung_labels,
     zone_burden,
 )
 from inference.volume_preprocessing import SIZE, WINDOW_HU, Z_SPACING_MM, VolumeGrid, VolumePreprocessor, to_ct_grid
@@ -155,13 +155,8 @@ def run_volume(
     t0 = time.perf_counter()
     clf = model if isinstance(model, VolumeClassifier) else VolumeClassifier(model, device=device)
     timings["model_load"] = time.perf_counter() - t0
-    report(0.02, "segmenting the lungs")
-    t = time.perf_counter()
-    if lung_labels is None:
-        lung_labels = segment_lung_labels(volume, spacing, lungs, progress=lambda f, m: report(0.02 + 0.26 * f, m),
-                                          cancel=cancel)
+    lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
     in_lungs = lung_labels > 0
-    timings["lung_segmentation"] = time.perf_counter() - t
     check()
 
     report(0.3, "preparing the volume")
