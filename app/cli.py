@@ -18,6 +18,7 @@ EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 LUNG_METHODS = ("threshold", "unet")  # inference.lung_segmentation.LUNG_METHODS, without importing it for --help
 SLICE_NORMALIZATIONS = ("per-image", "fixed")  # inference.transforms.NORMALIZATIONS, likewise
+HEATMAP_METHODS = ("grad-cam", "cam")  # inference.slice_classifier.HEATMAP_METHODS, likewise
 
 
 def _version() -> str:
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregation", default="top-k mean", choices=("top-k mean", "max", "mean"),
                    help="how slice probabilities become the case probability (slice models; a volume model "
                         "gives one probability per case)")
+    p.add_argument("--heatmap", default="grad-cam", choices=HEATMAP_METHODS,
+                   help="slice models' heat map: grad-cam (at Fire 2; sits on lesions) or cam (the paper's "
+                        "class activation map; coarser)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("train", help="train a model on a labelled folder",
@@ -540,8 +544,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         return _fail(f"--model {args.model!r}: choose one of: {', '.join(models)}", EXIT_USAGE)
     bar = ProgressBar("screening")
     try:
+        config = ScreeningConfig(aggregation=args.aggregation, heatmap=args.heatmap)
         rows, errors = screen(args.paths, args.out, model=args.model, device=args.device, backend=args.backend,
-                              config=ScreeningConfig(aggregation=args.aggregation), lungs=args.lungs, progress=bar,
+                              config=config, lungs=args.lungs, progress=bar,
                               log=lambda m: (bar.close(), print(m, file=sys.stderr)))
     except (KeyError, ValueError, WeightsError) as exc:
         bar.close()

@@ -11,10 +11,11 @@ Pipeline (every threshold is a `ScreeningConfig` field):
 2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are
    thinner than `min_slice_gap_mm`) is cropped to the lungs' bounding box (plus a margin, the
    same box for all slices), windowed to the lung window (-1350..150 HU) and classified; the
-   CAM of the positive class comes from the same pass;
+   heat map of the positive class comes from the same pass (`heatmap`: Grad-CAM of the log-odds at
+   Fire 2 by default, or the paper's CAM);
 3. case probability: mean of the top-k slice probabilities, k = max(`min_top`,
    `top_fraction` x slices) ("top-k mean"); "max" and "mean" are the alternatives;
-4. heat map: each slice's CAM (scaled to [0, 1]) times that slice's probability, on the CT grid;
+4. heat map: each slice's map (scaled to [0, 1]) times that slice's probability, on the CT grid;
 5. lesion mask: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
    (`vessel_opening_mm`), kept where the heat map exceeds `cam_threshold`; labelled
    ground-glass (-750..-300 HU, label 3) or consolidation (-300..+50 HU, label 4);
@@ -61,6 +62,7 @@ class ScreeningConfig:
     consolidation_hu: tuple[float, float] = (-300.0, 50.0)
     vessel_opening_mm: float = 3.0
     cam_threshold: float = 0.35
+    heatmap: str = "grad-cam"  # "grad-cam" (Fire 2, sits on lesions) | "cam" (the paper's); see SliceClassifier
     batch_size: int = 4  # on a 2-core CPU, large batches are slower per slice (see STACK.md)
 
 
@@ -159,7 +161,7 @@ def run(
         check()
         idx = slices[start : start + cfg.batch_size]
         images = [slice_image(volume, k, box) for k in idx]
-        p, cams = clf.predict_with_cam(images)
+        p, cams = clf.predict_with_cam(images, cfg.heatmap)
         probs[start : start + len(idx)] = p
         shape = images[0].shape
         for k, pk, cam in zip(idx, p, cams):

@@ -16,6 +16,10 @@ from inference.registry import ModelSpec, get_model
 from inference.slice_data import load_grey
 from inference.transforms import ResizeSquare, normalizer
 
+#: heat-map method -> the model method that makes it. "grad-cam": Grad-CAM at a fine layer (the light
+#: SqueezeNet's Fire 2); "cam": the paper's class activation map from the pooled features.
+HEATMAP_METHODS: dict[str, str] = {"grad-cam": "grad_cam", "cam": "cam"}
+
 
 @dataclass(frozen=True)
 class SlicePrediction:
@@ -101,23 +105,40 @@ class SliceClassifier:
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 16) -> SlicePrediction:
         return self.predict_arrays([load_grey(p) for p in paths], batch_size)
 
+    def heatmap_methods(self) -> tuple[str, ...]:
+        """The heat maps this model offers, best first (see `HEATMAP_METHODS`)."""
+        return tuple(m for m in HEATMAP_METHODS if hasattr(self.model, HEATMAP_METHODS[m]))
+
+    def _maps(self, x: torch.Tensor, index: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and raw maps of class `index`; "cam" follows the backend, "grad-cam" always runs in torch
+        (ONNX Runtime has no gradients)."""
+        offered = self.heatmap_methods()
+        method = method or (offered[0] if offered else "cam")
+        if method not in offered:
+            raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
+                             + (f"; it offers {', '.join(offered)}" if offered else ""))
+        if method == "cam" and index == self.positive_index:
+            logits, cam = self._logits(x, with_cam=True)
+            return logits, cam
+        return getattr(self.model, HEATMAP_METHODS[method])(x, index)
+
     @torch.no_grad()
-    def cam(self, images: Sequence[np.ndarray], class_name: str | None = None) -> np.ndarray:
-        """Class activation maps (N, size, size) on the model's input grid, scaled to [0, 1] per image."""
-        if not hasattr(self.model, "cam"):
-            raise ValueError(f"model {self.spec.name!r} has no CAM")
+    def cam(self, images: Sequence[np.ndarray], class_name: str | None = None,
+            method: str | None = None) -> np.ndarray:
+        """Heat maps (N, size, size) on the model's input grid, scaled to [0, 1] per image.
+
+        `method`: "grad-cam" or "cam" (`HEATMAP_METHODS`); by default the first the model offers."""
         index = self.spec.classes.index(class_name or self.spec.positive_class)
-        _, cam = self.model.cam(self.prepare(images), index)
+        _, cam = self._maps(self.prepare(images), index, method)
         return _unit_range(cam.float().cpu().numpy())
 
     @torch.no_grad()
-    def predict_with_cam(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Positive-class probabilities (N,) and CAMs (N, size, size) in [0, 1] from one forward pass
-        (plus a mirrored pass for the probabilities when `tta` is on)."""
-        if not hasattr(self.model, "cam"):
-            raise ValueError(f"model {self.spec.name!r} has no CAM")
+    def predict_with_cam(self, images: Sequence[np.ndarray],
+                         method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Positive-class probabilities (N,) and heat maps (N, size, size) in [0, 1] from one forward pass
+        (plus a mirrored pass for the probabilities when `tta` is on); `method` as in `cam`."""
         x = self.prepare(images)
-        logits, cam = self._logits(x, with_cam=True)
+        logits, cam = self._maps(x, self.positive_index, method)
         p = torch.softmax(logits, dim=1)
         if self.tta:
             p = (p + torch.softmax(self._logits(torch.flip(x, dims=[-1]))[0], dim=1)) / 2

@@ -64,6 +64,29 @@ def test_cam_decomposes_the_logit_and_matches_the_input_size():
     assert torch.allclose(low.mean() + model.fc.bias[1], logits[0, 1], atol=1e-4)
 
 
+def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
+    torch.manual_seed(0)
+    model = LightSqueezeNet().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # frozen weights, called under no_grad, as the screening worker does
+    x = torch.randn(2, 1, 224, 224)
+    with torch.no_grad():
+        logits, cam = model.grad_cam(x, 1)
+    assert cam.shape == (2, 224, 224) and (cam >= 0).all() and cam.amax() > 0
+    assert torch.allclose(logits, model(x), atol=1e-5)
+    # the same map by hand: gradients of logit(COVID) - logit(NonCOVID) at Fire 2's output
+    with torch.enable_grad():
+        f2, f9 = model.trunk(x.requires_grad_(True))
+        up = torch.nn.functional.interpolate(model.act(model.up(f9)), size=f2.shape[-2:], mode="bilinear",
+                                             align_corners=False)
+        feats = torch.cat([f2, up, model.act(model.weighted(torch.cat([f2, up], 1)))], 1)
+        z = model.fc(feats.mean(dim=(2, 3)))
+        (g,) = torch.autograd.grad((z[:, 1] - z[:, 0]).sum(), f2)
+    low = torch.relu((g.mean(dim=(2, 3), keepdim=True) * f2).sum(1, keepdim=True))
+    expected = torch.nn.functional.interpolate(low, size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(cam, expected, atol=1e-5)
+
+
 def test_registry_lists_and_rejects_unknown_names():
     names = [m.name for m in list_models()]
     assert "light-squeezenet" in names
@@ -193,3 +216,13 @@ def test_cli_offers_the_same_normalizations_as_the_transforms():
     assert SLICE_NORMALIZATIONS == NORMALIZATIONS
     args = build_parser().parse_args(["train", "light-squeezenet", "--data", "d", "--out", "o", "--normalize", "fixed"])
     assert args.normalize == "fixed"
+
+
+def test_cli_offers_the_heat_maps_the_classifier_makes():
+    from app.cli import HEATMAP_METHODS as CLI_METHODS
+    from app.cli import build_parser
+    from inference.slice_classifier import HEATMAP_METHODS
+
+    assert CLI_METHODS == tuple(HEATMAP_METHODS)
+    assert build_parser().parse_args(["screen", "x", "--out", "o"]).heatmap == "grad-cam"
+    assert build_parser().parse_args(["screen", "x", "--out", "o", "--heatmap", "cam"]).heatmap == "cam"

@@ -123,6 +123,29 @@ class LightSqueezeNet(nn.Module):
         cam = nn.functional.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return logits, cam
 
+    def grad_cam(self, x: torch.Tensor, class_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the Grad-CAM map (N, H, W) of `class_index` at Fire 2 (`trunk.fires.0`), upsampled.
+
+        The score is the class's log-odds (its logit minus the log-sum-exp of the others), so the map
+        shows what moves the decision. Fire 2 is the finest layer the classifier reads (1/4 of the
+        input); the paper's CAM mixes in the upsampled Fire 9 maps (1/16), which are too coarse to
+        point at a lesion. The map is non-negative (ReLU), unscaled.
+        """
+        store: dict[str, torch.Tensor] = {}
+        hook = self.trunk.fires[0].register_forward_hook(lambda _m, _i, out: store.__setitem__("fire2", out))
+        try:
+            with torch.enable_grad():
+                logits = self.fc(self.features(x.detach().requires_grad_(True)).mean(dim=(2, 3)))
+                others = torch.cat([logits[:, :class_index], logits[:, class_index + 1 :]], dim=1)
+                score = logits[:, class_index] - torch.logsumexp(others, dim=1)
+                (grad,) = torch.autograd.grad(score.sum(), store["fire2"])
+        finally:
+            hook.remove()
+        fire2 = store["fire2"].detach()
+        cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * fire2).sum(dim=1, keepdim=True))
+        cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return logits.detach(), cam
+
 
 def init_weights(model: nn.Module) -> nn.Module:
     """He (Kaiming) initialisation of every convolution: with BatchNorm only after the squeeze layers,
