@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.eval_heatmaps --data DIR [--weights FILE] [--normalize per-image|fixed]
                                              [--rot90 K] [--methods grad-cam cam] [--json OUT]
+    python -m tests.benchmarks.eval_heatmaps --shortcuts COVID_CT_DIR [--split val] ...
 
 `--data` holds `Imgs/` (slice images) and `GT/` (binary infection masks, same names with `.png`), as
 the COVID-SemiSeg (Inf-Net) folder in `../shared/data` does. `--rot90 K` turns images and masks K times
@@ -28,6 +29,7 @@ from scipy import ndimage
 from inference.models.light_squeezenet import light_squeezenet
 from inference.registry import get_model
 from inference.slice_classifier import HEATMAP_METHODS, SliceClassifier
+from inference.slice_data import load_grey, read_split
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
@@ -73,9 +75,25 @@ def evaluate(clf: SliceClassifier, pairs, method: str) -> dict[str, float]:
             "called_positive": float(np.mean(np.array(probs) >= 0.5))}
 
 
+def shortcut_check(clf: SliceClassifier, paths, method: str) -> dict[str, float]:
+    """Share of the heat inside the body (mean over images) and the share of images peaking outside it."""
+    inside, outside_peaks = [], 0
+    for path in paths:
+        image = load_grey(path)
+        _, maps = clf.predict_with_cam([image], method)
+        heat = clf.cam_to_image(maps[0], image.shape)
+        body = body_mask(image)
+        inside.append(float(heat[body].sum() / max(heat.sum(), 1e-9)))
+        outside_peaks += not body[np.unravel_index(np.argmax(heat), heat.shape)]
+    return {"images": len(paths), "heat_inside_body": float(np.mean(inside)),
+            "peaks_outside_body": outside_peaks / max(len(paths), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--data", type=Path, help="Imgs/ + GT/ folder (lesion masks)")
+    ap.add_argument("--shortcuts", type=Path, help="a COVID-CT-style folder: heat inside the patient or not")
+    ap.add_argument("--split", default="val")
     ap.add_argument("--model", default="light-squeezenet")
     ap.add_argument("--weights", help="a light SqueezeNet weights file (default: the shipped, hash-checked ones)")
     ap.add_argument("--normalize", help="input normalization of --weights (default: the registry entry's)")
@@ -91,8 +109,20 @@ def main() -> None:
         pre = dict(spec.preprocessing, **({"normalize": args.normalize} if args.normalize else {}))
         spec = dataclasses.replace(spec, weights=None, preprocessing=pre)
     clf = SliceClassifier(spec, device="cpu", tta=False, module=module, backend="torch")
-    pairs = load_pairs(args.data, args.rot90)
+    if (args.data is None) == (args.shortcuts is None):
+        raise SystemExit("give --data (lesion masks) or --shortcuts (a COVID-CT-style folder)")
     results = {}
+    if args.shortcuts is not None:
+        split = read_split(args.shortcuts, args.split, spec.classes)
+        paths = [p for p, y in zip(split.paths, split.labels) if spec.classes[y] == spec.positive_class]
+        for method in args.methods:
+            r = results[method] = shortcut_check(clf, paths, method)
+            print(f"{method:9s} heat inside the patient {r['heat_inside_body']:.2f} of the total; maximum outside "
+                  f"it in {r['peaks_outside_body']:.2f} of {r['images']} {spec.positive_class} images")
+        if args.json:
+            args.json.write_text(json.dumps({"data": str(args.shortcuts), "split": args.split, "results": results}))
+        return
+    pairs = load_pairs(args.data, args.rot90)
     for method in args.methods:
         r = results[method] = evaluate(clf, pairs, method)
         print(f"{method:9s} peak in a lesion {r['peak_in_lesion']:.2f}, within 4 % of the width "
