@@ -67,7 +67,8 @@ def _safe(text: str) -> str:
 
 
 def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeezenet", device: str = "auto",
-           backend: str = "auto", config: ScreeningConfig | None = None, lungs: str = "threshold",
+           backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
+           lungs: str = "threshold",
            progress: ProgressFn | None = None, log=print,
            classifier: SliceClassifier | VolumeClassifier | None = None) -> tuple[list[dict], list[dict]]:
     """Screen every case with a slice or volume model; write results.csv/json (ranked by probability) and
@@ -80,7 +81,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
     errors: list[dict] = []
     cases = find_cases(paths, errors)
     # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
-    clf = classifier or load_model(model, device=device, backend=backend)
+    clf = classifier or load_model(model, device=device, backend=backend, precision=precision)
     rows: list[dict] = []
     for n, case in enumerate(cases):
         t0 = time.perf_counter()

@@ -39,3 +39,22 @@ def use_all_cores() -> None:
     n = os.cpu_count() or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+#: ways to run a model: "auto" (mixed precision on CUDA when a probe agrees with float32, else float32),
+#: "fp32", or "mixed" (mixed precision wherever torch has it: float16 on CUDA, bfloat16 on CPU)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "mixed")
+MIXED_TOLERANCE = 1e-3  # largest change in a probability that mixed precision may cause
+
+
+def mixed_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype to try for `precision` on `device` (None: float32 only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if precision == "mixed" and device.type == "cpu":
+        return torch.bfloat16
+    return None  # auto on CPU and MPS: float32

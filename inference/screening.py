@@ -85,12 +85,15 @@ def screening_models() -> list[ModelSpec]:
     return [m for m in list_models() if m.input_kind in SCREENING_INPUT_KINDS]
 
 
-def load_model(model: str | ModelSpec, device: str = "auto",
-               backend: str = "auto") -> SliceClassifier | VolumeClassifier:
+def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "auto",
+               precision: str = "auto") -> SliceClassifier | VolumeClassifier:
     """A registered screening model ready to run: a `SliceClassifier` or a `VolumeClassifier` by its input kind.
 
     Raises:
         KeyError: no such model. ValueError: not a screening model, or `backend` not available for it.
+
+    `precision` (slice models): "auto" (mixed precision on CUDA where a probe shows it changes no probability
+    by more than 1e-3), "fp32" or "mixed"; see `inference.device.PRECISIONS`.
         WeightsError: its weights are missing or altered.
     """
     spec = get_model(model) if isinstance(model, str) else model
@@ -103,7 +106,7 @@ def load_model(model: str | ModelSpec, device: str = "auto",
     if spec.input_kind != "slice":
         raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a screening model")
     # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
-    return SliceClassifier(spec, device=device, tta=False, backend=backend)
+    return SliceClassifier(spec, device=device, tta=False, backend=backend, precision=precision)
 
 
 def run(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.device import select_device
+from inference.device import MIXED_TOLERANCE, mixed_dtype, select_device
 from inference.onnx_backend import OnnxSliceRunner, choose_backend
 from inference.registry import ModelSpec, get_model
 from inference.slice_data import load_grey
@@ -43,7 +43,7 @@ class SliceClassifier:
     """
 
     def __init__(self, model: str | ModelSpec = "light-squeezenet", device: str = "auto", tta: bool = True,
-                 module: torch.nn.Module | None = None, backend: str = "auto") -> None:
+                 module: torch.nn.Module | None = None, backend: str = "auto", precision: str = "auto") -> None:
         self.spec = get_model(model) if isinstance(model, str) else model
         if self.spec.input_kind != "slice":
             raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not slices")
@@ -67,19 +67,53 @@ class SliceClassifier:
                     raise ValueError(f"model {self.spec.name!r} could not run on ONNX Runtime: {exc}") from exc
                 self.backend = "torch"
 
+        self.autocast: torch.dtype | None = None
+        self.precision_note = ""
+        dtype = mixed_dtype(self.device, precision)
+        if dtype is not None and self._onnx is None:
+            self._try_mixed(dtype)
+
+    def _try_mixed(self, dtype: torch.dtype) -> None:
+        """Use autocast to `dtype` only if it moves no probability of a probe batch by more than
+        `MIXED_TOLERANCE`; otherwise stay in float32 and say why in `precision_note`."""
+        x = self.prepare(_probe_images())
+        with torch.no_grad():
+            reference = _log_odds(self.model(x).float())
+            with torch.autocast(self.device.type, dtype=dtype):
+                mixed = _log_odds(self.model(x).float())
+        # a probability moves at most a quarter of its log-odds change (dp = p (1 - p) dz), so this bound
+        # holds for inputs of any probability, not only for the probe's
+        change = float((reference - mixed).abs().max()) / 4
+        if change <= MIXED_TOLERANCE:
+            self.autocast = dtype
+            self.precision_note = f"mixed precision ({str(dtype).removeprefix('torch.')})"
+        else:
+            self.precision_note = (f"float32: {str(dtype).removeprefix('torch.')} could move a probe probability "
+                                   f"by {change:.1e} (> {MIXED_TOLERANCE:g})")
+
+    def _autocast(self):
+        """The autocast context of this classifier (a no-op in float32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
+
     @property
     def engine(self) -> str:
-        """Where and how it runs, e.g. `cpu (onnxruntime)` or `cuda (torch)`."""
-        return f"{self.device} ({'onnxruntime' if self._onnx is not None else 'torch'})"
+        """Where and how it runs, e.g. `cpu (onnxruntime)`, `cuda (torch)` or `cuda (torch, mixed precision
+        (float16))`."""
+        how = "onnxruntime" if self._onnx is not None else "torch"
+        if self.autocast is not None:
+            how += f", {self.precision_note}"
+        return f"{self.device} ({how})"
 
     def _logits(self, x: torch.Tensor, with_cam: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, if asked, the positive-class CAM of a prepared batch, from the chosen backend."""
         if self._onnx is not None:
             logits, cam = self._onnx.run(x.cpu().numpy())
             return torch.from_numpy(logits), (torch.from_numpy(cam) if with_cam else None)
-        if with_cam:
-            return self.model.cam(x, self.positive_index)
-        return self.model(x), None
+        with self._autocast():
+            if with_cam:
+                logits, cam = self.model.cam(x, self.positive_index)
+                return logits.float(), cam.float()
+            return self.model(x).float(), None
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Grey images in [0, 1] of any size -> a standardized (N, 1, size, size) batch."""
@@ -120,7 +154,9 @@ class SliceClassifier:
         if method == "cam" and index == self.positive_index:
             logits, cam = self._logits(x, with_cam=True)
             return logits, cam
-        return getattr(self.model, HEATMAP_METHODS[method])(x, index)
+        with self._autocast():
+            logits, maps = getattr(self.model, HEATMAP_METHODS[method])(x, index)
+        return logits.float(), maps.float()
 
     @torch.no_grad()
     def cam(self, images: Sequence[np.ndarray], class_name: str | None = None,
@@ -158,6 +194,24 @@ class SliceClassifier:
         # rescale over the image itself: the padding added by `prepare` must not set the range
         lo, hi = float(out.min()), float(out.max())
         return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def _log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """Each class's log-odds against all the others, (N, classes)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    return log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
+
+
+def _probe_images(n: int = 4, size: int = 256) -> list[np.ndarray]:
+    """Deterministic slice-like test images: smooth texture, a bright blob, noise (values in [0, 1])."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = []
+    for k in range(n):
+        blob = 0.5 * np.exp(-40 * ((xx - 0.3 - 0.1 * k) ** 2 + (yy - 0.5) ** 2))
+        texture = 0.2 * np.sin(6 * xx + k) * np.cos(4 * yy)
+        images.append(np.clip(0.3 + texture + blob + 0.05 * rng.standard_normal((size, size)), 0, 1))
+    return images
 
 
 def _unit_range(maps: np.ndarray) -> np.ndarray:
