@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregation", default="top-k mean", choices=("top-k mean", "max", "mean"),
                    help="how slice probabilities become the case probability (slice models; a volume model "
                         "gives one probability per case)")
-    p.add_argument("--heatmap", default="grad-cam", choices=HEATMAP_METHODS,
-                   help="slice models' heat map: grad-cam (at Fire 2; sits on lesions) or cam (the paper's "
-                        "class activation map; coarser)")
+    p.add_argument("--heatmap", choices=HEATMAP_METHODS,
+                   help="slice models' heat map (default: the model's best, grad-cam for light-squeezenet): "
+                        "grad-cam (at Fire 2; sits on lesions; torch backend only) or cam (the paper's class "
+                        "activation map; coarser)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("train", help="train a model on a labelled folder",

@@ -82,6 +82,8 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
     cases = find_cases(paths, errors)
     # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
     clf = classifier or load_model(model, device=device, backend=backend, precision=precision)
+    # a slice model's heat map: a bad choice stops the batch once, before any case (a volume model has its own)
+    heatmap = clf.check_heatmap(config.heatmap if config else None) if isinstance(clf, SliceClassifier) else "grad-cam"
     rows: list[dict] = []
     for n, case in enumerate(cases):
         t0 = time.perf_counter()
@@ -116,5 +118,6 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps({"model": clf.spec.name, "input_kind": clf.spec.input_kind,
-                                                  "lungs": lungs, "cases": rows, "errors": errors}, indent=2))
+                                                  "lungs": lungs, "heatmap": heatmap, "device": clf.engine,
+                                                  "cases": rows, "errors": errors}, indent=2))
     return rows, errors

@@ -45,6 +45,7 @@ class Prediction:
     input_kind: str = "slice"  # "slice" | "volume": what the model classified
     lesion_centre: tuple[float, float, float] | None = None  # (z, y, x) voxel of the localized lesion
     localization: dict[str, Any] = field(default_factory=dict)  # how the lesion was localized (volume models)
+    heatmap_method: str = ""  # how `heatmap` was made, e.g. "grad-cam" or "cam"
 
     @property
     def positive_probability(self) -> float:
@@ -70,6 +71,7 @@ class Prediction:
             "probability": round(self.positive_probability, 6),
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "aggregation": self.aggregation,
+            "heatmap": self.heatmap_method,
             "input_kind": self.input_kind,
             "slices_classified": int(len(self.slice_indices)),
             "lesion_ml": round(self.lesion_ml, 2),

@@ -8,9 +8,9 @@ the patient's left (the viewer's canonical orientation), and its (z, y, x) spaci
 
 Pipeline (every threshold is a `ScreeningConfig` field):
 1. lungs: `segment_lungs_by(lungs, ...)` ("threshold" by default, or "unet"), unless a lung label map is given;
-2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are
-   thinner than `min_slice_gap_mm`) is cropped to the lungs' bounding box (plus a margin, the
-   same box for all slices), windowed to the lung window (-1350..150 HU) and classified; the
+2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are thin,
+   the classified ones at most `min_slice_gap_mm` apart) is cropped to the lungs' bounding box (plus
+   a margin, the same box for all slices), windowed to the lung window (-1350..150 HU) and classified; the
    heat map of the positive class comes from the same pass (`heatmap`: Grad-CAM of the log-odds at
    Fire 2 by default, or the paper's CAM);
 3. case probability: mean of the top-k slice probabilities, k = max(`min_top`,
@@ -56,14 +56,14 @@ class ScreeningConfig:
     top_fraction: float = 0.1
     min_top: int = 3
     min_lung_area_mm2: float = 400.0
-    min_slice_gap_mm: float = 3.0  # thinner slices are classified every n-th; the others take the nearest heat map
+    min_slice_gap_mm: float = 3.0  # thin slices: every n-th, at most this far apart; the rest take the nearest map
     crop_margin: float = 0.12
     ggo_hu: tuple[float, float] = (-750.0, -300.0)
     consolidation_hu: tuple[float, float] = (-300.0, 50.0)
     vessel_opening_mm: float = 3.0
     cam_threshold: float = 0.35
-    heatmap: str = "grad-cam"  # "grad-cam" (Fire 2, sits on lesions) | "cam" (the paper's); see SliceClassifier
-    batch_size: int = 8  # per-slice cost on 2 cores: 4 -> 41.7 ms, 8 -> 33.4, 16 -> 33.0 with Grad-CAM (2026-11-23)
+    heatmap: str | None = None  # "grad-cam" | "cam" | None: the model's best (grad-cam); see SliceClassifier
+    batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
 
 
 def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
@@ -89,11 +89,11 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
                precision: str = "auto") -> SliceClassifier | VolumeClassifier:
     """A registered screening model ready to run: a `SliceClassifier` or a `VolumeClassifier` by its input kind.
 
-    Raises:
-        KeyError: no such model. ValueError: not a screening model, or `backend` not available for it.
-
     `precision` (slice models): "auto" (mixed precision on CUDA where a probe shows it changes no probability
     by more than 1e-3), "fp32" or "mixed"; see `inference.device.PRECISIONS`.
+
+    Raises:
+        KeyError: no such model. ValueError: not a screening model, or `backend` not available for it.
         WeightsError: its weights are missing or altered.
     """
     spec = get_model(model) if isinstance(model, str) else model
@@ -146,6 +146,7 @@ def run(
     report, check = progress_reporter(progress), cancel_checker(cancel)
     timings: dict[str, float] = {}
     clf = model
+    method = clf.check_heatmap(cfg.heatmap)  # a bad choice fails here, before any work
     timings["model_load"] = time.perf_counter() - t0
     lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
     in_lungs = lung_labels > 0
@@ -154,7 +155,7 @@ def run(
     dz, dy, dx = spacing
     area = per_slice_count(in_lungs) * dy * dx
     lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
-    step = max(1, math.ceil(cfg.min_slice_gap_mm / dz - 1e-6))
+    step = max(1, math.floor(cfg.min_slice_gap_mm / dz + 1e-6))  # classified slices at most the gap apart
     slices = lung_slices[::step]
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
@@ -164,7 +165,7 @@ def run(
         check()
         idx = slices[start : start + cfg.batch_size]
         images = [slice_image(volume, k, box) for k in idx]
-        p, cams = clf.predict_with_cam(images, cfg.heatmap)
+        p, cams = clf.predict_with_cam(images, method)
         probs[start : start + len(idx)] = p
         shape = images[0].shape
         for k, pk, cam in zip(idx, p, cams):
@@ -191,7 +192,7 @@ def run(
         model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p_case, classes[-1]: p_case},
         slice_indices=slices, slice_probabilities=probs, heatmap=heat,
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
-        device=clf.engine, timings=timings,
+        device=clf.engine, timings=timings, heatmap_method=method,
     )
 
 

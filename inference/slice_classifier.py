@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,10 +69,13 @@ class SliceClassifier:
                 self.backend = "torch"
 
         self.autocast: torch.dtype | None = None
-        self.precision_note = ""
+        self.precision_note = ""  # shown in `engine` whenever set: why float32, or which mixed precision
         dtype = mixed_dtype(self.device, precision)
         if dtype is not None and self._onnx is None:
             self._try_mixed(dtype)
+        elif precision == "mixed":
+            self.precision_note = ("float32: ONNX Runtime runs float32" if self._onnx is not None
+                                   else f"float32: no mixed precision on {self.device.type} here")
 
     def _try_mixed(self, dtype: torch.dtype) -> None:
         """Use autocast to `dtype` only if it moves no probability of a probe batch by more than
@@ -81,26 +85,29 @@ class SliceClassifier:
             reference = _log_odds(self.model(x).float())
             with torch.autocast(self.device.type, dtype=dtype):
                 mixed = _log_odds(self.model(x).float())
-        # a probability moves at most a quarter of its log-odds change (dp = p (1 - p) dz), so this bound
-        # holds for inputs of any probability, not only for the probe's
+        # a probability moves at most a quarter of its log-odds change (dp = p (1 - p) dz): the probe's
+        # probabilities may sit near 0 or 1, where the probability change alone would look harmless
         change = float((reference - mixed).abs().max()) / 4
         if change <= MIXED_TOLERANCE:
             self.autocast = dtype
-            self.precision_note = f"mixed precision ({str(dtype).removeprefix('torch.')})"
+            self.precision_note = f"mixed precision {str(dtype).removeprefix('torch.')}"
         else:
             self.precision_note = (f"float32: {str(dtype).removeprefix('torch.')} could move a probe probability "
-                                   f"by {change:.1e} (> {MIXED_TOLERANCE:g})")
+                                   f"by {change:.1e}, over {MIXED_TOLERANCE:g}")
 
     def _autocast(self):
-        """The autocast context of this classifier (a no-op in float32)."""
-        return torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
+        """The autocast context of this classifier (none in float32: older torch rejects some device types
+        even with autocast disabled)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     @property
     def engine(self) -> str:
         """Where and how it runs, e.g. `cpu (onnxruntime)`, `cuda (torch)` or `cuda (torch, mixed precision
-        (float16))`."""
+        float16)`; a refused `precision="mixed"` says why."""
         how = "onnxruntime" if self._onnx is not None else "torch"
-        if self.autocast is not None:
+        if self.precision_note:
             how += f", {self.precision_note}"
         return f"{self.device} ({how})"
 
@@ -140,20 +147,33 @@ class SliceClassifier:
         return self.predict_arrays([load_grey(p) for p in paths], batch_size)
 
     def heatmap_methods(self) -> tuple[str, ...]:
-        """The heat maps this model offers, best first (see `HEATMAP_METHODS`)."""
-        return tuple(m for m in HEATMAP_METHODS if hasattr(self.model, HEATMAP_METHODS[m]))
+        """The heat maps this model offers on this backend, best first (see `HEATMAP_METHODS`); ONNX Runtime
+        computes no gradients, so no Grad-CAM there."""
+        return tuple(m for m in HEATMAP_METHODS if hasattr(self.model, HEATMAP_METHODS[m])
+                     and not (m == "grad-cam" and self._onnx is not None))
 
-    def _maps(self, x: torch.Tensor, index: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and raw maps of class `index`; "cam" follows the backend, "grad-cam" always runs in torch
-        (ONNX Runtime has no gradients)."""
+    def check_heatmap(self, method: str | None = None) -> str:
+        """The heat-map method to use: `method`, or by default the best the model offers on this backend
+        (Grad-CAM on torch, the paper's CAM on ONNX Runtime).
+
+        Raises:
+            ValueError: the model does not offer it, or it is Grad-CAM on the ONNX backend (no gradients).
+        """
         offered = self.heatmap_methods()
         method = method or (offered[0] if offered else "cam")
+        if method == "grad-cam" and self._onnx is not None:
+            raise ValueError("the ONNX backend computes no gradients, so no Grad-CAM heat map: "
+                             "use the cam heat map with it, or the torch backend")
         if method not in offered:
             raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
                              + (f"; it offers {', '.join(offered)}" if offered else ""))
+        return method
+
+    def _maps(self, x: torch.Tensor, index: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and raw maps of class `index` (see `check_heatmap`)."""
+        method = self.check_heatmap(method)
         if method == "cam" and index == self.positive_index:
-            logits, cam = self._logits(x, with_cam=True)
-            return logits, cam
+            return self._logits(x, with_cam=True)  # type: ignore[return-value]
         with self._autocast():
             logits, maps = getattr(self.model, HEATMAP_METHODS[method])(x, index)
         return logits.float(), maps.float()
@@ -171,8 +191,9 @@ class SliceClassifier:
     @torch.no_grad()
     def predict_with_cam(self, images: Sequence[np.ndarray],
                          method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Positive-class probabilities (N,) and heat maps (N, size, size) in [0, 1] from one forward pass
-        (plus a mirrored pass for the probabilities when `tta` is on); `method` as in `cam`."""
+        """Positive-class probabilities (N,) and heat maps (N, size, size) in [0, 1] from one pass (forward,
+        and backward for Grad-CAM; plus a mirrored forward pass for the probabilities when `tta` is on);
+        `method` as in `cam`."""
         x = self.prepare(images)
         logits, cam = self._maps(x, self.positive_index, method)
         p = torch.softmax(logits, dim=1)

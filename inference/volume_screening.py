@@ -204,7 +204,7 @@ def run_volume(
         model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p, classes[-1]: p},
         slice_indices=np.zeros(0, np.int64), slice_probabilities=np.zeros(0, np.float32), heatmap=heat,
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=AGGREGATION,
-        device=clf.engine, timings=timings, input_kind="volume",
+        device=clf.engine, timings=timings, input_kind="volume", heatmap_method="grad-cam",
         lesion_centre=info.get("centre") if positive else None, localization=info,
     )
 

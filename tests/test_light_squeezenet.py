@@ -72,6 +72,9 @@ def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
     x = torch.randn(2, 1, 224, 224)
     with torch.no_grad():
         logits, cam = model.grad_cam(x, 1)
+        assert torch.equal(model.grad_cam(x, -1)[1], cam)  # -1 is the last class
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        model.grad_cam(x, 1)
     assert cam.shape == (2, 224, 224) and (cam >= 0).all() and cam.amax() > 0
     assert torch.allclose(logits, model(x), atol=1e-5)
     # the same map by hand: gradients of logit(COVID) - logit(NonCOVID) at Fire 2's output
@@ -224,5 +227,5 @@ def test_cli_offers_the_heat_maps_the_classifier_makes():
     from inference.slice_classifier import HEATMAP_METHODS
 
     assert CLI_METHODS == tuple(HEATMAP_METHODS)
-    assert build_parser().parse_args(["screen", "x", "--out", "o"]).heatmap == "grad-cam"
+    assert build_parser().parse_args(["screen", "x", "--out", "o"]).heatmap is None  # the model's best
     assert build_parser().parse_args(["screen", "x", "--out", "o", "--heatmap", "cam"]).heatmap == "cam"

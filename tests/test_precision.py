@@ -41,7 +41,7 @@ def test_mixed_precision_is_kept_only_when_the_probe_agrees(monkeypatch):
 
     monkeypatch.setattr(sc, "MIXED_TOLERANCE", 10.0)  # anything passes: bfloat16 runs
     mixed = _classifier("mixed")
-    assert mixed.autocast == torch.bfloat16 and "mixed precision (bfloat16)" in mixed.engine
+    assert mixed.autocast == torch.bfloat16 and mixed.engine == "cpu (torch, mixed precision bfloat16)"
     p_mixed, cam_mixed = mixed.predict_with_cam(images)  # Grad-CAM under autocast too
     assert p_mixed.dtype == np.float32 and cam_mixed.dtype == np.float32
     assert np.abs(p_mixed - p_ref).max() < 0.05 and not np.array_equal(p_mixed, p_ref)
@@ -49,8 +49,8 @@ def test_mixed_precision_is_kept_only_when_the_probe_agrees(monkeypatch):
 
     monkeypatch.setattr(sc, "MIXED_TOLERANCE", 0.0)  # nothing passes: float32, and the reason is kept
     strict = _classifier("mixed")
-    assert strict.autocast is None and strict.engine == "cpu (torch)"
-    assert "bfloat16 could move a probe probability" in strict.precision_note
+    assert strict.autocast is None
+    assert strict.engine.startswith("cpu (torch, float32: bfloat16 could move a probe probability by ")
     assert np.array_equal(strict.predict_with_cam(images)[0], p_ref)
 
 

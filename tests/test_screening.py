@@ -107,6 +107,18 @@ def test_screen_ranks_cases_and_writes_aligned_masks(classifier, tmp_path):
         assert mask.shape == ct.shape and np.allclose(mask.affine, ct.affine, atol=1e-3)
     data = json.loads((out / "results.json").read_text())
     assert len(data["cases"]) == 2
+    assert data["heatmap"] == "grad-cam" and data["device"] == classifier.engine  # how the maps were made
+    assert json.loads((case / "prediction.json").read_text())["heatmap"] == "grad-cam"
+
+
+def test_a_bad_heat_map_choice_stops_the_batch_before_any_case(classifier, tmp_path):
+    from app.screening_batch import screen
+
+    write_ct_series(phantom(32, False).volume, tmp_path / "studies" / "a", uid_seed="a")
+    with pytest.raises(ValueError, match="has no 'occlusion' heat map; it offers grad-cam, cam"):
+        screen([str(tmp_path / "studies")], tmp_path / "out", classifier=classifier,
+               config=ScreeningConfig(heatmap="occlusion"), log=lambda _m: None)
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):

@@ -104,12 +104,15 @@ class LightSqueezeNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Depth-concatenated maps [Fire 2, upsampled Fire 9, weighted sum] at 1/4 of the input size."""
+        return self._fire2_and_features(x)[1]
+
+    def _fire2_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f2, f9 = self.trunk(x)
         up = self.act(self.up(f9))
         if up.shape[-2:] != f2.shape[-2:]:  # odd input sizes: align to Fire 2's grid
             up = nn.functional.interpolate(up, size=f2.shape[-2:], mode="bilinear", align_corners=False)
         mixed = torch.cat([f2, up], dim=1)
-        return torch.cat([f2, up, self.act(self.weighted(mixed))], dim=1)
+        return f2, torch.cat([f2, up, self.act(self.weighted(mixed))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))
@@ -124,24 +127,24 @@ class LightSqueezeNet(nn.Module):
         return logits, cam
 
     def grad_cam(self, x: torch.Tensor, class_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the Grad-CAM map (N, H, W) of `class_index` at Fire 2 (`trunk.fires.0`), upsampled.
+        """Logits and the Grad-CAM map (N, H, W) of `class_index` at Fire 2's output, upsampled.
 
         The score is the class's log-odds (its logit minus the log-sum-exp of the others), so the map
         shows what moves the decision. Fire 2 is the finest layer the classifier reads (1/4 of the
         input); the paper's CAM mixes in the upsampled Fire 9 maps (1/16), which are too coarse to
         point at a lesion. The map is non-negative (ReLU), unscaled.
         """
-        store: dict[str, torch.Tensor] = {}
-        hook = self.trunk.fires[0].register_forward_hook(lambda _m, _i, out: store.__setitem__("fire2", out))
-        try:
-            with torch.enable_grad():
-                logits = self.fc(self.features(x.detach().requires_grad_(True)).mean(dim=(2, 3)))
-                others = torch.cat([logits[:, :class_index], logits[:, class_index + 1 :]], dim=1)
-                score = logits[:, class_index] - torch.logsumexp(others, dim=1)
-                (grad,) = torch.autograd.grad(score.sum(), store["fire2"])
-        finally:
-            hook.remove()
-        fire2 = store["fire2"].detach()
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("Grad-CAM needs gradients: call it outside torch.inference_mode()")
+        with torch.enable_grad():
+            # x requires grad so that a graph exists even when every weight is frozen
+            f2, feats = self._fire2_and_features(x.detach().requires_grad_(True))
+            logits = self.fc(feats.mean(dim=(2, 3)))
+            index = class_index % logits.shape[1]
+            others = torch.cat([logits[:, :index], logits[:, index + 1 :]], dim=1)
+            score = logits[:, index] - torch.logsumexp(others, dim=1)
+            (grad,) = torch.autograd.grad(score.sum(), f2)
+        fire2 = f2.detach()
         cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * fire2).sum(dim=1, keepdim=True))
         cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return logits.detach(), cam
