@@ -11,7 +11,7 @@ from PySide6 import QtCore, QtWidgets
 from app.workers import Worker
 from inference.prediction import Prediction
 from inference.registry import ModelSpec, WeightsError, get_model
-from inference.screening import ScreeningCancelled, run, screening_models
+from inference.screening import ScreeningCancelled, ScreeningConfig, run, screening_models
 from inference.slice_classifier import SliceClassifier
 from inference.volume_screening import VolumeClassifier
 from viewer.layers import HeatmapLayer, LabelLayer
@@ -43,22 +43,27 @@ def usable_lung_methods() -> list[str]:
     return ["threshold", "unet"] if has_unet else ["threshold"]
 
 
+#: the heat maps a slice model can add, as the AI dock names them (inference.slice_classifier.HEATMAP_METHODS)
+HEATMAP_NAMES = {"grad-cam": "Grad-CAM", "cam": "CAM (paper)"}
+
+
 class AnalyzeWorker(Worker):
     """Runs `inference.screening.run` off the GUI thread; `done(Prediction)` carries the result."""
 
     done = QtCore.Signal(object)
 
     def __init__(self, volume: np.ndarray, spacing, model: str | SliceClassifier | VolumeClassifier,
-                 device: str = "auto", lungs: str = "threshold") -> None:
+                 device: str = "auto", lungs: str = "threshold", heatmap: str | None = None) -> None:
         super().__init__()
         self.volume, self.spacing, self.model, self.device, self.lungs = volume, spacing, model, device, lungs
+        self.config = ScreeningConfig(heatmap=heatmap)  # a slice model's heat map (None: the model's best)
 
     @QtCore.Slot()
     def run(self) -> None:
         try:
             # Grad-CAM needs autograd: grad mode is per thread and on by default in this worker thread
             pred = run(self.volume, self.spacing, self.model, device=self.device, lungs=self.lungs,
-                       progress=self.progress.emit, cancel=self._cancel.is_set)
+                       config=self.config, progress=self.progress.emit, cancel=self._cancel.is_set)
             self._deliver(self.done, pred)
         except ScreeningCancelled:
             self._deliver(self.cancelled)
@@ -129,7 +134,8 @@ class ResultsPanel(QtWidgets.QWidget):
             f"P(COVID) = {pred.positive_probability:.2f}  ({pred.model}, {pred.aggregation}, {pred.device})\n"
             f"lesions {pred.lesion_ml:.1f} mL, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
-            f"severity {pred.severity}/30; {pred.timings.get('total', 0):.1f} s")
+            f"severity {pred.severity}/30; heat map {HEATMAP_NAMES.get(pred.heatmap_method, pred.heatmap_method)}; "
+            f"{pred.timings.get('total', 0):.1f} s")
         if pred.input_kind == "volume" or len(pred.slice_indices) == 0:
             self.plot_x = np.nonzero(pred.lung_mask.any(axis=(1, 2)))[0]
             y = np.array([pred.heatmap[k].max() for k in self.plot_x], float)  # no copy of the slices

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.analysis import (
+    HEATMAP_NAMES,
     LUNG_METHOD_NAMES,
     AnalyzeWorker,
     ResultsPanel,
@@ -162,6 +163,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.lung_box.setToolTip("lung mask: threshold (classic) or U-Net (when its weights are installed)")
         for method in usable_lung_methods():
             self.lung_box.addItem(LUNG_METHOD_NAMES.get(method, method), method)
+        self.heatmap_box = QtWidgets.QComboBox()  # a slice model's heat map
+        self.heatmap_box.setToolTip("heat map of a slice model: Grad-CAM at Fire 2 (sits on lesions more) or the "
+                                    "paper's class activation map; a volume model always uses Grad-CAM")
+        for method, name in HEATMAP_NAMES.items():
+            self.heatmap_box.addItem(name, method)
         self.device_label = QtWidgets.QLabel("")
         self.analyze_button = QtWidgets.QPushButton("Analyze")
         self.analyze_button.clicked.connect(lambda: self.analyze())
@@ -175,7 +181,11 @@ class MainWindow(QtWidgets.QMainWindow):
         col = QtWidgets.QVBoxLayout(ai)
         col.setContentsMargins(4, 4, 4, 4)
         col.addLayout(row)
-        col.addWidget(self.device_label)
+        second = QtWidgets.QHBoxLayout()
+        second.addWidget(QtWidgets.QLabel("heat map"))
+        second.addWidget(self.heatmap_box)
+        second.addWidget(self.device_label, 1)
+        col.addLayout(second)
         col.addWidget(self.results, 1)
         dock = QtWidgets.QDockWidget("AI results", self)
         dock.setObjectName("ai-results")
@@ -482,9 +492,9 @@ class MainWindow(QtWidgets.QMainWindow):
         models = "" if self.model_box.count() else "  (no model with shipped weights installed)"
         self.device_label.setText(f"device: {device}{models}")
 
-    def analyze(self, model=None, lungs: str | None = None) -> None:
-        """Run the chosen model (with the chosen lung mask method) on the open volume in a worker; results
-        arrive by signal. `model`: a name or a ready classifier (tests); default: the pickers' choices."""
+    def analyze(self, model=None, lungs: str | None = None, heatmap: str | None = None) -> None:
+        """Run the chosen model (with the chosen lung mask method and heat map) on the open volume in a worker;
+        results arrive by signal. `model`: a name or a ready classifier (tests); default: the pickers' choices."""
         if self.state.volume is None:
             self._report_analysis_failure("open a CT before analysing it")
             return
@@ -496,7 +506,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
             return
         vol = self.state.volume
-        worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold")
+        worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold",
+                               heatmap=heatmap or self.heatmap_box.currentData())
         worker.done.connect(self._on_analysis_done)
         worker.failed.connect(self._report_analysis_failure)
         self._start(worker, "analysing...")

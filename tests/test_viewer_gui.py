@@ -320,10 +320,13 @@ def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phan
         win.open_path(str(folder / "dicom"))
     failures = []
     win.analysis_failed.connect(failures.append)
+    assert [win.heatmap_box.itemData(i) for i in range(win.heatmap_box.count())] == ["grad-cam", "cam"]
+    win.heatmap_box.setCurrentIndex(1)  # the paper's CAM, as a user would pick it
     with qtbot.waitSignal(win.analysis_done, timeout=120000) as blocker:
         win.analyze(model=clf)
     pred = blocker.args[0]
     assert failures == []
+    assert pred.heatmap_method == "cam" and "heat map CAM (paper)" in win.results.headline.text()
     assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
     assert 0.0 <= pred.positive_probability <= 1.0
     assert "P(COVID)" in win.results.headline.text()
