@@ -12,7 +12,7 @@ from app.workers import Worker
 from inference.prediction import Prediction
 from inference.registry import ModelSpec, WeightsError, get_model
 from inference.screening import ScreeningCancelled, ScreeningConfig, run, screening_models
-from inference.slice_classifier import SliceClassifier
+from inference.slice_classifier import HEATMAP_METHODS, SliceClassifier
 from inference.volume_screening import VolumeClassifier
 from viewer.layers import HeatmapLayer, LabelLayer
 from viewer.slicing import Orientation
@@ -43,8 +43,21 @@ def usable_lung_methods() -> list[str]:
     return ["threshold", "unet"] if has_unet else ["threshold"]
 
 
-#: the heat maps a slice model can add, as the AI dock names them (inference.slice_classifier.HEATMAP_METHODS)
+#: how the AI dock names the heat maps of `inference.slice_classifier.HEATMAP_METHODS`
 HEATMAP_NAMES = {"grad-cam": "Grad-CAM", "cam": "CAM (paper)"}
+
+
+def heatmap_choices() -> list[tuple[str, str]]:
+    """(shown name, method) of every heat map a slice model can make, best first."""
+    return [(HEATMAP_NAMES.get(m, m), m) for m in HEATMAP_METHODS]
+
+
+def is_slice_model(name: str) -> bool:
+    """Whether a registered model classifies slices (and so lets the user pick its heat map)."""
+    try:
+        return get_model(name).input_kind == "slice"
+    except KeyError:
+        return False
 
 
 class AnalyzeWorker(Worker):

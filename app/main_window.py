@@ -8,11 +8,12 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.analysis import (
-    HEATMAP_NAMES,
     LUNG_METHOD_NAMES,
     AnalyzeWorker,
     ResultsPanel,
     add_prediction_layers,
+    heatmap_choices,
+    is_slice_model,
     usable_lung_methods,
     usable_models,
 )
@@ -163,11 +164,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.lung_box.setToolTip("lung mask: threshold (classic) or U-Net (when its weights are installed)")
         for method in usable_lung_methods():
             self.lung_box.addItem(LUNG_METHOD_NAMES.get(method, method), method)
-        self.heatmap_box = QtWidgets.QComboBox()  # a slice model's heat map
+        self.heatmap_box = QtWidgets.QComboBox()  # a slice model's heat map (a volume model makes Grad-CAM)
         self.heatmap_box.setToolTip("heat map of a slice model: Grad-CAM at Fire 2 (sits on lesions more) or the "
                                     "paper's class activation map; a volume model always uses Grad-CAM")
-        for method, name in HEATMAP_NAMES.items():
+        for name, method in heatmap_choices():
             self.heatmap_box.addItem(name, method)
+        self.model_box.currentTextChanged.connect(lambda name: self.heatmap_box.setEnabled(is_slice_model(name)))
+        self.heatmap_box.setEnabled(is_slice_model(self.model_box.currentText()))
         self.device_label = QtWidgets.QLabel("")
         self.analyze_button = QtWidgets.QPushButton("Analyze")
         self.analyze_button.clicked.connect(lambda: self.analyze())
@@ -507,7 +510,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         vol = self.state.volume
         worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold",
-                               heatmap=heatmap or self.heatmap_box.currentData())
+                               heatmap=heatmap or (self.heatmap_box.currentData() if self.heatmap_box.isEnabled()
+                                                   else None))
         worker.done.connect(self._on_analysis_done)
         worker.failed.connect(self._report_analysis_failure)
         self._start(worker, "analysing...")

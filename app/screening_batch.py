@@ -82,8 +82,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
     cases = find_cases(paths, errors)
     # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
     clf = classifier or load_model(model, device=device, backend=backend, precision=precision)
-    # a slice model's heat map: a bad choice stops the batch once, before any case (a volume model has its own)
-    heatmap = clf.check_heatmap(config.heatmap if config else None) if isinstance(clf, SliceClassifier) else "grad-cam"
+    heatmap = clf.check_heatmap(config.heatmap if config else None)  # a bad choice stops the batch before any case
     rows: list[dict] = []
     for n, case in enumerate(cases):
         t0 = time.perf_counter()

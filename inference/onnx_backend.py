@@ -51,6 +51,7 @@ class OnnxSliceRunner:
         except ImportError:
             raise ValueError("the ONNX backend needs the onnxruntime package (pip install onnxruntime)") from None
         self.has_cam = hasattr(model, "cam")
+        self.heatmaps: tuple[str, ...] = ("cam",) if self.has_cam else ()  # no gradients: no Grad-CAM
         wrapper = _LogitsAndCam(model, class_index).eval()  # eval: dropout and batch norm in inference mode
         outputs = ["logits", "cam"] if self.has_cam else ["logits"]
         buf = io.BytesIO()

@@ -147,10 +147,9 @@ class SliceClassifier:
         return self.predict_arrays([load_grey(p) for p in paths], batch_size)
 
     def heatmap_methods(self) -> tuple[str, ...]:
-        """The heat maps this model offers on this backend, best first (see `HEATMAP_METHODS`); ONNX Runtime
-        computes no gradients, so no Grad-CAM there."""
-        return tuple(m for m in HEATMAP_METHODS if hasattr(self.model, HEATMAP_METHODS[m])
-                     and not (m == "grad-cam" and self._onnx is not None))
+        """The heat maps this model makes on this backend, best first (see `HEATMAP_METHODS`)."""
+        made = self._onnx.heatmaps if self._onnx is not None else tuple(HEATMAP_METHODS)
+        return tuple(m for m in HEATMAP_METHODS if m in made and hasattr(self.model, HEATMAP_METHODS[m]))
 
     def check_heatmap(self, method: str | None = None) -> str:
         """The heat-map method to use: `method`, or by default the best the model offers on this backend
@@ -161,13 +160,13 @@ class SliceClassifier:
         """
         offered = self.heatmap_methods()
         method = method or (offered[0] if offered else "cam")
-        if method == "grad-cam" and self._onnx is not None:
-            raise ValueError("the ONNX backend computes no gradients, so no Grad-CAM heat map: "
-                             "use the cam heat map with it, or the torch backend")
-        if method not in offered:
-            raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
-                             + (f"; it offers {', '.join(offered)}" if offered else ""))
-        return method
+        if method in offered:
+            return method
+        if self._onnx is not None and hasattr(self.model, HEATMAP_METHODS.get(method, "")):
+            raise ValueError(f"the ONNX backend computes no gradients, so no {method!r} heat map: use "
+                             f"{' or '.join(offered) or 'no heat map'} with it, or the torch backend")
+        raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
+                         + (f"; it offers {', '.join(offered)}" if offered else ""))
 
     def _maps(self, x: torch.Tensor, index: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and raw maps of class `index` (see `check_heatmap`)."""

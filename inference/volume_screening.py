@@ -94,6 +94,16 @@ class VolumeClassifier:
     def engine(self) -> str:
         return f"{self.device} (torch)"
 
+    def heatmap_methods(self) -> tuple[str, ...]:
+        """The heat maps this model makes: Grad-CAM at `cam_depths` (as `SliceClassifier.heatmap_methods`)."""
+        return ("grad-cam",)
+
+    def check_heatmap(self, method: str | None = None) -> str:
+        """`method` (None: Grad-CAM) if this model makes it; ValueError otherwise."""
+        if method not in (None, *self.heatmap_methods()):
+            raise ValueError(f"model {self.spec.name!r} makes Grad-CAM heat maps only, not {method!r}")
+        return "grad-cam"
+
     def predict_with_cam(self, x: torch.Tensor, cancel: CancelFn | None = None,
                          progress: ProgressFn | None = None) -> tuple[float, dict[str, torch.Tensor]]:
         """P(positive) and the Grad-CAM map (T, H, W) per depth of one prepared (2, T, H, W) input.
@@ -154,6 +164,7 @@ def run_volume(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     clf = model if isinstance(model, VolumeClassifier) else VolumeClassifier(model, device=device)
+    method = clf.check_heatmap(cfg.lesions.heatmap)
     timings["model_load"] = time.perf_counter() - t0
     lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
     in_lungs = lung_labels > 0
@@ -204,7 +215,7 @@ def run_volume(
         model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p, classes[-1]: p},
         slice_indices=np.zeros(0, np.int64), slice_probabilities=np.zeros(0, np.float32), heatmap=heat,
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=AGGREGATION,
-        device=clf.engine, timings=timings, input_kind="volume", heatmap_method="grad-cam",
+        device=clf.engine, timings=timings, input_kind="volume", heatmap_method=method,
         lesion_centre=info.get("centre") if positive else None, localization=info,
     )
 

@@ -205,6 +205,7 @@ def test_screen_command_with_decovnet_writes_aligned_outputs(registered, phantom
     assert row["case"] == "case1" and row["slices"] == "0" and 0.5 < float(row["probability"]) <= 1
     data = json.loads((out / "results.json").read_text())
     assert data["model"] == "decovnet" and data["input_kind"] == "volume" and data["lungs"] == "threshold"
+    assert data["heatmap"] == "grad-cam"
     summary = json.loads((out / "case1" / "prediction.json").read_text())
     assert summary["input_kind"] == "volume" and summary["localization"]["depth"] in CAM_DEPTHS
     ct = read_volume_file(path)
@@ -228,6 +229,10 @@ def test_screen_command_rejects_bad_lungs_and_models(registered, tmp_path, capsy
     monkeypatch.setitem(_REGISTRY, "decovnet", dataclasses.replace(registered, weights=None))
     assert main(["screen", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "decovnet"]) == EXIT_BAD_INPUT
     assert "no shipped weights" in capsys.readouterr().err
+    monkeypatch.setitem(_REGISTRY, "decovnet", registered)
+    assert main(["screen", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "decovnet",
+                 "--heatmap", "cam"]) == EXIT_BAD_INPUT  # the paper's CAM is a slice model's
+    assert "makes Grad-CAM heat maps only, not 'cam'" in capsys.readouterr().err
 
 
 def test_models_command_lists_decovnet_with_its_card(registered, capsys):
@@ -253,6 +258,7 @@ def test_gui_picker_offers_decovnet_and_analyze_adds_its_overlays(qtbot, registe
     lung_methods = [win.lung_box.itemData(i) for i in range(win.lung_box.count())]
     assert "decovnet" in models and lung_methods[0] == "threshold"
     win.model_box.setCurrentText("decovnet")
+    assert not win.heatmap_box.isEnabled()  # a volume model makes Grad-CAM only
     with qtbot.waitSignal(win.volume_loaded, timeout=20000):
         win.open_path(str(path))
     failures = []
@@ -261,6 +267,7 @@ def test_gui_picker_offers_decovnet_and_analyze_adds_its_overlays(qtbot, registe
         win.analyze()  # the pickers' choices, in the worker thread (Grad-CAM needs autograd there)
     pred = blocker.args[0]
     assert failures == [] and pred.model == "decovnet" and pred.input_kind == "volume"
+    assert pred.heatmap_method == "grad-cam"
     assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
     assert "P(COVID)" in win.results.headline.text()
     assert "volumetric" in win.results.plot.getPlotItem().titleLabel.text
