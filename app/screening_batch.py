@@ -14,7 +14,7 @@ from inference.screening import ScreeningConfig, load_model, run
 from inference.slice_classifier import SliceClassifier
 from inference.volume_screening import VolumeClassifier
 from viewer.dicom_load import load_series
-from viewer.dicom_scan import SeriesEntry, scan
+from viewer.dicom_scan import SeriesEntry, is_expected_skip, scan
 from viewer.errors import LoadError
 from viewer.io import read_volume_file, volume_suffix, write_volume
 from viewer.progress import ProgressFn
@@ -50,7 +50,7 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
             continue
         result = scan(path)
         for p, reason in result.skipped:
-            if "DICOM" not in reason:  # plain non-DICOM files are expected in folders; report the rest
+            if not is_expected_skip(reason):  # text files, DICOMDIR, reports are expected; report the rest
                 errors.append({"source": p, "error": reason})
         for entry in result.series:
             if not entry.is_ct_stack or entry.n_slices < 3:

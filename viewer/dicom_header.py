@@ -9,7 +9,12 @@ it does not need by seeking, and falls back to pydicom for anything unusual
 
 from __future__ import annotations
 
+import io
+import math
+import os
+import stat
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,13 @@ _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _CHUNK = 16384
+
+#: a deflated data set is never inflated past this many bytes (a deflate bomb is refused, not inflated)
+MAX_INFLATED_BYTES = 2 << 30
+#: inflated bytes allowed beyond what Rows x Columns x frames declare (the rest of the header, padding)
+INFLATE_MARGIN_BYTES = 16 << 20
+#: one file may hold at most this many pixels (Rows x Columns x frames): 4 GiB at 16 bits
+MAX_FILE_PIXELS = 1 << 31
 
 # tag -> (field name, kind); kind: "s" text, "m" multi-valued text, "f" float list, "u" US
 _WANTED: dict[int, tuple[str, str]] = {
@@ -110,6 +122,11 @@ class _Unsupported(Exception):
     """The fast parser cannot handle this file; pydicom will."""
 
 
+_US_KEYWORDS = {"rows": "Rows", "columns": "Columns", "samples_per_pixel": "SamplesPerPixel",
+                "bits_allocated": "BitsAllocated", "bits_stored": "BitsStored",
+                "pixel_representation": "PixelRepresentation"}
+
+
 @dataclass(slots=True)
 class DicomHeader:
     """The attributes of one DICOM file that series discovery and loading need."""
@@ -168,8 +185,8 @@ class DicomHeader:
     def frames(self) -> int:
         try:
             return max(1, int(float(self.number_of_frames))) if self.number_of_frames else 1
-        except ValueError:
-            return 1
+        except (ValueError, OverflowError):
+            return 1  # header_problem() reports the value; scanned headers never get here
 
     @property
     def slope(self) -> float:
@@ -183,6 +200,62 @@ class DicomHeader:
     def is_native(self) -> bool:
         """Uncompressed pixel data that can be read straight from `pixel_offset`."""
         return self.transfer_syntax in (IMPLICIT_VR_LE, EXPLICIT_VR_LE) and self.pixel_offset >= 0
+
+
+def header_problem(h: DicomHeader) -> str | None:
+    """Why the header of an image file cannot be right (a value named), or None.
+
+    Refuses what would allocate absurd memory or give silently wrong geometry or HU: a frame count
+    that is no number, an image of more than MAX_FILE_PIXELS pixels, non-finite positions, spacings
+    or rescale values, and native pixel data whose length does not match Rows x Columns x frames.
+    """
+    if h.number_of_frames:
+        try:
+            frames = float(h.number_of_frames)
+        except ValueError:
+            frames = math.nan
+        if not math.isfinite(frames) or frames != int(frames):
+            return f"NumberOfFrames {h.number_of_frames!r} is not a frame count"
+    if h.rows <= 0 or h.columns <= 0:
+        return f"image has no size (Rows {h.rows}, Columns {h.columns})"
+    pixels = h.rows * h.columns * h.frames
+    if pixels > MAX_FILE_PIXELS:
+        return (f"image size {h.rows}x{h.columns} x {h.frames} frame(s) = {pixels:,} pixels is beyond "
+                f"{MAX_FILE_PIXELS:,}: not a CT image (a corrupt header?)")
+    for name, keyword in (("image_position", "ImagePositionPatient"), ("image_orientation", "ImageOrientationPatient"),
+                          ("pixel_spacing", "PixelSpacing")):
+        values = getattr(h, name)
+        if values is not None and not all(math.isfinite(v) for v in values):
+            return f"{keyword} {_show(values)} is not finite"
+    for text, keyword in ((h.slice_thickness, "SliceThickness"), (h.rescale_slope, "RescaleSlope"),
+                          (h.rescale_intercept, "RescaleIntercept")):
+        if not math.isfinite(_to_float(text, 0.0)):
+            return f"{keyword} {text!r} is not finite"
+    for name in ("window_center", "window_width"):  # display hints only: drop a broken one
+        values = getattr(h, name)
+        if values is not None and not all(math.isfinite(v) for v in values):
+            setattr(h, name, None)
+    if h.pixel_length >= 0 and h.transfer_syntax in NATIVE_SYNTAXES:
+        return pixel_length_problem(h, h.pixel_length)
+    return None
+
+
+def pixel_length_problem(h: DicomHeader, length: int) -> str | None:
+    """Why `length` bytes of uncompressed pixel data do not fit Rows x Columns x frames x bytes, or None."""
+    if h.bits_allocated not in (8, 16, 32):
+        return None  # refused when read, with its own message
+    row_bytes = h.columns * max(1, h.samples_per_pixel) * h.bits_allocated // 8
+    expected = row_bytes * h.rows * h.frames
+    # a few bytes of padding are tolerated; a row or more too many means Rows/Columns are wrong
+    if expected <= length < expected + max(2, row_bytes):
+        return None
+    return (f"pixel data is {length:,} bytes but Rows x Columns x frames x bytes = {h.rows} x {h.columns} x "
+            f"{h.frames} x {h.bits_allocated // 8} = {expected:,}: the image size in the header does not match "
+            "the pixel data")
+
+
+def _show(values: tuple[float, ...]) -> str:
+    return "\\".join(f"{v:g}" for v in values)
 
 
 def _to_float(text: str, default: float) -> float:
@@ -200,12 +273,44 @@ def read_header(path: str | Path) -> DicomHeader:
     """
     path = str(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             return _FastParser(fh, path).parse()
     except _Unsupported:
         return _read_header_pydicom(path)
+    except NotDicomError:
+        raise
     except OSError as exc:
         raise NotDicomError(f"cannot read file: {exc.strerror or exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - one malformed file must never stop a folder scan
+        raise NotDicomError(f"unreadable DICOM header ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def open_regular(path: str):
+    """Open a regular file for reading in binary; never blocks on a FIFO or device (NotDicomError)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotDicomError(f"{special_file_kind(mode)}, not a regular file: not opened")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def special_file_kind(mode: int) -> str:
+    """A name for a file type that is not a regular file or folder."""
+    for test, name in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(ln.strip() for ln in text.splitlines()[:3] if ln.strip())[:300]
 
 
 class _FastParser:
@@ -248,8 +353,18 @@ class _FastParser:
             raise NotDicomError("not a DICOM file (no 'DICM' marker at byte 128)")
         if h.sop_class_uid == DICOMDIR_SOP_CLASS:
             raise NotDicomError("DICOMDIR index file (the images are read from the folder itself)")
-        if h.transfer_syntax not in (IMPLICIT_VR_LE,) and h.transfer_syntax in NATIVE_SYNTAXES - {EXPLICIT_VR_LE}:
-            raise _Unsupported  # deflate and big endian: pydicom
+        if h.transfer_syntax == DEFLATED_LE:
+            data = inflate_dataset(self.fh, pos)
+            h.file_size = self._size()
+            try:
+                _FastParser(io.BytesIO(data), self.path)._parse_dataset(0, False, h)
+            except _Truncated as exc:
+                raise NotDicomError(f"truncated deflated data set: ends at inflated byte {exc.args[0]}") from None
+            except struct.error:
+                raise _Unsupported from None
+            return h
+        if h.transfer_syntax == EXPLICIT_VR_BE:
+            raise _Unsupported  # big endian: pydicom
         implicit = h.transfer_syntax == IMPLICIT_VR_LE
         try:
             self._parse_dataset(pos, implicit, h)
@@ -265,24 +380,24 @@ class _FastParser:
         while True:
             try:
                 hdr = self._need(pos, 8)
+                group, elem = struct.unpack_from("<HH", hdr, 0)
+                if group != 0x0002:
+                    return pos, meta
+                vr = bytes(hdr[4:6])
+                if vr in _LONG_VRS:
+                    length = struct.unpack_from("<I", self._need(pos + 8, 4), 0)[0]
+                    pos += 12
+                else:
+                    length = struct.unpack_from("<H", hdr, 6)[0]
+                    pos += 8
+                if length == _UNDEFINED:
+                    raise _Unsupported
+                if elem in (0x0002, 0x0010):
+                    meta[(group << 16) | elem] = bytes(self._need(pos, length)).decode("ascii", "replace").strip(
+                        " \x00"
+                    )
             except _Truncated:
                 raise NotDicomError("truncated file: ends inside the file meta information") from None
-            group, elem = struct.unpack_from("<HH", hdr, 0)
-            if group != 0x0002:
-                return pos, meta
-            vr = bytes(hdr[4:6])
-            if vr in _LONG_VRS:
-                length = struct.unpack_from("<I", self._need(pos + 8, 4), 0)[0]
-                pos += 12
-            else:
-                length = struct.unpack_from("<H", hdr, 6)[0]
-                pos += 8
-            if length == _UNDEFINED:
-                raise _Unsupported
-            if elem in (0x0002, 0x0010):
-                meta[(group << 16) | elem] = bytes(self._need(pos, length)).decode("ascii", "replace").strip(
-                    " \x00"
-                )
             pos += length
 
     def _element_header(self, pos: int, implicit: bool) -> tuple[int, bytes, int, int]:
@@ -355,7 +470,9 @@ class _FastParser:
     def _store(h: DicomHeader, want: tuple[str, str], raw, length: int) -> None:
         name, kind = want
         if kind == "u":
-            if length >= 2:
+            if length > 2:
+                raise NotDicomError(f"{_US_KEYWORDS[name]} is {length} bytes long: one 2-byte value expected")
+            if length == 2:
                 setattr(h, name, struct.unpack_from("<H", raw, 0)[0])
             return
         if name in _TEXT_NEEDING_CHARSET and h.specific_character_set and any(
@@ -388,6 +505,11 @@ def _floats(text: str) -> tuple[float, ...] | None:
         return None
 
 
+def _clip(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _decode_charset(raw: bytes, charsets: tuple[str, ...]) -> str:
     from pydicom.charset import decode_bytes
 
@@ -400,12 +522,94 @@ def _decode_charset(raw: bytes, charsets: tuple[str, ...]) -> str:
 def _read_header_pydicom(path: str) -> DicomHeader:
     pydicom.config.convert_wrong_length_to_UN = True
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=256, force=False)
+        ds = read_dataset(path, defer_size=256)
+    except NotDicomError:
+        raise
     except InvalidDicomError:
         raise NotDicomError("not a DICOM file") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on broken files
-        raise NotDicomError(f"unreadable DICOM header: {exc}") from None
-    return header_from_dataset(ds, path)
+        raise NotDicomError(f"unreadable DICOM header: {_first_line(exc)}") from None
+    h = header_from_dataset(ds, path)
+    if h.transfer_syntax == DEFLATED_LE:
+        h.pixel_length = len(ds.PixelData) if "PixelData" in ds else -1
+    return h
+
+
+def read_dataset(path: str, *, defer_size: int | None = None) -> pydicom.Dataset:
+    """pydicom's dcmread, except that a deflated data set is inflated with a bound (see `inflate_dataset`).
+
+    Raises:
+        NotDicomError: the file is not a regular file, or a deflated one inflates past the bound.
+    """
+    with open_regular(path) as fh:
+        head = fh.read(132)
+        if len(head) == 132 and head[128:132] == b"DICM":
+            fh.seek(0)
+            try:
+                pos, meta = _FastParser(fh, path)._parse_meta(132)
+            except (_Unsupported, struct.error):
+                pos, meta = -1, {}
+            if meta.get(0x00020010) == DEFLATED_LE:
+                data = inflate_dataset(fh, pos)
+                file_meta = pydicom.filereader.read_file_meta_info(path)
+                ds = pydicom.filereader.read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+                return pydicom.dataset.FileDataset(path, ds, preamble=head[:128], file_meta=file_meta,
+                                                   is_implicit_VR=False, is_little_endian=True)
+            if pos < 0:
+                syntax = str(pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID", ""))
+                if syntax == DEFLATED_LE:
+                    raise NotDicomError("deflated file whose file meta information cannot be parsed")
+    return pydicom.dcmread(path, defer_size=defer_size)
+
+
+def inflate_dataset(fh, offset: int) -> bytes:
+    """The inflated data set of a Deflated Explicit VR Little Endian file whose meta information ends at `offset`.
+
+    Inflation is streamed and stops at MAX_INFLATED_BYTES, or at INFLATE_MARGIN_BYTES more than the pixel data
+    that Rows x Columns x frames declare, as soon as those are seen: a deflate bomb costs bounded memory.
+
+    Raises:
+        NotDicomError: the data set inflates past the bound, or is not a valid deflate stream.
+    """
+    fh.seek(offset)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    limit, declared, probe_at = MAX_INFLATED_BYTES, -1, 1 << 16
+    try:
+        while not inflater.eof:
+            data = fh.read(1 << 16)
+            if not data:
+                break
+            while data and not inflater.eof:
+                out += inflater.decompress(data, min(limit + 1 - len(out), 1 << 22))
+                data = inflater.unconsumed_tail
+                if declared < 0 and len(out) >= probe_at:
+                    probe_at *= 2
+                    declared = _declared_pixel_bytes(bytes(out))
+                    if declared >= 0:
+                        limit = min(MAX_INFLATED_BYTES, declared + INFLATE_MARGIN_BYTES)
+                if len(out) > limit:
+                    what = (f"{declared:,} bytes of pixel data declared" if declared >= 0 else "no image size seen")
+                    raise NotDicomError(
+                        f"deflated data set inflates to more than {limit:,} bytes ({what}; the file has "
+                        f"{fh.seek(0, 2):,} bytes): refused as a deflate bomb or a corrupt file"
+                    )
+    except zlib.error as exc:
+        raise NotDicomError(f"corrupt deflated data set: {exc}") from None
+    return bytes(out)
+
+
+def _declared_pixel_bytes(prefix: bytes) -> int:
+    """Bytes of pixel data declared by the start of an inflated data set (-1 until Rows, Columns and
+    BitsAllocated are seen)."""
+    h = DicomHeader(path="")
+    try:
+        _FastParser(io.BytesIO(prefix), "")._parse_dataset(0, False, h)
+    except Exception:  # noqa: BLE001 - a prefix ends mid-element; what was read before is enough
+        pass
+    if h.rows <= 0 or h.columns <= 0 or h.bits_allocated <= 0:
+        return -1
+    return h.rows * h.columns * h.frames * max(1, h.samples_per_pixel) * -(-h.bits_allocated // 8)
 
 
 def header_from_dataset(ds: pydicom.Dataset, path: str) -> DicomHeader:
@@ -428,6 +632,8 @@ def header_from_dataset(ds: pydicom.Dataset, path: str) -> DicomHeader:
         if value is None or value == "":
             continue
         if kind == "u":
+            if isinstance(value, (list, tuple, pydicom.multival.MultiValue, bytes)) or not str(value).isdigit():
+                raise NotDicomError(f"{kw} {_clip(value)} is not one unsigned number")
             setattr(h, name, int(value))
         elif kind == "m":
             vals = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
@@ -448,8 +654,6 @@ def header_from_dataset(ds: pydicom.Dataset, path: str) -> DicomHeader:
     if not h.has_pixel_data and ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds):
         h.has_pixel_data = True
     try:
-        import os
-
         h.file_size = os.path.getsize(path)
     except OSError:
         pass

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pydicom.config
 
-from viewer.dicom_header import DicomHeader
+from viewer.dicom_header import DicomHeader, read_dataset
 from viewer.dicom_pixels import fix_stored_bits, read_native_into, read_stored_frames, stored_dtype
 from viewer.dicom_scan import SeriesEntry, metadata_from_header
 from viewer.errors import LoadCancelled, LoadError
@@ -55,15 +55,17 @@ def load_series(
         report(progress, 0.95, "resampling to a regular grid")
         hu = resample_stack(hu, plan, cancel=cancel)
     report(progress, 1.0, "loaded")
-    return Volume(
-        array=hu,
-        spacing=plan.spacing,
-        origin=plan.origin,
-        direction=plan.direction,
-        metadata=metadata_from_header(h0),
-        warnings=tuple(dict.fromkeys(warnings + list(plan.warnings))),
-        source=os.path.dirname(h0.path) if len(headers) > 1 else h0.path,
-    )
+    return _volume(h0.path, hu, plan, metadata_from_header(h0), warnings,
+                   os.path.dirname(h0.path) if len(headers) > 1 else h0.path)
+
+
+def _volume(path: str, hu: np.ndarray, plan: StackPlan, metadata, warnings: list[str], source: str) -> Volume:
+    try:
+        return Volume(array=hu, spacing=plan.spacing, origin=plan.origin, direction=plan.direction,
+                      metadata=metadata, warnings=tuple(dict.fromkeys(warnings + list(plan.warnings))),
+                      source=source)
+    except ValueError as exc:
+        raise LoadError(f"{path}: {exc}") from None
 
 
 def _validate(entry: SeriesEntry, allow_non_ct: bool) -> None:
@@ -80,6 +82,10 @@ def _validate(entry: SeriesEntry, allow_non_ct: bool) -> None:
     sizes = {(x.rows, x.columns) for x in entry.headers}
     if len(sizes) > 1:
         raise LoadError(f"{entry.id}: slices have different sizes {sorted(sizes)}; cannot stack them")
+    for x in entry.headers:
+        if not (math.isfinite(x.slope) and math.isfinite(x.intercept)):
+            raise LoadError(f"{x.path}: RescaleSlope {x.rescale_slope!r} / RescaleIntercept "
+                            f"{x.rescale_intercept!r} is not finite: the HU values cannot be computed")
 
 
 def _plan(headers: list[DicomHeader], warnings: list[str]) -> StackPlan:
@@ -136,12 +142,17 @@ def _read_slices(
 
     def read_one(k: int) -> None:
         h = headers[k]
-        if h.is_native and stored_dtype(h) == dtype and h.frames == 1:
-            read_native_into(h, out[k])
-            fix_stored_bits(h, out[k])
-        else:
-            frames = read_stored_frames(h)
-            out[k] = frames[0]
+        try:
+            if h.is_native and stored_dtype(h) == dtype and h.frames == 1:
+                read_native_into(h, out[k])
+                fix_stored_bits(h, out[k])
+            else:
+                frames = read_stored_frames(h)
+                out[k] = frames[0]
+        except LoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders raise anything on corrupt data; name the file
+            raise LoadError(f"{h.path}: cannot read pixel data ({type(exc).__name__}: {exc})") from None
 
     n = len(headers)
     done = 0
@@ -196,13 +207,23 @@ def _load_multiframe(entry: SeriesEntry, *, progress: ProgressFn | None, cancel:
     report(progress, 0.0, "reading multi-frame file")
     pydicom.config.convert_wrong_length_to_UN = True
     try:
-        ds = pydicom.dcmread(h.path)
+        ds = read_dataset(h.path)
     except Exception as exc:  # noqa: BLE001
         raise LoadError(f"{h.path}: cannot read multi-frame file: {exc}") from None
     check_cancel(cancel)
     frames = read_stored_frames(h, ds)
+    try:
+        return _place_frames(h, ds, frames, entry.warnings, progress, cancel)
+    except (LoadError, LoadCancelled):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises anything on malformed functional groups
+        raise LoadError(f"{h.path}: malformed multi-frame geometry ({type(exc).__name__}: {exc})") from None
+
+
+def _place_frames(h: DicomHeader, ds, frames: np.ndarray, entry_warnings: list[str],
+                  progress: ProgressFn | None, cancel: CancelFn | None) -> Volume:
     n = frames.shape[0]
-    warnings = list(entry.warnings)
+    warnings = list(entry_warnings)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) != n:
@@ -221,6 +242,9 @@ def _load_multiframe(entry: SeriesEntry, *, progress: ProgressFn | None, cancel:
         iops.append(attr(i, "PlaneOrientationSequence", "ImageOrientationPatient"))
         slopes.append(float(attr(i, "PixelValueTransformationSequence", "RescaleSlope", 1.0) or 1.0))
         intercepts.append(float(attr(i, "PixelValueTransformationSequence", "RescaleIntercept", 0.0) or 0.0))
+    if not (np.all(np.isfinite(slopes)) and np.all(np.isfinite(intercepts))):
+        raise LoadError(f"{h.path}: a RescaleSlope or RescaleIntercept is not finite: the HU values cannot be "
+                        "computed")
     ps = attr(0, "PixelMeasuresSequence", "PixelSpacing")
     thickness = attr(0, "PixelMeasuresSequence", "SliceThickness")
     spacing_between = ds.get("SpacingBetweenSlices")
@@ -253,9 +277,7 @@ def _load_multiframe(entry: SeriesEntry, *, progress: ProgressFn | None, cancel:
     if plan.resample:
         hu = resample_stack(hu, plan, cancel=cancel)
     report(progress, 1.0, "loaded")
-    return Volume(array=hu, spacing=plan.spacing, origin=plan.origin, direction=plan.direction,
-                  metadata=metadata_from_header(h), warnings=tuple(dict.fromkeys(warnings + list(plan.warnings))),
-                  source=h.path)
+    return _volume(h.path, hu, plan, metadata_from_header(h), warnings, h.path)
 
 
 def _first_item(ds, keyword: str):

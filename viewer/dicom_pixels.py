@@ -18,7 +18,14 @@ import pydicom.config
 import SimpleITK as sitk
 from pydicom.uid import UID
 
-from viewer.dicom_header import DicomHeader
+from viewer.dicom_header import (
+    DEFLATED_LE,
+    NATIVE_SYNTAXES,
+    DicomHeader,
+    NotDicomError,
+    pixel_length_problem,
+    read_dataset,
+)
 from viewer.errors import LoadError
 
 
@@ -46,11 +53,9 @@ def stored_dtype(h: DicomHeader) -> np.dtype:
 def read_native_into(h: DicomHeader, out: np.ndarray) -> None:
     """Read the uncompressed pixels of `h` into `out` (C-contiguous, dtype `stored_dtype(h)`)."""
     expected = out.nbytes
-    if h.pixel_length < expected:
-        raise LoadError(
-            f"{h.path}: pixel data too short: {h.pixel_length} bytes for "
-            f"{h.rows}x{h.columns} pixels at {h.bits_allocated} bits ({expected} bytes expected)"
-        )
+    problem = pixel_length_problem(h, h.pixel_length)
+    if problem or h.pixel_length < expected:
+        raise LoadError(f"{h.path}: {problem or f'pixel data too short: {h.pixel_length} of {expected} bytes'}")
     try:
         with open(h.path, "rb") as fh:
             fh.seek(h.pixel_offset)
@@ -88,15 +93,27 @@ def read_stored_frames(h: DicomHeader, dataset: pydicom.Dataset | None = None) -
     pydicom_error = ""
     try:
         pydicom.config.convert_wrong_length_to_UN = True
-        ds = dataset if dataset is not None else pydicom.dcmread(h.path)
+        ds = dataset if dataset is not None else read_dataset(h.path)
         if "PixelData" not in ds:
             raise LoadError(f"{h.path}: no pixel data in the file")
+        try:
+            data = ds.PixelData
+        except Exception as exc:  # noqa: BLE001 - the element itself is broken: no decoder can help
+            raise LoadError(f"{h.path}: unreadable pixel data element: {_first_line(exc)}") from None
+        problem = pixel_length_problem(h, len(data)) if h.transfer_syntax in NATIVE_SYNTAXES else None
+        if problem:
+            raise LoadError(f"{h.path}: {problem}")
         arr = ds.pixel_array
-        return arr.reshape((-1, h.rows, h.columns))
+        return check_stored_range(h, arr.reshape((-1, h.rows, h.columns)))
     except LoadError:
         raise
+    except NotDicomError as exc:
+        raise LoadError(f"{h.path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - plugins raise anything; fall back to GDCM
         pydicom_error = _first_line(exc)
+    if h.transfer_syntax == DEFLATED_LE:  # GDCM would inflate it without a bound
+        raise LoadError(f"{h.path}: cannot decode pixel data in transfer syntax {syntax_name(h.transfer_syntax)}: "
+                        f"{pydicom_error}")
     try:
         image = sitk.ReadImage(h.path)
         hu = sitk.GetArrayFromImage(image).astype(np.float64)
@@ -107,7 +124,43 @@ def read_stored_frames(h: DicomHeader, dataset: pydicom.Dataset | None = None) -
         ) from None
     # GDCM applies the rescale; return stored values like the other paths.
     stored = np.rint((hu - h.intercept) / (h.slope or 1.0))
-    return stored.reshape((-1, h.rows, h.columns)).astype(stored_dtype(h) if h.bits_allocated else np.int32)
+    try:
+        stored = stored.reshape((-1, h.rows, h.columns))
+    except ValueError:
+        raise LoadError(f"{h.path}: SimpleITK/GDCM decoded {stored.size} pixels, not a multiple of Rows x Columns "
+                        f"= {h.rows} x {h.columns}") from None
+    stored = check_stored_range(h, stored)
+    return stored.astype(stored_dtype(h) if h.bits_allocated else np.int32)
+
+
+def stored_range(h: DicomHeader) -> tuple[int, int]:
+    """The stored values BitsStored (and PixelRepresentation) allow."""
+    allocated = h.bits_allocated if 0 < h.bits_allocated <= 32 else 32
+    bits = h.bits_stored if 0 < h.bits_stored <= allocated else allocated
+    if h.pixel_representation == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def check_stored_range(h: DicomHeader, values: np.ndarray) -> np.ndarray:
+    """`values`, unless decoded values lie far outside what BitsStored allows (a corrupt compressed stream).
+
+    One bit of slack is allowed: some encoders store a few more bits than BitsStored says.
+    """
+    if not values.size or values.dtype.kind not in "iuf":
+        return values
+    lo, hi = stored_range(h)
+    span = hi - lo + 1
+    vmin, vmax = values.min(), values.max()
+    if values.dtype.kind == "f" and not (np.isfinite(vmin) and np.isfinite(vmax)):
+        raise LoadError(f"{h.path}: decoded pixel data holds non-finite values")
+    if vmin < lo - span or vmax > hi + span:
+        raise LoadError(
+            f"{h.path}: decoded values {vmin}..{vmax} lie far outside the {lo}..{hi} that BitsStored "
+            f"{h.bits_stored} / BitsAllocated {h.bits_allocated} allow: corrupt pixel data in transfer syntax "
+            f"{syntax_name(h.transfer_syntax)}"
+        )
+    return values
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from viewer.dicom_header import DicomHeader, NotDicomError, read_header
+from viewer.dicom_header import DicomHeader, NotDicomError, header_problem, read_header, special_file_kind
 from viewer.progress import CancelFn, ProgressFn, check_cancel, report
 from viewer.volume import SeriesMetadata
 
@@ -148,16 +149,79 @@ class ScanResult:
         raise KeyError(f"'{series_id}' matches {len(matches)} series in {self.root}: {known}")
 
 
+#: reasons for skipping that are expected in a DICOM folder (not an image file): no need to alarm anyone
+_EXPECTED_SKIPS = ("not a DICOM file", "DICOMDIR index file", "no pixel data")
+
+
+def is_expected_skip(reason: str) -> bool:
+    """True for a file skipped because it is not meant to be an image (a text file, a DICOMDIR, a report)."""
+    return reason.startswith(_EXPECTED_SKIPS)
+
+
+def skipped_lines(skipped: list[tuple[str, str]]) -> list[str]:
+    """One line per reason: "skipped: <first path> [and N more]: <reason>"."""
+    by_reason: dict[str, list[str]] = {}
+    for p, reason in skipped:
+        by_reason.setdefault(reason, []).append(p)
+    return [f"skipped: {paths[0]}{f' and {len(paths) - 1} more' if len(paths) > 1 else ''}: {reason}"
+            for reason, paths in by_reason.items()]
+
+
 def list_files(root: str | Path) -> list[str]:
     """Every regular file under `root` (or `root` itself), sorted, hidden folders skipped."""
+    return walk_files(root)[0]
+
+
+def walk_files(root: str | Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every regular file under `root` (or `root` itself), sorted, hidden folders skipped; and every file
+    or folder that is not read (FIFO, socket, device, unreadable folder, broken link) with the reason.
+
+    Only DirEntry types are checked (no extra system call per file on Linux): a FIFO is never opened.
+    """
     root = str(root)
-    if os.path.isfile(root):
-        return [root]
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames))
-    return out
+    try:
+        mode = os.stat(root).st_mode
+    except OSError as exc:
+        return [], [(root, f"cannot read: {exc.strerror or exc}")]
+    if stat.S_ISREG(mode):
+        return [root], []
+    if not stat.S_ISDIR(mode):
+        return [], [(root, f"{special_file_kind(mode)}, not a regular file: not opened")]
+    files: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((folder, f"cannot read folder: {exc.strerror or exc}"))
+            continue
+        subfolders = []
+        for e in entries:
+            try:
+                if e.is_file():
+                    files.append(e.path)
+                elif e.is_dir():
+                    if e.is_symlink():
+                        skipped.append((e.path, "link to a folder: not followed"))
+                    elif not e.name.startswith("."):
+                        subfolders.append(e.path)
+                else:
+                    skipped.append((e.path, _special_reason(e)))
+            except OSError as exc:
+                skipped.append((e.path, f"cannot read: {exc.strerror or exc}"))
+        folders.extend(reversed(subfolders))
+    return files, skipped
+
+
+def _special_reason(entry: os.DirEntry) -> str:
+    try:
+        mode = entry.stat().st_mode
+    except OSError:
+        return "broken link: not opened"
+    return f"{special_file_kind(mode)}, not a regular file: not opened"
 
 
 def scan(
@@ -170,8 +234,9 @@ def scan(
     t0 = time.perf_counter()
     if not os.path.exists(root):
         raise FileNotFoundError(f"{root}: no such file or folder")
-    files = list_files(root)
+    files, not_read = walk_files(root)
     result = scan_files(files, progress=progress, cancel=cancel)
+    result.skipped[:0] = not_read
     result.root = str(root)
     result.seconds = time.perf_counter() - t0
     return result
@@ -194,15 +259,20 @@ def scan_files(
             report(progress, i / max(1, len(files)), f"reading headers {i}/{len(files)}")
         try:
             h = read_header(path)
+            problem = None
+            if not h.has_pixel_data:
+                problem = f"no pixel data (a non-image DICOM object, SOP class {h.sop_class_uid or '?'})"
+            elif h.is_native and h.pixel_offset + h.pixel_length > h.file_size:
+                problem = (f"truncated file: pixel data needs {h.pixel_offset + h.pixel_length} bytes, "
+                           f"the file has {h.file_size}")
+            else:
+                problem = header_problem(h)
         except NotDicomError as exc:
-            skipped.append((path, str(exc)))
-            continue
-        if not h.has_pixel_data:
-            skipped.append((path, f"no pixel data (a non-image DICOM object, SOP class {h.sop_class_uid or '?'})"))
-            continue
-        if h.is_native and h.pixel_offset + h.pixel_length > h.file_size:
-            skipped.append((path, f"truncated file: pixel data needs {h.pixel_offset + h.pixel_length} bytes, "
-                                  f"the file has {h.file_size}"))
+            problem = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one malformed file must never stop a folder scan
+            problem = f"unreadable DICOM header ({type(exc).__name__}: {str(exc)[:200]})"
+        if problem:
+            skipped.append((path, problem))
             continue
         headers.append(h)
     report(progress, 1.0, f"read {len(files)} headers")
@@ -321,5 +391,5 @@ def _check_entry(entry: SeriesEntry) -> None:
 def _as_int(text: str) -> int:
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):
         return 1 << 30

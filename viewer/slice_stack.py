@@ -23,6 +23,10 @@ from viewer.progress import CancelFn, check_cancel
 UNIFORM_TOLERANCE = 0.05
 #: an in-plane shift below this many pixels over the whole stack is not a tilt
 SHEAR_TOLERANCE_PX = 0.05
+#: a stack that would be resampled onto more slices than this is refused (a slice at a wrong position)
+MAX_SLICES = 4000
+#: no grid of more voxels than this is allocated (4 GiB at int16)
+MAX_VOXELS = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,17 @@ def plan_stack(
         slice_thickness: used as the z spacing of a single-slice stack.
         names: a label per slice (file name) for warnings.
     """
-    pos = np.asarray(positions_lps, dtype=float).reshape(-1, 3)
+    pos = raw = np.asarray(positions_lps, dtype=float).reshape(-1, 3)
     n = len(pos)
     row, col, normal = orientation_vectors(iop)
     dy, dx = float(pixel_spacing[0]), float(pixel_spacing[1])
+    if not (math.isfinite(dy) and math.isfinite(dx) and dy > 0 and dx > 0):
+        raise ValueError(f"PixelSpacing must be two positive numbers, got {dy:g}\\{dx:g}")
+    bad = np.nonzero(~np.all(np.isfinite(pos), axis=1))[0]
+    if len(bad):
+        raise ValueError(f"ImagePositionPatient of {_name(names, int(bad[0]))} is not finite: {pos[bad[0]].tolist()}")
+    if slice_thickness is not None and not math.isfinite(slice_thickness):
+        raise ValueError(f"SliceThickness is not finite: {slice_thickness}")
     direction = np.stack([normal, col, row], axis=1)
     dist = pos @ normal
     order = np.argsort(dist, kind="stable")
@@ -123,6 +134,7 @@ def plan_stack(
     shifts = np.stack([rel @ col / dy, rel @ row / dx], axis=1)  # (rows, columns) pixels
     if n == 1:
         dz = float(slice_thickness) if slice_thickness and slice_thickness > 0 else 1.0
+        _check_size((1, rows, columns))
         return StackPlan(order, dist, shifts, (dz, dy, dx), (1, rows, columns), tuple(pos[0]), direction,
                          False, tuple(warnings), dropped)
 
@@ -133,6 +145,7 @@ def plan_stack(
     sheared = bool(np.max(np.abs(shifts)) > SHEAR_TOLERANCE_PX)
 
     if uniform and not sheared:
+        _check_size((n, rows, columns))
         return StackPlan(order, dist, shifts, (float(mean_gap), dy, dx), (n, rows, columns), tuple(pos[0]),
                          direction, False, tuple(warnings), dropped)
 
@@ -169,11 +182,32 @@ def plan_stack(
     vmax, umax = np.ceil(shifts.max(axis=0) - 1e-6)
     out_rows = int(rows + vmax - vmin)
     out_cols = int(columns + umax - umin)
-    nz = int(math.floor((dist[-1] - dist[0]) / target + 1e-6)) + 1
+    span = float(dist[-1] - dist[0])
+    if not math.isfinite(span / target) or span / target > MAX_SLICES:
+        k = int(np.argmax(gaps))  # the lone slice(s) beyond the largest gap are the suspects
+        suspect = order[0] if k + 1 <= n - k - 1 else order[-1]
+        raise ValueError(
+            f"slice positions span {span:.6g} mm at {target:.4g} mm spacing: more than {MAX_SLICES} slices "
+            f"after resampling; the largest gap is {gaps[k]:.6g} mm; is the ImagePositionPatient of "
+            f"{_name(names, int(suspect))} ({', '.join(f'{v:g}' for v in raw[suspect])}) wrong?"
+        )
+    nz = int(math.floor(span / target + 1e-6)) + 1
+    _check_size((nz, out_rows, out_cols))
     origin = pos[0] + vmin * dy * col + umin * dx * row
     plan_shifts = shifts - np.array([vmin, umin])
     return StackPlan(order, dist, plan_shifts, (target, dy, dx), (nz, out_rows, out_cols), tuple(origin),
                      direction, True, tuple(warnings), dropped)
+
+
+def _name(names: list[str] | None, i: int) -> str:
+    return names[i] if names else f"slice {i}"
+
+
+def _check_size(shape: tuple[int, int, int]) -> None:
+    voxels = shape[0] * shape[1] * shape[2]
+    if voxels > MAX_VOXELS:
+        raise ValueError(f"the volume would have {shape[0]} x {shape[1]} x {shape[2]} = {voxels:,} voxels, "
+                         f"more than {MAX_VOXELS:,}: refused")
 
 
 def resample_stack(
