@@ -20,6 +20,7 @@ from viewer.view_state import ViewerState
 
 HEATMAP_LAYER = "AI heat map"
 MASK_LAYER = "AI lungs + lesions"
+HEATMAP_OPACITY, HEATMAP_THRESHOLD = 0.45, 0.25  # threshold: fraction of the heat map's range
 LUNG_METHOD_NAMES = {"threshold": "threshold", "unet": "U-Net"}
 
 
@@ -190,5 +191,17 @@ def add_prediction_layers(state: ViewerState, pred: Prediction) -> None:
     lesions = pred.lesion_mask > 0
     labels[lesions] = pred.lesion_mask[lesions]
     state.layers.add(LabelLayer(MASK_LAYER, labels, opacity=0.4, hidden_labels={1, 2}), state.shape)
-    state.layers.add(HeatmapLayer(HEATMAP_LAYER, pred.heatmap, colormap="jet", opacity=0.45, threshold=0.25),
-                     state.shape)
+    state.layers.add(HeatmapLayer(HEATMAP_LAYER, pred.heatmap, colormap="jet", opacity=HEATMAP_OPACITY,
+                                  threshold=HEATMAP_THRESHOLD), state.shape)
+
+
+def heatmap_overlay_layer(name: str, data: np.ndarray) -> HeatmapLayer:
+    """A float map from a file (e.g. `lunglens screen`'s heatmap.nii.gz) drawn like the AI's heat map: maps in
+    [0, 1] exactly so, others over their own range with the threshold at the same fraction of it."""
+    lo, hi = float(data.min()), float(data.max())
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    elif hi <= lo:
+        hi = lo + 1.0
+    return HeatmapLayer(name, data, colormap="jet", opacity=HEATMAP_OPACITY,
+                        threshold=lo + HEATMAP_THRESHOLD * (hi - lo), vmin=lo, vmax=hi)

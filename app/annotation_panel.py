@@ -205,7 +205,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         header.setSectionResizeMode(3, QtWidgets.QHeaderView.ResizeMode.Stretch)  # fits the dock: no side scrolling
         header.setMinimumSectionSize(20)
         self.stats.setToolTip("per label: voxels, volume, mean and sd of HU, share of the lungs (lung labels and "
-                              "the lesions painted over them)")
+                              "the lesions painted over them; without lung labels the AI's lung mask, else -)")
         self.stats.setMinimumHeight(140)
         refresh = QtWidgets.QPushButton("Refresh")
         refresh.clicked.connect(self.controller.request_stats)
@@ -283,7 +283,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         self.stats.setRowCount(len(stats))
         for r, s in enumerate(stats):
             hu = "" if s.mean_hu is None else f"{s.mean_hu:.0f} \u00b1 {s.std_hu:.0f}"
-            share = "" if s.percent_of_lung is None else f"{s.percent_of_lung:.1f}"
+            share = "-" if s.percent_of_lung is None else f"{s.percent_of_lung:.1f}"
             cells = (str(s.value), str(s.voxels), f"{s.volume_ml:.1f}", hu, share)
             for col, text in enumerate(cells):
                 item = QtWidgets.QTableWidgetItem(text)

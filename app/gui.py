@@ -46,7 +46,8 @@ def run_viewer(
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
 
-    Returns the process exit code: 0, or 1 when loading failed or the screenshot could not be written.
+    Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
+    the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
     """
     _headless_defaults(screenshot is not None)
     if screenshot is None and not _has_display():
@@ -92,6 +93,12 @@ def run_viewer(
         else:
             window.volume_loaded.connect(shoot)
         window.load_failed.connect(failed)
+
+        def overlay_refused(message: str) -> None:
+            print(f"lunglens: error: overlay refused: {message}", file=sys.stderr)
+            status["code"] = 1
+
+        window.overlay_failed.connect(overlay_refused)
         QtCore.QTimer.singleShot(int(timeout_s * 1000), lambda: failed(f"timed out after {timeout_s:.0f} s"))
         if path is None:
             QtCore.QTimer.singleShot(0, shoot)
@@ -103,5 +110,11 @@ def run_viewer(
             print(f"lunglens: error: {path}: no such file or folder", file=sys.stderr)
             return 1
         window.open_path(path, series=series, overlays=overlays)
-    app.exec()
+    try:
+        app.exec()
+    finally:
+        # a worker still running when the window goes would abort the process ("QThread: Destroyed while
+        # thread is still running")
+        window.annotation.shutdown()
+        window.join_workers()
     return status["code"]

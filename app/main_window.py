@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.analysis import (
@@ -13,6 +15,7 @@ from app.analysis import (
     ResultsPanel,
     add_prediction_layers,
     heatmap_choices,
+    heatmap_overlay_layer,
     is_slice_model,
     usable_lung_methods,
     usable_models,
@@ -25,8 +28,8 @@ from app.settings import Settings
 from app.workers import LoadWorker, start_worker
 from viewer.errors import LoadError
 from viewer.gui.slice_view import EDIT_TOOLS, TOOLS, SliceView
-from viewer.io import read_labels_on_grid, volume_suffix
-from viewer.layers import LabelLayer
+from viewer.io import read_overlay_on_grid, volume_suffix
+from viewer.layers import HeatmapLayer, LabelLayer
 from viewer.slicing import Orientation
 from viewer.view_state import ViewerState
 from viewer.volume import Volume
@@ -57,6 +60,7 @@ class MainWindow(QtWidgets.QMainWindow):
     load_failed = QtCore.Signal(str)
     analysis_done = QtCore.Signal(object)
     analysis_failed = QtCore.Signal(str)
+    overlay_failed = QtCore.Signal(str)  # a refused overlay; the CT stays on show
 
     def __init__(self, settings: Settings | None = None, interactive: bool = True) -> None:
         """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead."""
@@ -66,6 +70,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state = ViewerState(window=self.settings.presets().get(self.settings.preset))
         self._thread: QtCore.QThread | None = None
         self._worker: LoadWorker | None = None
+        self._threads: list[QtCore.QThread] = []  # every worker thread started, joined before the window goes
+        self._closing = False  # set by `join_workers`: results still arriving are dropped
         self._pending_overlays: list[str] = []
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -412,10 +418,29 @@ class MainWindow(QtWidgets.QMainWindow):
         self.cancel_button.show()
         self.statusBar().showMessage(message)
         self._thread = start_worker(worker, self)
+        self._threads = [t for t in self._threads if shiboken6.isValid(t)] + [self._thread]
 
     def cancel_loading(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+
+    def join_workers(self, timeout_s: float = 120.0) -> bool:
+        """Cancel the running task and wait until every worker thread has ended (before the window goes: Qt
+        aborts the process when a running QThread is destroyed). Returns whether they all ended in time."""
+        self._closing = True
+        self.cancel_loading()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = [t for t in self._threads if shiboken6.isValid(t) and t.isRunning()]
+            if not running or time.monotonic() >= deadline:
+                break
+            for thread in running:
+                thread.quit()  # ends its event loop once the worker's run returns (its own quit is queued)
+            # keep the events flowing and sleep (QThread.wait would hold the GIL the worker needs)
+            QtCore.QCoreApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+            time.sleep(0.01)
+        self._threads = [t for t in self._threads if shiboken6.isValid(t) and t.isRunning()]
+        return not self._threads
 
     def _on_worker_finished(self) -> None:
         # A replaced worker can finish after its successor started (sender() is not reliable for
@@ -438,6 +463,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_scanned(self, result) -> None:
         from viewer.io import choose_series
 
+        if self._closing:
+            return
         path = self._loading_path
         try:
             entry = choose_series(result)
@@ -455,6 +482,8 @@ class MainWindow(QtWidgets.QMainWindow):
             QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays))
 
     def _on_loaded(self, volume: Volume) -> None:
+        if self._closing:
+            return
         path = self._loading_path
         self.state.set_volume(volume)
         # the slice views paint first; the 3D view (about 1 s on a big series) follows
@@ -480,7 +509,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """A failure: status bar, signal for tests and scripts, and a message box for a person."""
         self.statusBar().showMessage(message.splitlines()[0], 15000)
         signal.emit(message)
-        if self.interactive:
+        if self.interactive and not self._closing:
             QtWidgets.QMessageBox.warning(self, title, message)
 
     # -- AI --------------------------------------------------------------------------------
@@ -517,7 +546,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._start(worker, "analysing...")
 
     def _on_analysis_done(self, pred) -> None:
-        if self.state.volume is None or pred.heatmap.shape != self.state.shape:
+        if self._closing or self.state.volume is None or pred.heatmap.shape != self.state.shape:
             return  # the volume changed while the model ran
         add_prediction_layers(self.state, pred)
         self.annotation.set_ai_result(pred)
@@ -537,20 +566,24 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.add_overlay(path)
 
-    def add_overlay(self, path: str) -> LabelLayer | None:
-        """Show a label/mask file over the CT (resampled onto its grid if needed)."""
+    def add_overlay(self, path: str) -> LabelLayer | HeatmapLayer | None:
+        """Show a label/mask file, or a float map as a heat map, over the CT (resampled onto its grid if needed).
+
+        A refused file is reported (`overlay_failed`, and a message box for a person); the CT stays.
+        """
         if self.state.volume is None:
-            self._on_failed("open a CT before adding a mask overlay")
+            self._report("open a CT before adding a mask overlay", self.overlay_failed, "Cannot add overlay")
             return None
         try:
-            data = read_labels_on_grid(path, self.state.volume)
+            kind, data = read_overlay_on_grid(path, self.state.volume)
         except LoadError as exc:
-            self._on_failed(str(exc))
+            self._report(str(exc), self.overlay_failed, "Cannot add overlay")
             return None
         name = Path(path).name
-        for suffix in (volume_suffix(path) or "",):
-            name = name[: -len(suffix)] if suffix else name
-        return self.state.layers.add(LabelLayer(name, data), self.state.shape)
+        suffix = volume_suffix(path)
+        name = name[: -len(suffix)] if suffix else name
+        layer = heatmap_overlay_layer(name, data) if kind == "heatmap" else LabelLayer(name, data)
+        return self.state.layers.add(layer, self.state.shape)
 
     def _push_volume_3d(self) -> None:
         if hasattr(self.view3d, "set_volume") and self.state.volume is not None:
@@ -635,8 +668,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self.annotation.resolve_unsaved(then=self.close):
             ev.ignore()
             return
+        self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
         self.annotation.shutdown()
-        self.cancel_loading()
         try:
             self.settings.save()
         except OSError:

@@ -33,8 +33,8 @@ def lung_values(labels: LabelMap) -> list[int]:
 
 
 def label_stats(labels: LabelMap, hu: np.ndarray | None = None, *, lung_mask: np.ndarray | None = None,
-                lesion_values: Collection[int] | None = None, values: Collection[int] | None = None
-                ) -> list[LabelStats]:
+                lesion_values: Collection[int] | None = None, values: Collection[int] | None = None,
+                fallback_lung_mask: np.ndarray | None = None) -> list[LabelStats]:
     """Statistics of every label in the table (or of `values`), ordered by value.
 
     Args:
@@ -43,17 +43,23 @@ def label_stats(labels: LabelMap, hu: np.ndarray | None = None, *, lung_mask: np
         lesion_values: without `lung_mask`, the lungs are the voxels of the lung labels plus those of
             these labels (painted over the lungs, they replaced the lung label there). Default: every
             label that is not a lung label. Labels outside the lungs get percent_of_lung None.
+        fallback_lung_mask: the lungs (bool) when `lung_mask` is None and the map has no lung voxels, e.g.
+            the AI's lung mask. Without lung voxels and without it, every percent_of_lung is None: the
+            lesions alone are not the lung.
 
     One pass over the volume in slabs (bincount per slab), no full-volume temporaries.
     """
     arr = labels.array
     if hu is not None and (not isinstance(hu, np.ndarray) or hu.shape != arr.shape):
         raise ValueError(f"the CT array must have the label map's shape {arr.shape}, got {getattr(hu, 'shape', hu)}")
+    for name, mask in (("lung_mask", lung_mask), ("fallback_lung_mask", fallback_lung_mask)):
+        if mask is not None and (np.shape(mask) != arr.shape or np.asarray(mask).dtype != bool):
+            raise ValueError(f"{name} must be a bool array of shape {arr.shape}, got {np.asarray(mask).dtype} "
+                             f"{np.shape(mask)}")
     if lung_mask is not None:
-        lung_mask = np.asarray(lung_mask)
-        if lung_mask.shape != arr.shape or lung_mask.dtype != bool:
-            raise ValueError(f"lung_mask must be a bool array of shape {arr.shape}, got {lung_mask.dtype} "
-                             f"{lung_mask.shape}")
+        lung_mask, fallback_lung_mask = np.asarray(lung_mask), None
+    elif fallback_lung_mask is not None:
+        fallback_lung_mask = np.asarray(fallback_lung_mask)
     if values is None:
         wanted = labels.table.values()
     else:
@@ -76,15 +82,20 @@ def label_stats(labels: LabelMap, hu: np.ndarray | None = None, *, lung_mask: np
             h = hu[k0:k0 + _SLAB].reshape(-1).astype(np.float64)
             total += np.bincount(lab, weights=h, minlength=n)
             total2 += np.bincount(lab, weights=h * h, minlength=n)
-        if lung_mask is not None:
-            in_lung += np.bincount(lab[lung_mask[k0:k0 + _SLAB].reshape(-1)], minlength=n)
+        mask = lung_mask if lung_mask is not None else fallback_lung_mask
+        if mask is not None:
+            in_lung += np.bincount(lab[mask[k0:k0 + _SLAB].reshape(-1)], minlength=n)
 
+    if lung_mask is None and fallback_lung_mask is not None and not count[lungs].any():
+        lung_mask = fallback_lung_mask
     if lung_mask is not None:
         lung_total = int(np.count_nonzero(lung_mask))
-    else:
+    elif count[lungs].any():
         members = sorted(set(lungs) | set(lesions))
-        lung_total = int(count[members].sum()) if members else 0
+        lung_total = int(count[members].sum())
         in_lung[members] = count[members]
+    else:
+        lung_total = 0  # no lungs known: no share
 
     out = []
     for v in wanted:
