@@ -567,11 +567,14 @@ class AnnotationController(QtCore.QObject):
             return
         mapping, path = self.mapping, Path(path)
         self.window.statusBar().showMessage(f"reading {path}...")
-        self._run(lambda: (path, mapping, *load_label_map(path, mapping)), self._opened,
-                  lambda msg: self._error("Open label map", msg, self.load_failed))
+        def read() -> tuple:
+            notes: list[str] = []
+            return (path, mapping, *load_label_map(path, mapping, warnings=notes), notes)
+
+        self._run(read, self._opened, lambda msg: self._error("Open label map", msg, self.load_failed))
 
     def _opened(self, result: tuple) -> None:
-        path, mapping, array, table, touched = result
+        path, mapping, array, table, touched, notes = result
         if mapping is not self.mapping:
             return  # another CT was opened meanwhile
         if not self.resolve_unsaved(then=lambda: self._opened(result)):  # edits made while it was read
@@ -583,7 +586,8 @@ class AnnotationController(QtCore.QObject):
             self._error("Open label map", f"{path}: {exc}", self.load_failed)
             return
         self.set_labels(labels, path)
-        self.window.statusBar().showMessage(f"opened {path}", 8000)
+        message = f"opened {path}" + "".join(f"; {n}" for n in notes)
+        self.window.statusBar().showMessage(message, 15000 if notes else 8000)
         self.loaded.emit(str(path))
 
     def save(self, then: Callable[[], None] | None = None) -> None:
@@ -666,9 +670,12 @@ class AnnotationController(QtCore.QObject):
             return
         self._stats_running = True
         array, table, hu, spacing = labels.array.copy(), labels.table.copy(), vol.array, labels.spacing
+        ai_lungs = self.ai_masks[0] if self.ai_masks is not None and self.ai_masks[0].shape == array.shape else None
 
         def compute() -> list:
-            return label_stats(LabelMap(array, spacing, table, copy=False), hu)
+            # a map without lung labels measures its share against the AI's lungs (this CT's), else none
+            fallback = None if ai_lungs is None else ai_lungs > 0
+            return label_stats(LabelMap(array, spacing, table, copy=False), hu, fallback_lung_mask=fallback)
 
         self._run(compute, self._stats_done, self._stats_failed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -64,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="DICOM folder or file, or a volume file")
     p.add_argument("--series", metavar="ID", help="series id when PATH holds several")
     p.add_argument("--overlay", metavar="MASK", action="append", default=[],
-                   help="a label/mask volume to show over the CT (repeatable)")
+                   help="a label/mask volume to show over the CT, or a float map (such as `lunglens screen`'s "
+                        "heatmap.nii.gz) as a heat map (repeatable); a refused one is reported (exit code 1 "
+                        "with --screenshot) and the CT still shown")
     _add_view_options(p)
     p.set_defaults(func=cmd_view)
 
@@ -74,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("predict", help="classify 2D slice images (PNG/JPG) with a slice model",
-                       description="Classify slice images; writes a CSV with header path,predicted,p_covid.")
+                       description="Classify slice images; writes a CSV with header path,predicted,p_covid, in one "
+                                   "step at the end (an interrupted run leaves the previous CSV as it was). An "
+                                   "image that cannot be read (unreadable, truncated, too large, not an image) "
+                                   "is reported on stderr and skipped. Exit code: 0 when every image was "
+                                   "classified, 1 when some were skipped (the CSV holds the others) or none "
+                                   "could be read (no CSV is written then).")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders searched recursively")
     p.add_argument("--model", default="light-squeezenet", help="a registered slice model (see `lunglens models`)")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV file")
@@ -128,17 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     m = mask_sub.add_parser(
         "convert", help="convert a label map between NIfTI (.nii/.nii.gz + sidecar) and DICOM SEG (.dcm)",
         description="Convert a label map IN to OUT against its CT (--reference). NIfTI label maps (.nii.gz, "
-                    ".nii) keep their LungLens sidecar <stem>.labels.json (names, colours, provenance) and "
-                    "<stem>.touched.nii.gz; a DICOM SEG (.dcm) gets one segment per label and references the "
-                    "CT series' images, so reading or writing one needs the CT as a DICOM series. The mask "
-                    "must lie on the CT's grid (a flipped or re-ordered grid of the same space is resampled).")
+                    ".nii) keep their LungLens sidecar <stem>.labels.json (names, colours, provenance, and the name "
+                    "of the touched mask <stem>.touched.<id>.nii.gz); a DICOM SEG (.dcm) gets one segment per "
+                    "label and references the CT series' images, so reading or writing one needs the CT as a "
+                    "DICOM series. The mask must lie on the CT's voxels (a flipped or re-ordered grid of the "
+                    "same voxels is re-indexed exactly); a mask on other voxels of the same space is refused "
+                    "unless --resample is given.")
     m.add_argument("input", metavar="IN", help="label map: .nii.gz/.nii, or a DICOM SEG file")
     m.add_argument("out", metavar="OUT", help="output: .nii.gz/.nii or .dcm (DICOM SEG)")
     m.add_argument("--reference", required=True, metavar="SERIES_DIR_OR_VOLUME",
                    help="the CT the mask was drawn on: a DICOM folder or file (needed for SEG), or a volume file")
     m.add_argument("--series", metavar="UID", help="series id when the reference folder holds several")
     m.add_argument("--allow-other-series", action="store_true",
-                   help="accept a NIfTI whose sidecar names another series of the same geometry")
+                   help="accept a NIfTI whose sidecar names another series of the same geometry, or a SEG "
+                        "that references another series of the same frame of reference")
+    m.add_argument("--resample", action="store_true",
+                   help="resample (nearest neighbour) a NIfTI mask drawn on other voxels of the same space "
+                        "onto the CT's grid; without it such a mask is refused")
     m.set_defaults(func=cmd_mask_convert)
 
     p = sub.add_parser(
@@ -300,6 +314,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def format_series_table(result) -> str:
     """A plain-text table of the series in a ScanResult, then warnings and skipped files."""
+    from viewer.dicom_scan import skipped_lines
+
     rows = [("#", "series id", "modality", "orient.", "slices", "size", "spacing mm (z/y/x)", "description")]
     for i, s in enumerate(result.series, 1):
         ps = s.pixel_spacing
@@ -316,13 +332,7 @@ def format_series_table(result) -> str:
     for i, s in enumerate(result.series, 1):
         for w in s.warnings:
             lines.append(f"warning: series {i}: {w}")
-    if result.skipped:
-        counts: dict[str, list[str]] = {}
-        for p, reason in result.skipped:
-            counts.setdefault(reason, []).append(p)
-        for reason, paths in counts.items():
-            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
-            lines.append(f"skipped: {paths[0]}{more}: {reason}")
+    lines.extend(skipped_lines(result.skipped))
     return "\n".join(lines)
 
 
@@ -330,6 +340,7 @@ def format_series_table(result) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from viewer.atomic_files import WriteError
     from viewer.errors import LoadCancelled, LoadError
     from viewer.io import open_volume, volume_suffix, write_volume
 
@@ -350,6 +361,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     try:
         out = write_volume(vol, args.out)
+    except WriteError as exc:
+        return _fail(str(exc))
     except (OSError, RuntimeError, ValueError) as exc:
         return _fail(f"{args.out}: cannot write: {exc}")
     print(f"wrote {out}: {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} voxels, spacing "
@@ -364,6 +377,7 @@ MASK_NIFTI = (".nii.gz", ".nii")
 
 
 def cmd_mask_convert(args: argparse.Namespace) -> int:
+    from viewer.atomic_files import WriteError
     from viewer.errors import LoadCancelled, LoadError
     from viewer.io import open_volume, volume_suffix
 
@@ -399,12 +413,16 @@ def cmd_mask_convert(args: argparse.Namespace) -> int:
         if in_nifti:
             from viewer.mask_io import load_label_map_nifti
 
+            notes: list[str] = []
             labels, table, touched = load_label_map_nifti(args.input, vol,
-                                                          allow_other_series=args.allow_other_series)
+                                                          allow_other_series=args.allow_other_series,
+                                                          allow_resample=args.resample, warnings=notes)
+            for note in notes:
+                print(f"warning: {note}", file=sys.stderr)
         else:
             from viewer.dicom_seg import read_dicom_seg
 
-            labels, table = read_dicom_seg(args.input, vol, sources)
+            labels, table = read_dicom_seg(args.input, vol, sources, allow_other_series=args.allow_other_series)
     except ValueError as exc:
         return _fail(str(exc))
     try:
@@ -416,7 +434,7 @@ def cmd_mask_convert(args: argparse.Namespace) -> int:
             from viewer.mask_io import save_label_map_nifti
 
             save_label_map_nifti(args.out, labels, table, vol, touched)
-    except ValueError as exc:
+    except (ValueError, WriteError) as exc:
         return _fail(str(exc))
     except (OSError, RuntimeError) as exc:
         return _fail(f"{args.out}: cannot write: {exc}")
@@ -503,6 +521,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from inference.registry import WeightsError, get_model
     from inference.slice_classifier import SliceClassifier
     from inference.slice_data import ImageError, find_images, load_grey
+    from viewer.atomic_files import WriteError, write_bytes_atomic
 
     missing = [p for p in args.inputs if not os.path.exists(p)]
     if missing:
@@ -519,25 +538,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bar = ProgressBar("predicting")
     failed = 0
     positive = spec.positive_class
-    with open(args.out, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "predicted", f"p_{positive.lower()}"])
-        for i in range(0, len(paths), 16):
-            chunk, images = [], []
-            for p in paths[i : i + 16]:
-                try:
-                    images.append(load_grey(p))
-                    chunk.append(p)
-                except ImageError as exc:
-                    failed += 1
-                    print(f"lunglens: skipped: {exc}", file=sys.stderr)
-            if images:
-                pred = clf.predict_arrays(images)
-                for p, name, prob in zip(chunk, pred.predicted(), pred.positive):
-                    writer.writerow([str(p), name, f"{prob:.6f}"])
-            bar(min(1.0, (i + 16) / len(paths)), f"{min(i + 16, len(paths))}/{len(paths)} images")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "predicted", f"p_{positive.lower()}"])
+    for i in range(0, len(paths), 16):
+        chunk, images = [], []
+        for p in paths[i : i + 16]:
+            try:
+                images.append(load_grey(p))
+                chunk.append(p)
+            except ImageError as exc:
+                failed += 1
+                bar.close()
+                print(f"lunglens: skipped: {exc}", file=sys.stderr)
+        if images:
+            pred = clf.predict_arrays(images)
+            for p, name, prob in zip(chunk, pred.predicted(), pred.positive):
+                writer.writerow([str(p), name, f"{prob:.6f}"])
+        bar(min(1.0, (i + 16) / len(paths)), f"{min(i + 16, len(paths))}/{len(paths)} images")
     bar.close()
-    print(f"wrote {args.out}: {len(paths) - failed} image(s) classified with {spec.name} on {clf.engine}")
+    if failed == len(paths):
+        return _fail(f"none of the {len(paths)} image(s) could be read; {args.out} not written")
+    try:
+        write_bytes_atomic(args.out, buffer.getvalue().encode("utf-8"))
+    except OSError as exc:
+        return _fail(str(exc) if isinstance(exc, WriteError) else f"{args.out}: cannot write: {exc}")
+    print(f"wrote {args.out}: {len(paths) - failed} image(s) classified with {spec.name} on {clf.engine}"
+          + (f"; {failed} skipped (see above)" if failed else ""))
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 

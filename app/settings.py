@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from platformdirs import user_config_dir
 
+from viewer.atomic_files import write_text_atomic
 from viewer.windowing import PRESETS, Window
 
 MAX_RECENT = 10
@@ -59,7 +59,4 @@ class Settings:
     def save(self) -> None:
         path = settings_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(self), fh, indent=2)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(asdict(self), indent=2))

@@ -30,16 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from viewer.atomic_files import write_text_atomic
 from viewer.errors import LoadError
 from viewer.io import open_volume, write_volume
 from viewer.mask_io import (
     SIDECAR_SUFFIX,
-    TOUCHED_SUFFIX,
+    is_touched_file,
     load_label_map_nifti,
     read_sidecar,
     sidecar_document,
     write_label_image,
-    write_text_atomic,
 )
 
 MASK_NAMES = ("labels.nii.gz", "labels.nii", "mask.nii.gz", "mask.nii")
@@ -81,7 +81,7 @@ def find_cases(root: str | Path, out: str | Path | None = None) -> tuple[list[Ca
                                                             "next to it"})
         for name in sorted(filenames):
             path = here / name
-            if path in taken or not name.lower().endswith((".nii.gz", ".nii")) or name.endswith(TOUCHED_SUFFIX):
+            if path in taken or not name.lower().endswith((".nii.gz", ".nii")) or is_touched_file(name):
                 continue
             stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
             if stem + SIDECAR_SUFFIX not in files:
@@ -152,6 +152,8 @@ def export_training(
         try:
             rows.append(_export_case(case, out / case.name))
             log(f"{case.name}: {case.mask} on {case.ct}")
+            for note in rows[-1]["warnings"]:
+                log(f"{case.name}: warning: {note}")
         except (LoadError, ValueError, OSError, RuntimeError) as exc:
             message = str(exc)
             if message.startswith(f"{case.mask}: "):
@@ -182,6 +184,7 @@ def export_training(
 def _export_case(case: CaseSource, folder: Path) -> dict[str, Any]:
     vol = open_volume(case.ct)
     touched = None
+    notes: list[str] = []  # e.g. a touched mask not trusted because the labels changed after it was saved
     if case.mask.suffix.lower() == ".dcm":
         from viewer.dicom_seg import load_source_datasets, read_dicom_seg
 
@@ -189,7 +192,7 @@ def _export_case(case: CaseSource, folder: Path) -> dict[str, Any]:
             raise ValueError(f"{case.mask}: a DICOM SEG needs its CT as a DICOM series folder")
         labels, table = read_dicom_seg(case.mask, vol, load_source_datasets(case.ct, vol))
     else:
-        labels, table, touched = load_label_map_nifti(case.mask, vol)
+        labels, table, touched = load_label_map_nifti(case.mask, vol, warnings=notes)
     folder.mkdir(parents=True, exist_ok=True)
     write_volume(vol, folder / "ct.nii.gz")
     write_label_image(folder / "labels.nii.gz", labels, vol)
@@ -210,6 +213,7 @@ def _export_case(case: CaseSource, folder: Path) -> dict[str, Any]:
         "touched_voxels": int(touched.sum()) if touched is not None else None,
         "source_ct": str(case.ct),
         "source_mask": str(case.mask),
+        "warnings": notes,
         "shape_zyx": list(vol.shape),
         "spacing_zyx_mm": [round(s, 6) for s in vol.spacing],
         "labels": {str(i.value): {"name": i.name, "voxels": int(counts[i.value])} for i in table},

@@ -3,6 +3,7 @@ saving on the original grid (NIfTI, DICOM SEG), crash recovery, the unsaved-edit
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -280,7 +281,8 @@ def test_nifti_save_is_on_the_original_grid_and_reloads_voxel_exact(qtbot, nifti
     ct = sitk.ReadImage(str(nifti_ct))
     assert saved.GetDirection() == pytest.approx(ct.GetDirection()) and saved.GetOrigin() == pytest.approx(
         ct.GetOrigin())
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "edits.touched.nii.gz"))),
+    touched_file = tmp_path / json.loads((tmp_path / "edits.labels.json").read_text())["touched"]
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(touched_file))),
                           to_scrambled(touched).astype(np.uint8))
     win.annotation.new_label_map()
     assert not win.annotation.labels.array.any()
@@ -327,6 +329,34 @@ def test_save_errors_keep_the_edits(qtbot, nifti_ct, tmp_path):
     with qtbot.waitSignal(win.annotation.save_failed, timeout=20000):
         win.annotation.save_to(tmp_path / "blocked" / "edits.nii.gz")
     assert labels.dirty and np.array_equal(labels.array, before) and win.annotation.labels is labels
+    close_discarding(win)
+
+
+def test_a_short_write_keeps_the_saved_file_and_the_unsaved_edits(qtbot, nifti_ct, tmp_path, monkeypatch):
+    win = open_window(qtbot, nifti_ct)
+    win.set_tool("brush")
+    k = win.state.cursor[0]
+    drag(qtbot, win.views[Orientation.AXIAL], [(k, 30, 30)])
+    out = tmp_path / "edits.nii.gz"
+    with qtbot.waitSignal(win.annotation.saved, timeout=20000):
+        win.annotation.save_to(out)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    drag(qtbot, win.views[Orientation.AXIAL], [(k, 60, 60), (k, 62, 70)])
+    labels = win.annotation.labels
+    edited = labels.array.copy()
+    real = sitk.WriteImage
+
+    def full_disk(image, name, *args, **kwargs):  # SimpleITK on a full disk: a short file, no exception
+        real(image, name, *args, **kwargs)
+        with open(name, "r+b") as fh:
+            fh.truncate(40)
+
+    monkeypatch.setattr(sitk, "WriteImage", full_disk)
+    with qtbot.waitSignal(win.annotation.save_failed, timeout=20000) as failed:
+        win.annotation.save()
+    assert "not saved" in failed.args[0] and "edits.nii.gz" in failed.args[0] and "edits are kept" in failed.args[0]
+    assert labels.dirty and np.array_equal(labels.array, edited)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == saved
     close_discarding(win)
 
 

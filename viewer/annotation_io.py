@@ -95,12 +95,15 @@ def save_label_map(path: str | Path, labels: np.ndarray, table: LabelTable, mapp
     return write_dicom_seg(path, original, table, sources, reference=mapping.reference)
 
 
-def load_label_map(path: str | Path, mapping: GridMapping
+def load_label_map(path: str | Path, mapping: GridMapping, *, warnings: list[str] | None = None
                    ) -> tuple[np.ndarray, LabelTable, np.ndarray | None]:
-    """Read a NIfTI label map or a DICOM SEG of the CT onto the canonical grid: (labels, table, touched or None)."""
+    """Read a NIfTI label map or a DICOM SEG of the CT onto the canonical grid: (labels, table, touched or None).
+
+    Notes for the user (e.g. a touched mask dropped because the labels changed after the save) go to `warnings`.
+    """
     path = Path(path)
     if file_format(path) == "nifti":
-        labels, table, touched = load_label_map_nifti(path, mapping.reference)
+        labels, table, touched = load_label_map_nifti(path, mapping.reference, warnings=warnings)
     else:
         if not mapping.is_dicom:
             raise ValueError(f"{path}: a DICOM SEG is read against its DICOM series; this CT was not loaded from "

@@ -42,11 +42,12 @@ from pydicom.pixels import iter_pixels
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from viewer.atomic_files import atomic_write
 from viewer.dicom_scan import SeriesEntry, scan
 from viewer.errors import LoadError
 from viewer.io import choose_series
 from viewer.label_table import MAX_LABEL, LabelInfo, LabelTable
-from viewer.mask_io import atomic_write, check_label_array, fallback_color, present_values, table_for_values
+from viewer.mask_io import check_label_array, fallback_color, present_values, table_for_values
 from viewer.volume import Volume
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -134,7 +135,7 @@ def write_dicom_seg(
         software_versions=_version(), device_serial_number="0", series_description=series_description,
         content_label="LUNGLENS", content_description="Label map edited in LungLens",
     )
-    atomic_write(path, ".dcm", lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    atomic_write(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), suffix=".dcm")
     return path
 
 
@@ -227,7 +228,8 @@ def load_source_datasets(
 
 
 def read_dicom_seg(
-    path: str | Path, reference: Volume, source_datasets: Sequence[Dataset] | None = None
+    path: str | Path, reference: Volume, source_datasets: Sequence[Dataset] | None = None, *,
+    allow_other_series: bool = False,
 ) -> tuple[np.ndarray, LabelTable]:
     """A DICOM SEG as a uint8 label map on `reference`'s grid, with its label table.
 
@@ -236,6 +238,8 @@ def read_dicom_seg(
         reference: the CT it was drawn on.
         source_datasets: that CT's images in z order; used for frames without a position, and to check
             the frame of reference.
+        allow_other_series: accept a SEG that references another series of the same frame of reference
+            (refused by default, as a NIfTI whose sidecar names another series is).
     """
     path = Path(path)
     ds = _read(path)
@@ -243,6 +247,8 @@ def read_dicom_seg(
     if (rows, cols) != tuple(reference.shape[1:]):
         raise ValueError(f"{path}: frames are {rows}x{cols}, the CT slices {reference.shape[1]}x{reference.shape[2]}")
     _check_frame_of_reference(path, ds, reference, source_datasets)
+    if not allow_other_series:
+        _check_referenced_series(path, ds, reference, source_datasets)
     table, rank_of, lut, value_of_rank = _segments(path, ds)
     seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
     uid_to_k = {str(s.SOPInstanceUID): k for k, s in enumerate(source_datasets or [])}
@@ -322,9 +328,24 @@ def _check_frame_of_reference(path: Path, ds: Dataset, reference: Volume,
         raise ValueError(f"{path}: frame of reference {seg_for} is not the CT's ({', '.join(sorted(known))})")
 
 
+def _check_referenced_series(path: Path, ds: Dataset, reference: Volume,
+                             source_datasets: Sequence[Dataset] | None) -> None:
+    theirs = {str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence") or []}
+    theirs.discard("")
+    ours = {reference.metadata.series_instance_uid or ""}
+    ours |= {str(s.get("SeriesInstanceUID", "")) for s in source_datasets or []}
+    ours.discard("")
+    if theirs and ours and not theirs & ours:
+        raise ValueError(f"{path}: drawn on series {', '.join(sorted(theirs))}, not on this CT "
+                         f"({', '.join(sorted(ours))}); the frame of reference is the same, so it can be read "
+                         "with --allow-other-series if that is intended")
+
+
 def _segments(path: Path, ds: Dataset) -> tuple[LabelTable, dict[int, int], np.ndarray, np.ndarray]:
     """The label table, segment number -> rank (1..n in number order), LUTs pixel value -> rank -> label value."""
     items = list(ds.get("SegmentSequence") or [])
+    if str(ds.get("SegmentationType", "")).upper() == "LABELMAP":
+        items = [s for s in items if int(s.get("SegmentNumber", -1)) != 0]  # pixel value 0: the background
     if not items:
         raise ValueError(f"{path}: the segmentation describes no segments")
     numbers = sorted(int(s.SegmentNumber) for s in items)

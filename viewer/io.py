@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from viewer.atomic_files import write_image_verified
 from viewer.dicom_load import load_series
-from viewer.dicom_scan import ScanResult, SeriesEntry, scan
+from viewer.dicom_scan import ScanResult, SeriesEntry, scan, skipped_lines
 from viewer.errors import LoadError
 from viewer.progress import CancelFn, ProgressFn, check_cancel, report
 from viewer.volume import SeriesMetadata, Volume, volume_from_sitk
@@ -68,24 +68,18 @@ def read_volume_file(path: str | Path) -> Volume:
 
 
 def write_volume(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:
-    """Write `volume` with its geometry; atomic (temporary file, then rename)."""
+    """Write `volume` with its geometry, atomically and verified by reading it back.
+
+    Raises ValueError for an unsupported suffix and WriteError (an OSError naming the file, saying "disk
+    full" when it is) for a short or failed write; the previous file at `path` is then untouched.
+    """
     path = Path(path)
     suffix = volume_suffix(path)
     if suffix is None:
         raise ValueError(f"{path}: unsupported output type; use one of {', '.join(VOLUME_SUFFIXES)}")
     if suffix in (".mhd", ".nhdr"):
         raise ValueError(f"{path}: detached-header formats are not written; use .mha or .nrrd")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(volume.to_sitk(), tmp, useCompression=compress)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_image_verified(path, volume.to_sitk(), np.asarray(volume.array), compress=compress)
 
 
 def choose_series(result: ScanResult, series_id: str | None = None) -> SeriesEntry:
@@ -145,9 +139,12 @@ def open_volume(
         report(progress, 1.0, "loaded")
         return vol
     if os.path.isdir(path):
-        with os.scandir(path) as entries:
-            if next(entries, None) is None:
-                raise LoadError(f"{path}: the folder is empty")
+        try:
+            with os.scandir(path) as entries:
+                if next(entries, None) is None:
+                    raise LoadError(f"{path}: the folder is empty")
+        except OSError as exc:
+            raise LoadError(f"{path}: cannot read folder: {exc.strerror or exc}") from None
 
     def scan_progress(f: float, msg: str) -> None:
         report(progress, 0.2 * f, msg)
@@ -159,22 +156,83 @@ def open_volume(
     def load_progress(f: float, msg: str) -> None:
         report(progress, 0.2 + 0.8 * f, msg)
 
-    return load_series(entry, progress=load_progress, cancel=cancel, allow_non_ct=allow_non_ct)
+    vol = load_series(entry, progress=load_progress, cancel=cancel, allow_non_ct=allow_non_ct)
+    if result.skipped:  # reported with the volume, as `info` reports them
+        vol = vol.with_array(vol.array, warnings=vol.warnings + tuple(skipped_lines(result.skipped)))
+    return vol
 
 
 def read_labels_on_grid(path: str | Path, reference: Volume) -> np.ndarray:
     """A label/mask volume file resampled (nearest neighbour) onto `reference`'s grid, as uint8/uint16.
 
     Masks written on the CT's own grid come back voxel for voxel; others are resampled by their geometry.
+    A file that does not overlap the CT (another patient's or study's) is refused with both boxes.
     """
     labels = read_volume_file(path)
-    if labels.array.dtype.kind == "f" and not np.array_equal(labels.array, np.round(labels.array)):
+    if labels.array.dtype.kind == "f" and not _integral(labels.array):
         raise LoadError(f"{path}: not a label map (non-integer values)")
+    return _labels_on_grid(path, labels, reference)
+
+
+def read_overlay_on_grid(path: str | Path, reference: Volume) -> tuple[str, np.ndarray]:
+    """An overlay file on `reference`'s grid: ("labels", uint8/uint16 labels) for integer values, or
+    ("heatmap", float32 map, linear interpolation) for a float map with fractional values, such as the
+    heatmap.nii.gz `lunglens screen` writes. Non-finite values of a map become its minimum.
+
+    Raises:
+        LoadError: unreadable, not one value per voxel, or no overlap with `reference` (the message names
+            both LPS boxes and frames of reference).
+    """
+    image = read_volume_file(path)
+    if image.array.dtype.kind != "f" or _integral(image.array):
+        return "labels", _labels_on_grid(path, image, reference)
+    array = image.array
+    finite = np.isfinite(array)
+    if not finite.any():
+        raise LoadError(f"{path}: no finite value in the map")
+    if not finite.all():
+        array = np.where(finite, array, array[finite].min())
+    _check_overlap(path, image, reference, "map")
+    if image.same_grid(reference, tol=1e-3):
+        return "heatmap", np.ascontiguousarray(array, dtype=np.float32)
+    res = sitk.Resample(image.with_array(array.astype(np.float32)).to_sitk(), reference.to_sitk(), sitk.Transform(),
+                        sitk.sitkLinear, float(array[finite].min()), sitk.sitkFloat32)
+    return "heatmap", sitk.GetArrayFromImage(res)
+
+
+def _integral(array: np.ndarray) -> bool:
+    return bool(np.array_equal(array, np.round(array)))
+
+
+def _labels_on_grid(path: str | Path, labels: Volume, reference: Volume) -> np.ndarray:
     if labels.same_grid(reference, tol=1e-3):
         data = labels.array
     else:
+        _check_overlap(path, labels, reference, "label map")
         res = sitk.Resample(labels.to_sitk(), reference.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         data = sitk.GetArrayFromImage(res)
+        if not data.any() and labels.array.any():
+            raise LoadError(f"{path}: no labelled voxel of it lies inside the CT: {_frames(labels, reference)}")
     if data.min() < 0 or data.max() > 65535:
         raise LoadError(f"{path}: label values must lie in 0..65535")
     return data.astype(np.uint8 if data.max() <= 255 else np.uint16)
+
+
+def _check_overlap(path: str | Path, image: Volume, reference: Volume, what: str) -> None:
+    """Refuse an image whose box does not meet the CT's (it was resampled into nothing)."""
+    (lo_a, hi_a), (lo_b, hi_b) = image.lps_bounds(), reference.lps_bounds()
+    if np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)):
+        return
+    raise LoadError(f"{path}: the {what} does not overlap the CT (another patient or study?): "
+                    f"{_frames(image, reference)}")
+
+
+def _frames(image: Volume, reference: Volume) -> str:
+    """Both LPS boxes (mm) and frames of reference, for a message."""
+    parts = []
+    for who, vol in (("it", image), ("the CT", reference)):
+        lo, hi = vol.lps_bounds()
+        frame = vol.metadata.frame_of_reference_uid or "none recorded"
+        parts.append(f"{who} covers LPS {np.round(lo, 1).tolist()}..{np.round(hi, 1).tolist()} mm "
+                     f"(frame of reference: {frame})")
+    return "; ".join(parts)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from viewer.atomic_files import atomic_write
 from viewer.label_table import LabelTable
 from viewer.volume import Volume
 
@@ -132,17 +132,12 @@ class RecoveryStore:
                 raise ValueError(f"touched mask shape {touched.shape} does not match the labels {labels.shape}")
             arrays["touched_starts"], arrays["touched_values"] = _runs(touched.reshape(-1).view(np.uint8))
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)  # the runs are small already; zip deflate would cost more than it saves
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        atomic_write(path, write, suffix=".tmp")  # fsynced, umask mode, a full disk is a WriteError
         self._remove_stale_temporaries(path)
         return path
 

@@ -111,6 +111,14 @@ class Volume:
         a = self.affine
         return idx @ a[:3, :3].T + a[:3, 3]
 
+    def lps_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The LPS box (min corner, max corner) in mm that the voxels cover, outer voxel edges included."""
+        n = np.asarray(self.shape, dtype=float)
+        corners = np.array([[a, b, c] for a in (-0.5, n[0] - 0.5) for b in (-0.5, n[1] - 0.5)
+                            for c in (-0.5, n[2] - 0.5)])
+        pts = self.index_to_lps(corners)
+        return pts.min(axis=0), pts.max(axis=0)
+
     def lps_to_index(self, points: Any) -> np.ndarray:
         """Fractional (k, j, i) array indices of LPS points (one or (N, 3))."""
         pts = np.asarray(points, dtype=float)

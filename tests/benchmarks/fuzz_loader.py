@@ -126,6 +126,18 @@ def make_bases(root: Path, *, syntaxes: tuple[str, ...] = SYNTAXES, multiframe: 
     return bases
 
 
+def source_bases(folders: list[str]) -> list[Base]:
+    """Real series to mutate as well: each folder's files (not recursive; names must differ), e.g. a series
+    from ../shared/data (never copied into the repository: the mutants live in a temporary folder)."""
+    bases = []
+    for folder in folders:
+        files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise SystemExit(f"{folder}: no files to mutate")
+        bases.append(Base(f"{Path(folder).name} (real)", files))
+    return bases
+
+
 def generate(bases: list[Base], n: int, seed: int) -> Iterator[Case]:
     """`n` seeded mutants, spread over the bases."""
     rng = random.Random(seed)
@@ -241,7 +253,10 @@ def materialise(case: Case, root: Path) -> tuple[Path, Path]:
     folder.mkdir()
     for k, p in enumerate(case.base.files):
         if k != case.target:
-            os.link(p, folder / p.name)
+            try:
+                os.link(p, folder / p.name)
+            except OSError:  # another file system, or a read-only source
+                shutil.copyfile(p, folder / p.name)
     mutant = folder / case.base.files[case.target].name
     mutant.write_bytes(case.data)
     return folder, mutant
@@ -383,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per case before it counts as a hang")
     parser.add_argument("--keep", metavar="DIR", help="copy each failing case folder here")
+    parser.add_argument("--source", metavar="SERIES_DIR", nargs="+", default=[],
+                        help="also mutate the files of these real series folders")
+    parser.add_argument("--only-source", action="store_true", help="mutate only the --source series")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -390,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory(prefix="lunglens-fuzz-") as tmp:
         root = Path(tmp)
-        bases = make_bases(root / "bases")
+        bases = [] if args.only_source else make_bases(root / "bases")
+        bases += source_bases(args.source)
         (root / "cases").mkdir()
         keep = Path(args.keep) if args.keep else None
         if keep:
