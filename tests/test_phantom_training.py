@@ -87,6 +87,8 @@ def phantom_model(tmp_path_factory) -> SliceClassifier:
     return SliceClassifier(spec, device="cpu", tta=False, module=net, backend="torch")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the training fixture takes 4 min on 2 idle cores and far longer beside a CPU hog
 def test_lesion_cases_score_higher_than_their_clean_twins(phantom_model):
     """Held-out anatomies, screened end to end (case probability = mean over lung slices).
 
