@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from inference.screening import ScreeningConfig, load_model, run
 from inference.slice_classifier import SliceClassifier
 from inference.volume_screening import VolumeClassifier
+from viewer.atomic_files import write_text_atomic
 from viewer.dicom_load import load_series
 from viewer.dicom_scan import SeriesEntry, is_expected_skip, scan
 from viewer.errors import LoadError
@@ -100,7 +102,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
             for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
                 write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
             summary = pred.summary()
-            (folder / "prediction.json").write_text(json.dumps(summary, indent=2))
+            write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
         except (LoadError, ValueError, OSError, RuntimeError) as exc:
             errors.append({"source": case.source, "series": case.series, "error": str(exc)})
             log(f"skipped {case.name}: {exc}")
@@ -112,11 +114,12 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
     rows.sort(key=lambda r: -r["probability"])
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
-    with open(out / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "results.json").write_text(json.dumps({"model": clf.spec.name, "input_kind": clf.spec.input_kind,
-                                                  "lungs": lungs, "heatmap": heatmap, "device": clf.engine,
-                                                  "cases": rows, "errors": errors}, indent=2))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out / "results.csv", table.getvalue())
+    write_text_atomic(out / "results.json", json.dumps({"model": clf.spec.name, "input_kind": clf.spec.input_kind,
+                                                        "lungs": lungs, "heatmap": heatmap, "device": clf.engine,
+                                                        "cases": rows, "errors": errors}, indent=2))
     return rows, errors

@@ -430,3 +430,18 @@ def test_export_training_reports_a_touched_mask_it_cannot_trust(tmp_path, ct, ca
     dataset = json.loads((tmp_path / "out" / "dataset.json").read_text())
     row = dataset["cases"][0]
     assert row["touched"] is None and row["warnings"] and not (tmp_path / "out" / "case1" / "touched.nii.gz").exists()
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nii"])
+def test_nifti_completeness_is_read_from_the_size_alone(tmp_path, ct, name):
+    from viewer.atomic_files import nifti_complete
+
+    path = tmp_path / name
+    sitk.WriteImage(ct.to_sitk(), str(path), useCompression=name.endswith(".gz"))
+    assert nifti_complete(path, ct.array) is True
+    data = path.read_bytes()
+    for cut in (1, 7, len(data) // 2):
+        path.write_bytes(data[:-cut])
+        assert nifti_complete(path, ct.array) is False, cut
+    nrrd = write_volume(ct, tmp_path / "ct.nrrd")
+    assert nifti_complete(nrrd, ct.array) is None  # not a NIfTI: write_volume reads it back instead

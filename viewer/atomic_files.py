@@ -10,12 +10,15 @@ the voxels. Temporaries left by a killed process are removed by the next write b
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import re
 import secrets
 import shutil
 import stat
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,7 +153,8 @@ def image_suffix(path: str | Path) -> str:
 
 
 def stage_image(path: str | Path, image: sitk.Image, array: np.ndarray, *, compress: bool = True) -> StagedFile:
-    """Stage `image` (whose voxels are `array`, z-y-x) for `path`, verified by reading it back."""
+    """Stage `image` (whose voxels are `array`, z-y-x) for `path`, verified: a NIfTI by its size (see
+    `nifti_complete`), other formats by reading them back."""
     path = Path(path)
 
     def write(tmp: str) -> None:
@@ -161,6 +165,11 @@ def stage_image(path: str | Path, image: sitk.Image, array: np.ndarray, *, compr
             raise write_error(path, f"the image writer failed: {first.strip()}") from None
 
     def verify(tmp: str) -> None:
+        complete = nifti_complete(tmp, array)
+        if complete is False:
+            raise write_error(path, "the written file is shorter than its voxels (short write)")
+        if complete:
+            return
         try:
             written = sitk.ReadImage(tmp)
         except RuntimeError:
@@ -170,6 +179,38 @@ def stage_image(path: str | Path, image: sitk.Image, array: np.ndarray, *, compr
             raise write_error(path, "the written file does not read back as written (short write)")
 
     return stage(path, write, suffix=image_suffix(path), verify=verify)
+
+
+def nifti_complete(path: str | Path, array: np.ndarray) -> bool | None:
+    """Whether a NIfTI file just written holds all of `array`'s bytes (None: not a NIfTI-1 file, cannot tell).
+
+    .nii: the file size is the header's vox_offset plus the voxel bytes. .nii.gz: the gzip trailer (the
+    last thing written) gives the inflated size, modulo 2^32; a file cut short ends inside the deflate
+    stream, so its last four bytes match that size only by a 1 in 2^32 chance. Costs a few reads, not a
+    decompression of the whole file.
+    """
+    path = str(path)
+    gz = path.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(352)
+    except (OSError, EOFError, zlib.error):
+        return False
+    if len(head) < 352:
+        return False
+    order = next((o for o in "<>" if struct.unpack(o + "i", head[:4])[0] == 348), None)
+    if order is None:
+        return None
+    expected = int(struct.unpack(order + "f", head[108:112])[0]) + array.nbytes
+    size = os.path.getsize(path)
+    if not gz:
+        return size == expected
+    if size < 18:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = struct.unpack("<I", fh.read(4))[0]
+    return isize == expected % (1 << 32)
 
 
 def _same_voxels(back: np.ndarray, array: np.ndarray) -> bool:
