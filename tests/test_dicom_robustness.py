@@ -344,14 +344,7 @@ def test_an_unreadable_subfolder_is_reported_by_info_and_convert(tmp_path, capsy
     if os.geteuid() != 0:
         locked.chmod(0)
     else:  # root reads any folder: refuse this one the way the kernel would
-        real = os.scandir
-
-        def scandir(path="."):
-            if os.fspath(path) == str(locked):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real(path)
-
-        monkeypatch.setattr(os, "scandir", scandir)
+        deny_scandir(monkeypatch, locked)
     try:
         result = scan(folder)
         assert dict(result.skipped)[str(locked)] == "cannot read folder: Permission denied"
@@ -366,15 +359,20 @@ def test_an_unreadable_subfolder_is_reported_by_info_and_convert(tmp_path, capsy
         locked.chmod(0o755)
 
 
-def test_an_unreadable_root_folder_is_a_load_error(tmp_path, monkeypatch):
+def deny_scandir(monkeypatch, folder: Path) -> None:
+    """os.scandir refuses `folder` with EACCES, as the kernel does for a user without read permission."""
     real = os.scandir
 
     def scandir(path="."):
-        if os.fspath(path) == str(tmp_path):
+        if os.fspath(path) == str(folder):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_root_folder_is_a_load_error(tmp_path, monkeypatch):
+    deny_scandir(monkeypatch, tmp_path)
     with pytest.raises(LoadError, match="cannot read folder: Permission denied"):
         open_volume(tmp_path)
 
