@@ -10,7 +10,6 @@ the voxels. Temporaries left by a killed process are removed by the next write b
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import re
 import secrets
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from viewer.nifti_raw import HEADER_BYTES, is_nifti, open_nifti, read_layout
 
 TEMP_MARK = ".lltmp-"
 _LEGACY_AGE_S = 600.0  # temporaries of older versions (mkstemp names) are removed once this old
@@ -182,28 +183,26 @@ def stage_image(path: str | Path, image: sitk.Image, array: np.ndarray, *, compr
 
 
 def nifti_complete(path: str | Path, array: np.ndarray) -> bool | None:
-    """Whether a NIfTI file just written holds all of `array`'s bytes (None: not a NIfTI-1 file, cannot tell).
+    """Whether a NIfTI file just written holds all of `array`'s bytes (None: not a NIfTI file, cannot tell).
 
     .nii: the file size is the header's vox_offset plus the voxel bytes. .nii.gz: the gzip trailer (the
     last thing written) gives the inflated size, modulo 2^32; a file cut short ends inside the deflate
     stream, so its last four bytes match that size only by a 1 in 2^32 chance. Costs a few reads, not a
     decompression of the whole file.
     """
-    path = str(path)
-    gz = path.lower().endswith(".gz")
+    if not is_nifti(path):
+        return None
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
-            head = fh.read(352)
+        with open_nifti(path) as fh:
+            head = fh.read(HEADER_BYTES)
     except (OSError, EOFError, zlib.error):
         return False
-    if len(head) < 352:
-        return False
-    order = next((o for o in "<>" if struct.unpack(o + "i", head[:4])[0] == 348), None)
-    if order is None:
-        return None
-    expected = int(struct.unpack(order + "f", head[108:112])[0]) + array.nbytes
+    layout = read_layout(head)
+    if layout is None:
+        return None if len(head) >= 4 else False
+    expected = layout.vox_offset + array.nbytes
     size = os.path.getsize(path)
-    if not gz:
+    if not str(path).lower().endswith(".gz"):
         return size == expected
     if size < 18:
         return False

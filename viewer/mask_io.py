@@ -15,14 +15,12 @@ space (e.g. flipped axes) is resampled by nearest neighbour; anything else is a 
 from __future__ import annotations
 
 import datetime as _dt
-import gzip
 import hashlib
 import json
 import os
 import re
 import secrets
 import stat
-import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from viewer.errors import LoadError
 from viewer.io import read_labels_on_grid, read_volume_file
 from viewer.label_table import MAX_LABEL, LabelInfo, LabelTable, fallback_color
 from viewer.layers import DEFAULT_LABEL_NAMES
+from viewer.nifti_raw import HEADER_BYTES, is_nifti, open_nifti, read_layout
 from viewer.volume import Volume
 
 SIDECAR_SUFFIX = ".labels.json"
@@ -442,34 +441,21 @@ _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 def nonfinite_nifti_voxels(path: str | Path) -> int:
     """How many voxels of a float NIfTI file are NaN or infinite, read from the raw data (0 for other files)."""
-    path = Path(path)
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
+    if not is_nifti(path):
         return 0
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as fh:
-            head = fh.read(540)
-            for order in "<>":
-                size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
-                if size in (348, 540):
-                    break
-            else:
-                return 0
-            if size == 348:
-                datatype = struct.unpack(order + "h", head[70:72])[0]
-                offset = int(struct.unpack(order + "f", head[108:112])[0])
-            else:
-                datatype = struct.unpack(order + "h", head[12:14])[0]
-                offset = struct.unpack(order + "q", head[168:176])[0]
-            code = _NIFTI_FLOATS.get(datatype)
+        with open_nifti(path) as fh:
+            head = fh.read(HEADER_BYTES)
+            layout = read_layout(head)
+            code = _NIFTI_FLOATS.get(layout.datatype) if layout is not None else None
             if code is None:
                 return 0
-            dtype = np.dtype(order + code)
-            if offset > len(head):
-                fh.read(offset - len(head))
+            dtype = np.dtype(layout.order + code)
+            if layout.vox_offset > len(head):
+                fh.read(layout.vox_offset - len(head))
                 rest = b""
             else:
-                rest = head[offset:]
+                rest = head[layout.vox_offset:]
             bad = 0
             while True:
                 block = fh.read(1 << 22)
@@ -480,7 +466,7 @@ def nonfinite_nifti_voxels(path: str | Path) -> int:
                 rest = data[usable:]
                 if not block:
                     return bad
-    except (OSError, EOFError, struct.error, zlib.error, ValueError):
+    except (OSError, EOFError, zlib.error, ValueError):
         return 0  # unreadable files are reported by the image reader
 
 

@@ -137,8 +137,7 @@ class RecoveryStore:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)  # the runs are small already; zip deflate would cost more than it saves
 
-        atomic_write(path, write, suffix=".tmp")  # fsynced, umask mode, a full disk is a WriteError
-        self._remove_stale_temporaries(path)
+        atomic_write(path, write, suffix=".tmp")  # fsynced, umask mode, stale temporaries removed
         return path
 
     def find(self, key: str) -> RecoveryInfo | None:
@@ -197,17 +196,6 @@ class RecoveryStore:
                 pass
 
     # -- internals ------------------------------------------------------------------------
-
-    def _remove_stale_temporaries(self, path: Path, age_s: float = 60.0) -> None:
-        """Temporary files of `path` that a killed save left behind (old ones only: another
-        LungLens window may be saving this key right now)."""
-        now = time.time()
-        for tmp in self.root.glob(f".{path.name}.*.tmp"):
-            try:
-                if now - tmp.stat().st_mtime > age_s:
-                    tmp.unlink()
-            except OSError:
-                pass
 
     @staticmethod
     @contextmanager
