@@ -10,4 +10,4 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 # torch imports triton lazily (the first optimizer does); once VTK has loaded its OpenGL/EGL
 # libraries that import segfaults in this CUDA build of torch. Importing it first keeps any
 # test order safe.
-import torch._dynamo  # noqa: E402, F401
+import torch._dynamo  # noqa: F401

@@ -19,8 +19,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from viewer.dicom_write import derive_uid, save_datasets, volume_to_datasets
-from viewer.volume import Volume
+from viewer.core.volume import Volume
+from viewer.dicom.write import derive_uid, save_datasets, volume_to_datasets
 
 
 def field(points: np.ndarray) -> np.ndarray:

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viewer.dicom_write import write_ct_series
-from viewer.errors import LoadError
-from viewer.io import read_labels_on_grid, read_overlay_on_grid, write_volume
-from viewer.label_map import LabelMap
-from viewer.label_stats import label_stats
-from viewer.phantom import PhantomConfig, make_phantom
-from viewer.volume import SeriesMetadata, Volume
+from viewer.core.errors import LoadError
+from viewer.core.volume import SeriesMetadata, Volume
+from viewer.dicom.write import write_ct_series
+from viewer.io.volumes import read_labels_on_grid, read_overlay_on_grid, write_volume
+from viewer.labels.label_map import LabelMap
+from viewer.labels.stats import label_stats
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def declared_png(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def predict_folder(tmp_path):
-    from inference.registry import get_model
+    from inference.models._api import get_model
 
     if get_model("light-squeezenet").weights is None:
         pytest.skip("no shipped weights")
@@ -132,7 +132,7 @@ def test_predict_writes_a_new_csv_with_the_umask_mode_and_exit_0_when_all_read(p
 
 def test_predict_interrupted_after_some_rows_leaves_the_old_csv(predict_folder, tmp_path, monkeypatch):
     from app.cli import EXIT_CANCELLED, main
-    from inference.slice_classifier import SliceClassifier
+    from inference.inferers.slice import SliceClassifier
 
     calls = []
     original = SliceClassifier.predict_arrays
@@ -153,7 +153,7 @@ def test_predict_interrupted_after_some_rows_leaves_the_old_csv(predict_folder, 
 
 
 def test_load_grey_refuses_a_folder_and_a_fifo_without_blocking(tmp_path):
-    from inference.slice_data import ImageError, load_grey
+    from inference.transforms.images import ImageError, load_grey
 
     with pytest.raises(ImageError, match="not a regular file"):
         load_grey(tmp_path)
@@ -248,7 +248,7 @@ def test_view_screenshot_shows_the_screen_heat_map_and_survives_refused_overlays
 def window(qtbot, files, tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("LUNGLENS_RECOVERY_DIR", str(tmp_path / "recovery"))
-    from app.main_window import MainWindow
+    from app.gui.main_window import MainWindow
 
     win = MainWindow(interactive=False)
     qtbot.addWidget(win)
@@ -262,7 +262,7 @@ def window(qtbot, files, tmp_path, monkeypatch):
 
 
 def test_gui_adds_a_float_overlay_as_heat_map_and_refuses_other_patients_labels(qtbot, window, files):
-    from viewer.layers import HeatmapLayer
+    from viewer.state.layers import HeatmapLayer
 
     layer = window.add_overlay(str(files / "heatmap.nii.gz"))
     assert isinstance(layer, HeatmapLayer) and layer.vmax == 1.0 and layer.threshold == pytest.approx(0.25)
@@ -278,7 +278,7 @@ def test_gui_adds_a_float_overlay_as_heat_map_and_refuses_other_patients_labels(
 def test_closing_while_a_load_runs_joins_its_thread(qtbot, files, tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("LUNGLENS_RECOVERY_DIR", str(tmp_path / "recovery"))
-    from app.main_window import MainWindow
+    from app.gui.main_window import MainWindow
 
     win = MainWindow(interactive=False)
     qtbot.addWidget(win)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from viewer.dicom_load import load_series
-from viewer.dicom_scan import scan, scan_files
-from viewer.io import open_volume
+from viewer.dicom.load import load_series
+from viewer.dicom.scan import scan, scan_files
+from viewer.io.volumes import open_volume
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "chest-ct-4dct-phase00").is_dir(), reason="no ../shared/data here")
@@ -45,7 +45,7 @@ def test_gantry_tilt_and_variable_spacing_are_corrected():
     # every original slice centre row maps onto the resampled grid at the same HU
     entry = scan(DATA / "dicom-edge-cases/gantry-tilt-variable-spacing-ge-head").series[0]
     h = entry.headers[0]
-    from viewer.dicom_pixels import read_stored_frames
+    from viewer.dicom.pixels import read_stored_frames
 
     original = read_stored_frames(h)[0] * h.slope + h.intercept
     iop = np.asarray(h.image_orientation)

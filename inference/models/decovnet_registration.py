@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from inference.models._api import ModelSpec, register_model
 from inference.models.decovnet import CAM_DEPTHS, decovnet
-from inference.registry import ModelSpec, register_model
-from inference.volume_preprocessing import SIZE, WINDOW_HU, Z_SPACING_MM
+from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM
 
 PREPROCESSING = {
     "input": "CT volume + lung mask as 2 channels (N, 2, T, H, W), any slice count",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from inference.models._api import ModelSpec, WeightsInfo, register_model
 from inference.models.light_squeezenet import light_squeezenet, squeezenet_no_bypass, squeezenet_simple_bypass
-from inference.registry import ModelSpec, WeightsInfo, register_model
 
 PREPROCESSING = {
     "input": "2D slice, one grey channel",
@@ -11,7 +11,7 @@ PREPROCESSING = {
     "pad_to_square": True,
     "resize": 268,
     "centre_crop": 224,
-    "normalize": "per-image",  # zero mean, unit standard deviation (inference.transforms.NORMALIZATIONS)
+    "normalize": "per-image",  # zero mean, unit standard deviation (inference.transforms.common.NORMALIZATIONS)
 }
 CLASSES = ("NonCOVID", "COVID")
 

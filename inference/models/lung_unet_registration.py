@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from inference.lung_unet import MODEL_NAME, SIZE, WINDOW_HU
+from inference.lungs.unet import MODEL_NAME, SIZE, WINDOW_HU
+from inference.models._api import ModelSpec, WeightsInfo, register_model
 from inference.models.lung_unet import lung_unet
-from inference.registry import ModelSpec, WeightsInfo, register_model
 
 PREPROCESSING = {
     "input": "each axial slice of a (z, y, x) CT in HU, one grey channel",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from viewer.edit_tools import Brush, flood_fill
-from viewer.label_map import LabelMap
-from viewer.phantom import PhantomConfig, make_phantom
+from viewer.labels.label_map import LabelMap
+from viewer.labels.tools import Brush, flood_fill
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 SPACING = (1.0, 0.7, 0.7)
 BALL_RADIUS = 29  # voxels: 4/3 pi 29^3 = ~102,000

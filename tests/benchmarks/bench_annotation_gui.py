@@ -25,8 +25,8 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
-import numpy as np  # noqa: E402
-from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
 
@@ -39,10 +39,10 @@ def _mouse(widget: QtWidgets.QWidget, kind: QtCore.QEvent.Type, pos: QtCore.QPoi
 
 
 def run(slices: int, size: int, repeat: int, view_px: int) -> dict[str, float]:
-    from app.main_window import MainWindow
-    from viewer.layers import HeatmapLayer
-    from viewer.slicing import Orientation
-    from viewer.volume import Volume
+    from app.gui.main_window import MainWindow
+    from viewer.core.volume import Volume
+    from viewer.state.layers import HeatmapLayer
+    from viewer.state.slicing import Orientation
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     rng = np.random.default_rng(0)

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.device import select_device
+from inference.core.device import select_device
+from inference.inferers.slice import SliceClassifier
+from inference.models._api import get_model
 from inference.models.light_squeezenet import light_squeezenet
-from inference.registry import get_model
-from inference.screening import ScreeningConfig, run
-from inference.slice_classifier import SliceClassifier
-from viewer.io import open_volume
-from viewer.reorient import to_canonical
+from inference.screening.run import ScreeningConfig, run
+from viewer.core.reorient import to_canonical
+from viewer.io.volumes import open_volume
 
 PAPER_LAPTOP_S = 7.81
 

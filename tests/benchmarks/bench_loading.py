@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from viewer.dicom_load import load_series
-from viewer.dicom_scan import scan
-from viewer.dicom_write import write_ct_series
-from viewer.io import open_volume
-from viewer.phantom import PhantomConfig, make_phantom
+from viewer.dicom.load import load_series
+from viewer.dicom.scan import scan
+from viewer.dicom.write import write_ct_series
+from viewer.io.volumes import open_volume
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 
 def phantom_series(root: Path, slices: int, size: int) -> Path:

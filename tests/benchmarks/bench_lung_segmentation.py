@@ -1,4 +1,4 @@
-"""Benchmark: classic lung segmentation (inference.lung_segmentation) on a full-size phantom.
+"""Benchmark: classic lung segmentation (inference.lungs.threshold) on a full-size phantom.
 
     python -m tests.benchmarks.bench_lung_segmentation [--slices 300] [--size 512] [--repeat 3] [--json OUT]
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.lung_segmentation import LungMasks, segment_lungs
-from viewer.phantom import PhantomConfig, make_phantom
+from inference.lungs.threshold import LungMasks, segment_lungs
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 TARGET_S = 1.5
 

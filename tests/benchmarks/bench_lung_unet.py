@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.lung_segmentation import LungMasks, segment_lungs
-from inference.lung_unet import _shipped_model, postprocess, predict_labels, segment_lungs_unet
-from viewer.phantom import PhantomConfig, make_phantom
+from inference.lungs.threshold import LungMasks, segment_lungs
+from inference.lungs.unet import _shipped_model, postprocess, predict_labels, segment_lungs_unet
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,8 +22,8 @@ import time
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
-from viewer.gui.volume_render import VolumeRenderer, opengl_renderer_string  # noqa: E402
-from viewer.phantom import LABELS, Phantom, PhantomConfig, make_phantom  # noqa: E402
+from viewer.render.volume_render import VolumeRenderer, opengl_renderer_string
+from viewer.synthetic.phantom import LABELS, Phantom, PhantomConfig, make_phantom
 
 SURFACE_COLORS = {LABELS["lung_left"]: (0.3, 0.6, 1.0), LABELS["lung_right"]: (0.3, 1.0, 0.6),
                   LABELS["ggo"]: (1.0, 0.9, 0.2), LABELS["consolidation"]: (1.0, 0.3, 0.2)}

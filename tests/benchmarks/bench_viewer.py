@@ -20,15 +20,15 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from PySide6 import QtWidgets  # noqa: E402
+import numpy as np
+import SimpleITK as sitk
+from PySide6 import QtWidgets
 
-from tests.benchmarks.bench_loading import phantom_series  # noqa: E402
-from viewer.io import open_volume  # noqa: E402
-from viewer.layers import HeatmapLayer, LabelLayer  # noqa: E402
-from viewer.slicing import Orientation  # noqa: E402
-from viewer.view_state import ViewerState  # noqa: E402
+from tests.benchmarks.bench_loading import phantom_series
+from viewer.io.volumes import open_volume
+from viewer.state.layers import HeatmapLayer, LabelLayer
+from viewer.state.slicing import Orientation
+from viewer.state.view_state import ViewerState
 
 
 def slice_change_ms(app, volume, orientation: Orientation, repeat: int) -> float:
@@ -60,7 +60,7 @@ def slice_change_ms(app, volume, orientation: Orientation, repeat: int) -> float
 
 
 def first_image_s(app, folder: Path) -> float:
-    from app.main_window import MainWindow
+    from app.gui.main_window import MainWindow
 
     win = MainWindow(interactive=False)
     win.resize(1200, 900)

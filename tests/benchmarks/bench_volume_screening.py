@@ -1,4 +1,4 @@
-"""Benchmark: whole-case DeCoVNet screening (inference.volume_screening) on a full-size phantom series.
+"""Benchmark: whole-case DeCoVNet screening (inference.screening.pipelines.volume) on a full-size phantom series.
 
     python -m tests.benchmarks.bench_volume_screening [--slices 300] [--size 512] [--input 224 336 2 96 144 5]
         [--repeat 2] [--device auto]
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from inference.models._api import get_model
 from inference.models.decovnet import decovnet
-from inference.registry import get_model
-from inference.volume_screening import VolumeClassifier, run_volume
-from viewer.io import open_volume
-from viewer.reorient import to_canonical
+from inference.screening.pipelines.volume import VolumeClassifier, run_volume
+from viewer.core.reorient import to_canonical
+from viewer.io.volumes import open_volume
 
 KEYS = ("lung_segmentation", "preprocessing", "classification", "heatmap", "localization", "lesions")
 

@@ -2,8 +2,8 @@
 
     python -m tests.benchmarks.eval_decovnet --data DIR [--weights FILE] [--card FILE]
 
-`--data` is a set in `inference.volume_data`'s layout that training never saw (for the shipped weights:
-a phantom set written by `app.volume_dataset.write_phantom_dataset` with another seed). Pre-processing
+`--data` is a set in `inference.training.datasets.volumes`'s layout that training never saw (for the shipped weights:
+a phantom set written by `app.services.volume_dataset.write_phantom_dataset` with another seed). Pre-processing
 comes from the registry entry (size, z spacing, window). Prints accuracy, sensitivity, specificity,
 precision, F1, ROC AUC and the hit rate (the localized lesion's centre inside a labelled lesion box:
 over the COVID cases called positive, as in the paper, and over all COVID cases); with `--card`, stores
@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.metrics import binary_metrics
+from inference.core.metrics import binary_metrics
+from inference.models._api import get_model
 from inference.models.decovnet import decovnet
-from inference.registry import get_model
-from inference.train_volume import compact, localization_hits, predict_probabilities, prepare_case
-from inference.volume_data import find_cases
-from inference.volume_preprocessing import VolumePreprocessor
+from inference.training.datasets.volumes import find_cases
+from inference.training.recipes.decovnet import compact, localization_hits, predict_probabilities, prepare_case
+from inference.transforms.volume import VolumePreprocessor
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="held-out set (inference.volume_data layout)")
+    ap.add_argument("--data", required=True, help="held-out set (inference.training.datasets.volumes layout)")
     ap.add_argument("--weights", help="weights file (default: the shipped, hash-checked ones)")
     ap.add_argument("--card", help="model card (JSON) to store the results in")
     ap.add_argument("--threads", type=int, default=0)
@@ -67,7 +67,7 @@ def main() -> None:
         data_json = Path(args.data) / "dataset.json"
         if data_json.is_file():
             gen = json.loads(data_json.read_text()).get("generator", {})
-            info = {"generator_seed": gen.get("seed"), "generator": "app.volume_dataset.write_phantom_dataset"}
+            info = {"generator_seed": gen.get("seed"), "generator": "app.services.volume_dataset.write_phantom_dataset"}
         card["held_out_test"] = {**result, **info}
         path.write_text(json.dumps(card, indent=2))
         print(f"stored in {path}")

@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from inference.inferers.slice import HEATMAP_METHODS, SliceClassifier
+from inference.models._api import get_model
 from inference.models.light_squeezenet import light_squeezenet
-from inference.registry import get_model
-from inference.slice_classifier import HEATMAP_METHODS, SliceClassifier
-from inference.slice_data import load_grey, read_split
+from inference.transforms.images import load_grey, read_split
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:

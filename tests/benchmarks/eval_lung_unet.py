@@ -7,7 +7,7 @@ generator's own lesions (2 GGO + 3 consolidations of 9-18 mm), LARGE consolidati
 border (two dense -50..+50 HU bumpy ellipsoids of 25-40 mm radius per lung, centred just inside the
 pleura and clipped to the ground-truth lung: `add_border_consolidation`; the generator's defaults are
 not changed) and lobar-size ones (one of 45-60 mm radius per lung). With `--volumes`, also every case
-folder of a set in `inference.volume_data`'s layout with a ground-truth `lungs.nii.gz` (e.g. a held-out
+folder of a set in `inference.training.datasets.volumes`'s layout with a ground-truth `lungs.nii.gz` (e.g. a held-out
 phantom set). Prints a table and, with `--card`, stores it under "evaluation" in the model card (JSON).
 Not part of the test suite.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.lung_segmentation import LungMasks, segment_lungs
-from inference.lung_unet import segment_lungs_unet
-from viewer.phantom import Phantom, PhantomConfig, make_phantom
+from inference.lungs.threshold import LungMasks, segment_lungs
+from inference.lungs.unet import segment_lungs_unet
+from viewer.synthetic.phantom import Phantom, PhantomConfig, make_phantom
 
 SEED0 = 20_000
 LARGE_MM = (25.0, 40.0)  # radius of the large border consolidations, 2 per lung
@@ -140,7 +140,7 @@ def main() -> None:
         print(f"seed {seed}: " + "; ".join(f"{k} U-Net {v[-1]['unet']['both']:.4f} / threshold "
                                            f"{v[-1]['threshold']['both']:.4f}" for k, v in kinds.items()), flush=True)
     if args.volumes:
-        from inference.volume_data import LUNGS_FILE, find_cases, read_nifti
+        from inference.training.datasets.volumes import LUNGS_FILE, find_cases, read_nifti
 
         for case in find_cases(args.volumes):
             hu, spacing, _ = case.load()

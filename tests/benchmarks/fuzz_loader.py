@@ -97,8 +97,8 @@ class Case:
 
 def make_bases(root: Path, *, syntaxes: tuple[str, ...] = SYNTAXES, multiframe: bool = True) -> list[Base]:
     """The phantom series in each transfer syntax (skipping those this install cannot encode)."""
-    from viewer.dicom_write import save_datasets, volume_to_datasets
-    from viewer.phantom import PhantomConfig, make_phantom
+    from viewer.dicom.write import save_datasets, volume_to_datasets
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
     ph = make_phantom(PhantomConfig(shape=(5, 32, 32), spacing=(5.0, 10.0, 10.0), n_ggo=1, n_consolidation=0,
                                     seed=3))
@@ -265,9 +265,9 @@ def materialise(case: Case, root: Path) -> tuple[Path, Path]:
 def check(folder: Path, mutant: Path) -> tuple[str, str]:
     """Run what `info` and `open_volume` run on the folder and on the mutant: (outcome, detail)."""
     from app.cli import format_series_table
-    from viewer.dicom_scan import scan
-    from viewer.errors import LoadError
-    from viewer.io import open_volume
+    from viewer.core.errors import LoadError
+    from viewer.dicom.scan import scan
+    from viewer.io.volumes import open_volume
 
     outcome, detail = "loaded", ""
     for target in (folder, mutant):

@@ -14,9 +14,10 @@ from typing import Protocol
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from viewer.layers import HeatmapLayer, LabelLayer
-from viewer.measure import distance_mm, ellipse_stats
-from viewer.slicing import (
+from viewer.core.measure import distance_mm, ellipse_stats
+from viewer.core.windowing import GreyLUT
+from viewer.state.layers import HeatmapLayer, LabelLayer
+from viewer.state.slicing import (
     Orientation,
     display_shape,
     display_to_voxel,
@@ -25,8 +26,7 @@ from viewer.slicing import (
     slice_count,
     voxel_to_display,
 )
-from viewer.view_state import ViewerState
-from viewer.windowing import GreyLUT
+from viewer.state.view_state import ViewerState
 
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
@@ -69,7 +69,7 @@ class _SliceViewBox(pg.ViewBox):
         self._view = view
         self.setMouseEnabled(False, False)
 
-    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt API
+    def wheelEvent(self, ev, axis=None) -> None:
         delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
         if ev.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
             factor = 0.85 ** (delta / 120.0)
@@ -78,14 +78,14 @@ class _SliceViewBox(pg.ViewBox):
             self._view.state.step(self._view.orientation, 1 if delta > 0 else -1)
         ev.accept()
 
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802
+    def mouseClickEvent(self, ev) -> None:
         if ev.button() == QtCore.Qt.MouseButton.LeftButton and self._view.tool == "navigate":
             self._view.set_cursor_at(self.mapSceneToView(ev.scenePos()))
             ev.accept()
         else:
             ev.ignore()
 
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
+    def mouseDragEvent(self, ev, axis=None) -> None:
         button = ev.button()
         view = self._view
         if button == QtCore.Qt.MouseButton.LeftButton:
@@ -347,7 +347,7 @@ class SliceView(QtWidgets.QWidget):
 
     # -- editing -----------------------------------------------------------------------------
 
-    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:  # noqa: N802 - Qt API
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:
         """Left-button input of an editing tool goes to the editor, before pyqtgraph sees it."""
         if self.tool not in EDIT_TOOLS or self.state.volume is None or obj is not self.graphics.viewport():
             return False
@@ -508,7 +508,7 @@ class SliceView(QtWidgets.QWidget):
 
     # -- Qt events ---------------------------------------------------------------------------
 
-    def keyPressEvent(self, ev: QtGui.QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, ev: QtGui.QKeyEvent) -> None:
         key = ev.key()
         steps = {QtCore.Qt.Key.Key_Up: 1, QtCore.Qt.Key.Key_Down: -1, QtCore.Qt.Key.Key_Right: 1,
                  QtCore.Qt.Key.Key_Left: -1, QtCore.Qt.Key.Key_PageUp: 10, QtCore.Qt.Key.Key_PageDown: -10}
@@ -521,11 +521,11 @@ class SliceView(QtWidgets.QWidget):
         else:
             super().keyPressEvent(ev)
 
-    def resizeEvent(self, ev) -> None:  # noqa: N802
+    def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
         QtCore.QTimer.singleShot(0, self._after_resize)
 
-    def showEvent(self, ev) -> None:  # noqa: N802
+    def showEvent(self, ev) -> None:
         super().showEvent(ev)
         QtCore.QTimer.singleShot(0, self._after_resize)
 
@@ -575,7 +575,7 @@ class _ScaleBar(QtWidgets.QWidget):
                 break
         self.update()
 
-    def paintEvent(self, _ev) -> None:  # noqa: N802
+    def paintEvent(self, _ev) -> None:
         p = QtGui.QPainter(self)
         length = int(round(self.length_mm * self.px_per_mm))
         x1 = self.width() - 2

@@ -16,8 +16,8 @@ import threading
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from viewer.gui.volume_render import BACKGROUND, RENDER_PRESETS, VolumeRenderer, compute_surfaces
-from viewer.volume import Volume
+from viewer.core.volume import Volume
+from viewer.render.volume_render import BACKGROUND, RENDER_PRESETS, VolumeRenderer, compute_surfaces
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Canvas(QtWidgets.QWidget):
         self._image = None
         self.update()
 
-    def paintEvent(self, _event: QtGui.QPaintEvent) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, _event: QtGui.QPaintEvent) -> None:
         painter = QtGui.QPainter(self)
         painter.fillRect(self.rect(), QtGui.QColor.fromRgbF(*BACKGROUND))
         if self._image is not None:
@@ -72,11 +72,11 @@ class _Canvas(QtWidgets.QWidget):
             painter.drawText(self.rect().adjusted(16, 16, -16, -16), flags, self._message)
         painter.end()
 
-    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
         self._view.request_render()
 
-    def mousePressEvent(self, event: QtGui.QMouseEvent) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QtGui.QMouseEvent) -> None:
         button = event.button()
         if button not in (QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.MouseButton.RightButton,
                           QtCore.Qt.MouseButton.MiddleButton):
@@ -89,7 +89,7 @@ class _Canvas(QtWidgets.QWidget):
         self._view.begin_interaction()
         event.accept()
 
-    def mouseMoveEvent(self, event: QtGui.QMouseEvent) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QtGui.QMouseEvent) -> None:
         if self._drag_button is None:
             return
         pos = event.position()
@@ -104,13 +104,13 @@ class _Canvas(QtWidgets.QWidget):
             self._view.rotate(-dx * DEGREES_PER_PIXEL, dy * DEGREES_PER_PIXEL)
         event.accept()
 
-    def mouseReleaseEvent(self, event: QtGui.QMouseEvent) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QtGui.QMouseEvent) -> None:
         if event.button() == self._drag_button:
             self._drag_button = None
             self._view.end_interaction()
         event.accept()
 
-    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802
+    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120.0
         if steps:
             self._view.wheel_zoom(WHEEL_ZOOM**steps)
@@ -125,8 +125,8 @@ class VolumeView(QtWidgets.QWidget):
         backend: "cpu", "gpu" or None (detect; see `detect_render_backend`).
     """
 
-    renderFailed = QtCore.Signal(str)  # noqa: N815 - Qt signal naming
-    surfacesReady = QtCore.Signal(int, object)  # noqa: N815 - (generation, {value: poly}), from the worker
+    renderFailed = QtCore.Signal(str)
+    surfacesReady = QtCore.Signal(int, object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, backend: str | None = None) -> None:
         super().__init__(parent)
@@ -443,7 +443,7 @@ class VolumeView(QtWidgets.QWidget):
         image.setDevicePixelRatio(ratio)
         self._canvas.show_frame(image)
 
-    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self._timer.stop()
         self._settle.stop()
         super().closeEvent(event)

@@ -1,0 +1,1 @@
+"""The Qt desktop application: main window, workers, dialogs, docks and the annotation controller."""

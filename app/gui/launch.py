@@ -1,0 +1,120 @@
+"""Start the Qt application: the viewer window, or a one-shot screenshot of it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+
+def _headless_defaults(screenshot: bool) -> None:
+    """Without a display, render offscreen (screenshots) and let VTK use EGL instead of X."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+        if screenshot:
+            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _has_display() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or platform in (
+        "offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+
+
+def application() -> QtWidgets.QApplication:
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("LungLens")
+    app.setOrganizationName("LungLens")
+    return app  # type: ignore[return-value]
+
+
+def run_viewer(
+    path: str | None = None,
+    *,
+    series: str | None = None,
+    overlays: list[str] | None = None,
+    screenshot: str | None = None,
+    layout: str | None = None,
+    preset: str | None = None,
+    size: tuple[int, int] = (1400, 950),
+    timeout_s: float = 300.0,
+    analyze: bool = False,
+) -> int:
+    """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
+
+    Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
+    the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
+    """
+    _headless_defaults(screenshot is not None)
+    if screenshot is None and not _has_display():
+        print("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
+              "under xvfb-run, or save a picture with --screenshot FILE.png", file=sys.stderr)
+        return 1
+    from app.gui.main_window import MainWindow
+
+    app = application()
+    window = MainWindow(interactive=screenshot is None)
+    if layout:
+        window.set_layout(layout)
+        window.layout_box.setCurrentText(layout)
+    if preset:
+        window.apply_preset(preset)
+    window.resize(*size)
+    window.show()
+    status = {"code": 0}
+
+    if screenshot:
+        def shoot(_volume=None) -> None:
+            QtCore.QTimer.singleShot(300, finish)
+
+        def finish() -> None:
+            try:
+                out = window.save_screenshot(screenshot)
+                print(f"wrote {out}")
+            except OSError as exc:
+                print(f"lunglens: error: {exc}", file=sys.stderr)
+                status["code"] = 1
+            window.close()
+            app.quit()
+
+        def failed(message: str) -> None:
+            print(f"lunglens: error: {message}", file=sys.stderr)
+            status["code"] = 1
+            window.close()
+            app.quit()
+
+        if analyze:
+            window.analysis_done.connect(shoot)
+            window.analysis_failed.connect(failed)
+        else:
+            window.volume_loaded.connect(shoot)
+        window.load_failed.connect(failed)
+
+        def overlay_refused(message: str) -> None:
+            print(f"lunglens: error: overlay refused: {message}", file=sys.stderr)
+            status["code"] = 1
+
+        window.overlay_failed.connect(overlay_refused)
+        QtCore.QTimer.singleShot(int(timeout_s * 1000), lambda: failed(f"timed out after {timeout_s:.0f} s"))
+        if path is None:
+            QtCore.QTimer.singleShot(0, shoot)
+    if analyze:
+        # analyse once the load has delivered its volume (queued after the load's own handlers)
+        window.volume_loaded.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
+    if path is not None:
+        if not Path(path).exists():
+            print(f"lunglens: error: {path}: no such file or folder", file=sys.stderr)
+            return 1
+        window.open_path(path, series=series, overlays=overlays)
+    try:
+        app.exec()
+    finally:
+        # a worker still running when the window goes would abort the process ("QThread: Destroyed while
+        # thread is still running")
+        window.annotation.shutdown()
+        window.join_workers()
+    return status["code"]

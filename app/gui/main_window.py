@@ -1,0 +1,679 @@
+"""The LungLens main window: slice views, 3D view, layers, loading with progress and cancel."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import shiboken6
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.gui.analysis import (
+    LUNG_METHOD_NAMES,
+    AnalyzeWorker,
+    ResultsPanel,
+    add_prediction_layers,
+    heatmap_choices,
+    heatmap_overlay_layer,
+    is_slice_model,
+    usable_lung_methods,
+    usable_models,
+)
+from app.gui.annotation.controller import AnnotationController
+from app.gui.annotation.panel import AnnotationPanel
+from app.gui.docks.layer_panel import LayerPanel
+from app.gui.series_browser import SeriesBrowser
+from app.gui.settings import Settings
+from app.gui.workers import LoadWorker, start_worker
+from viewer.core.errors import LoadError
+from viewer.core.volume import Volume
+from viewer.gui.slice_view import EDIT_TOOLS, TOOLS, SliceView
+from viewer.io.volumes import read_overlay_on_grid, volume_suffix
+from viewer.state.layers import HeatmapLayer, LabelLayer
+from viewer.state.slicing import Orientation
+from viewer.state.view_state import ViewerState
+
+LAYOUTS = ("2x2", "1+3", "1x1")
+APP_NAME = "LungLens"
+TOOL_SHORTCUTS = {"brush": "B", "sphere": "Shift+B", "eraser": "E", "fill": "F", "lasso": "L"}
+
+
+def _make_3d_view(parent: QtWidgets.QWidget) -> QtWidgets.QWidget:
+    """The VTK view, or a message where VTK/OpenGL cannot start (the app must still run)."""
+    try:
+        from viewer.gui.volume_view import VolumeView
+
+        return VolumeView(parent)
+    except Exception as exc:  # noqa: BLE001 - any VTK/GL failure becomes a visible message
+        label = QtWidgets.QLabel(f"3D view unavailable:\n{exc}", parent)
+        label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        label.setStyleSheet("color: #ccc; background: #111;")
+        label.setWordWrap(True)
+        return label
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """Wires the viewer state to the views, the layer panel, the menus and the loading worker."""
+
+    volume_loaded = QtCore.Signal(object)
+    load_failed = QtCore.Signal(str)
+    analysis_done = QtCore.Signal(object)
+    analysis_failed = QtCore.Signal(str)
+    overlay_failed = QtCore.Signal(str)  # a refused overlay; the CT stays on show
+
+    def __init__(self, settings: Settings | None = None, interactive: bool = True) -> None:
+        """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead."""
+        super().__init__()
+        self.interactive = interactive
+        self.settings = settings or Settings.load()
+        self.state = ViewerState(window=self.settings.presets().get(self.settings.preset))
+        self._thread: QtCore.QThread | None = None
+        self._worker: LoadWorker | None = None
+        self._threads: list[QtCore.QThread] = []  # every worker thread started, joined before the window goes
+        self._closing = False  # set by `join_workers`: results still arriving are dropped
+        self._pending_overlays: list[str] = []
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.views = {o: SliceView(self.state, o) for o in Orientation}
+        self.view3d = _make_3d_view(self)
+        self.annotation = AnnotationController(self)
+        for view in self.views.values():
+            view.editor = self.annotation
+        self.main_view = Orientation.AXIAL
+        self.layout_name = self.settings.layout if self.settings.layout in LAYOUTS else "2x2"
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._build_statusbar()
+        self.state.cursor_changed.connect(self._on_cursor)
+        self.state.layers.changed.connect(lambda _l: self.sync_3d_labels())
+        self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
+        self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
+        self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
+        for view in self.views.values():
+            view.hovered.connect(self._show_hover)
+            view.measured.connect(lambda text: self.statusBar().showMessage(text.replace("\n", "  "), 5000))
+        self.resize(1280, 900)
+        # the viewer's views get the room; the docks start narrow (the user can widen them)
+        self.resizeDocks([self.layers_dock, self.ai_dock], [300, 300], QtCore.Qt.Orientation.Horizontal)
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def _build_central(self) -> None:
+        self.central = QtWidgets.QWidget()
+        self.grid = QtWidgets.QGridLayout(self.central)
+        self.grid.setContentsMargins(2, 2, 2, 2)
+        self.grid.setSpacing(3)
+        self.setCentralWidget(self.central)
+        self.set_layout(self.layout_name)
+
+    def panes(self) -> list[QtWidgets.QWidget]:
+        return [self.views[Orientation.AXIAL], self.views[Orientation.CORONAL], self.views[Orientation.SAGITTAL],
+                self.view3d]
+
+    def set_layout(self, name: str) -> None:
+        """2x2 (axial, coronal / sagittal, 3D), 1+3 (main view large) or 1x1 (main view only)."""
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown layout {name!r}; layouts: {', '.join(LAYOUTS)}")
+        self.layout_name = name
+        for w in self.panes():
+            self.grid.removeWidget(w)
+            w.hide()
+        for r in range(3):
+            self.grid.setRowStretch(r, 0)
+        for c in range(2):
+            self.grid.setColumnStretch(c, 0)
+        main = self.views[self.main_view] if isinstance(self.main_view, Orientation) else self.view3d
+        others = [w for w in self.panes() if w is not main]
+        if name == "2x2":
+            for w, (r, c) in zip(self.panes(), ((0, 0), (0, 1), (1, 0), (1, 1))):
+                self.grid.addWidget(w, r, c)
+                w.show()
+            for i in range(2):
+                self.grid.setRowStretch(i, 1)
+                self.grid.setColumnStretch(i, 1)
+        elif name == "1+3":
+            self.grid.addWidget(main, 0, 0, 3, 1)
+            main.show()
+            for r, w in enumerate(others):
+                self.grid.addWidget(w, r, 1)
+                w.show()
+                self.grid.setRowStretch(r, 1)
+            self.grid.setColumnStretch(0, 3)
+            self.grid.setColumnStretch(1, 1)
+        else:
+            self.grid.addWidget(main, 0, 0)
+            main.show()
+            self.grid.setRowStretch(0, 1)
+            self.grid.setColumnStretch(0, 1)
+        self.settings.layout = name
+        if getattr(self.view3d, "labels_stale", False) and self.view3d.isVisible():
+            self.sync_3d_labels()  # label edits made while the 3D view was hidden
+
+    def set_main_view(self, orientation: Orientation | str) -> None:
+        self.main_view = Orientation(orientation) if orientation != "3d" else "3d"
+        self.set_layout(self.layout_name)
+
+    def _build_docks(self) -> None:
+        self.layer_panel = LayerPanel(self.state.layers)
+        dock = QtWidgets.QDockWidget("Layers", self)
+        dock.setObjectName("layers")
+        dock.setWidget(self.layer_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.layers_dock = dock
+
+        ai = QtWidgets.QWidget()
+        self.model_box = QtWidgets.QComboBox()
+        self.model_box.addItems(usable_models())
+        self.lung_box = QtWidgets.QComboBox()  # the lung mask method the model gets
+        self.lung_box.setToolTip("lung mask: threshold (classic) or U-Net (when its weights are installed)")
+        for method in usable_lung_methods():
+            self.lung_box.addItem(LUNG_METHOD_NAMES.get(method, method), method)
+        self.heatmap_box = QtWidgets.QComboBox()  # a slice model's heat map (a volume model makes Grad-CAM)
+        self.heatmap_box.setToolTip("heat map of a slice model: Grad-CAM at Fire 2 (sits on lesions more) or the "
+                                    "paper's class activation map; a volume model always uses Grad-CAM")
+        for name, method in heatmap_choices():
+            self.heatmap_box.addItem(name, method)
+        self.model_box.currentTextChanged.connect(lambda name: self.heatmap_box.setEnabled(is_slice_model(name)))
+        self.heatmap_box.setEnabled(is_slice_model(self.model_box.currentText()))
+        self.device_label = QtWidgets.QLabel("")
+        self.analyze_button = QtWidgets.QPushButton("Analyze")
+        self.analyze_button.clicked.connect(lambda: self.analyze())
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel("model"))
+        row.addWidget(self.model_box, 1)
+        row.addWidget(QtWidgets.QLabel("lungs"))
+        row.addWidget(self.lung_box)
+        row.addWidget(self.analyze_button)
+        self.results = ResultsPanel(self.state)
+        col = QtWidgets.QVBoxLayout(ai)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addLayout(row)
+        second = QtWidgets.QHBoxLayout()
+        second.addWidget(QtWidgets.QLabel("heat map"))
+        second.addWidget(self.heatmap_box)
+        second.addWidget(self.device_label, 1)
+        col.addLayout(second)
+        col.addWidget(self.results, 1)
+        dock = QtWidgets.QDockWidget("AI results", self)
+        dock.setObjectName("ai-results")
+        dock.setWidget(ai)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.ai_dock = dock
+        self.ai_dock.setMinimumWidth(280)
+        self._update_device_label()
+
+        self.annotation_panel = AnnotationPanel(self.annotation)
+        dock = QtWidgets.QDockWidget("Annotation", self)
+        dock.setObjectName("annotation")
+        dock.setWidget(self.annotation_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.ai_dock, dock)  # a third column of docks would squeeze the views
+        self.annotation_dock = dock
+        self.ai_dock.raise_()
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "Open &Folder...", self.open_folder_dialog, QtGui.QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open F&ile...", self.open_file_dialog, "Ctrl+Shift+O")
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(file_menu, "Add &Mask Overlay...", self.add_overlay_dialog, "Ctrl+M")
+        file_menu.addSeparator()
+        a = self.annotation
+        self._action(file_menu, "&New Label Map", a.new_label_map)
+        self._action(file_menu, "Open &Label Map...", a.open_dialog)
+        self._action(file_menu, "&Save Label Map", lambda: a.save(), QtGui.QKeySequence.StandardKey.Save)
+        self._action(file_menu, "Save Label Map &As...", lambda: a.save_as_dialog(), "Ctrl+Shift+S")
+        file_menu.addSeparator()
+        self._action(file_menu, "Save &Screenshot...", self.screenshot_dialog)
+        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+
+        view_menu = menu.addMenu("&View")
+        layout_menu = view_menu.addMenu("&Layout")
+        for name in LAYOUTS:
+            self._action(layout_menu, name, lambda _=False, n=name: self.set_layout(n))
+        main_menu = view_menu.addMenu("&Main view")
+        for o in [*Orientation, "3d"]:
+            label = o.value if isinstance(o, Orientation) else "3D"
+            self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
+        self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        view_menu.addAction(self.layers_dock.toggleViewAction())
+
+        edit_menu = menu.addMenu("&Edit")
+        self._action(edit_menu, "&Undo", a.undo, QtGui.QKeySequence.StandardKey.Undo)
+        redo = self._action(edit_menu, "&Redo", a.redo)
+        redo.setShortcuts([QtGui.QKeySequence("Ctrl+Shift+Z"), QtGui.QKeySequence("Ctrl+Y")])
+        edit_menu.addSeparator()
+        self._action(edit_menu, "Show/hide label map", a.toggle_visible, "Space")
+        self._action(edit_menu, "Smaller brush", lambda: a.step_brush_size(False), "[")
+        self._action(edit_menu, "Larger brush", lambda: a.step_brush_size(True), "]")
+        labels_menu = edit_menu.addMenu("Active &label")
+        for n in range(1, 10):
+            self._action(labels_menu, f"label {n}", lambda _=False, n=n: a.set_active_label(n), str(n))
+        edit_menu.addAction(self.annotation_dock.toggleViewAction())
+
+        ai_menu = menu.addMenu("&AI")
+        self._action(ai_menu, "&Analyze", lambda: self.analyze(), "Ctrl+Shift+A")
+        ai_menu.addAction(self.ai_dock.toggleViewAction())
+
+        self.preset_menu = menu.addMenu("&Window")
+        self._fill_presets()
+
+        tools = menu.addMenu("&Tools")
+        self.tool_group = QtGui.QActionGroup(self)
+        self.tool_actions: dict[str, QtGui.QAction] = {}
+        for tool in TOOLS:
+            if tool == EDIT_TOOLS[0]:
+                tools.addSeparator()
+            act = self._action(tools, tool.capitalize(), lambda _=False, t=tool: self.set_tool(t),
+                               TOOL_SHORTCUTS.get(tool))
+            act.setCheckable(True)
+            act.setChecked(tool == "navigate")
+            self.tool_group.addAction(act)
+            self.tool_actions[tool] = act
+        self._action(tools, "Back to Navigate", lambda: self.set_tool("navigate"), "Esc")
+        self._action(tools, "Clear measurements", lambda: [v.clear_measurements() for v in self.views.values()])
+        self.annotation_panel.set_tool_actions([self.tool_actions[t] for t in ("navigate", *EDIT_TOOLS)])
+
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main-toolbar")
+        bar.addAction("Open Folder", self.open_folder_dialog)
+        bar.addSeparator()
+        self.preset_box = QtWidgets.QComboBox()
+        self.preset_box.addItems(list(self.settings.presets()))
+        self.preset_box.setCurrentText(self.settings.preset)
+        self.preset_box.textActivated.connect(self.apply_preset)
+        bar.addWidget(QtWidgets.QLabel(" Window "))
+        bar.addWidget(self.preset_box)
+        self.layout_box = QtWidgets.QComboBox()
+        self.layout_box.addItems(LAYOUTS)
+        self.layout_box.setCurrentText(self.layout_name)
+        self.layout_box.textActivated.connect(self.set_layout)
+        bar.addWidget(QtWidgets.QLabel(" Layout "))
+        bar.addWidget(self.layout_box)
+        bar.addSeparator()
+        for act in self.tool_group.actions():
+            bar.addAction(act)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        act.triggered.connect(slot)
+        if shortcut is not None:
+            act.setShortcut(QtGui.QKeySequence(shortcut))
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _fill_presets(self) -> None:
+        self.preset_menu.clear()
+        for n, name in enumerate(self.settings.presets(), start=1):
+            w = self.settings.presets()[name]
+            shortcut = f"Ctrl+{n}" if n <= 9 else None
+            self._action(self.preset_menu, f"{name}  (W {w.width:.0f} / L {w.center:.0f})",
+                         lambda _=False, p=name: self.apply_preset(p), shortcut)
+        self.preset_menu.addSeparator()
+        self._action(self.preset_menu, "Save current as preset...", self.save_preset_dialog)
+
+    def _build_statusbar(self) -> None:
+        self.position_label = QtWidgets.QLabel("")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 1000)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_loading)
+        sb = self.statusBar()
+        sb.addPermanentWidget(self.position_label)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    # -- window / tools ----------------------------------------------------------------------
+
+    def apply_preset(self, name: str) -> None:
+        self.state.apply_preset(name, self.settings.presets())
+        self.settings.preset = name
+        with QtCore.QSignalBlocker(self.preset_box):
+            self.preset_box.setCurrentText(name)
+
+    def save_preset_dialog(self) -> None:
+        name, ok = QtWidgets.QInputDialog.getText(self, "Save window preset", "Name:")
+        if ok and name.strip():
+            w = self.state.window
+            self.settings.user_presets[name.strip()] = (w.center, w.width)
+            self.settings.save()
+            self._fill_presets()
+            self.preset_box.addItem(name.strip())
+
+    def set_tool(self, tool: str) -> None:
+        """Navigate, measure or edit in every slice view (an editing tool starts a label map if needed)."""
+        for view in self.views.values():
+            view.set_tool(tool)
+        act = getattr(self, "tool_actions", {}).get(tool)
+        if act is not None and not act.isChecked():
+            act.setChecked(True)
+        if tool in EDIT_TOOLS and self.annotation.ensure_labels() is not None:
+            self.annotation_dock.show()
+            self.annotation_dock.raise_()
+
+    def reset_views(self) -> None:
+        for view in self.views.values():
+            view.reset_view()
+        if hasattr(self.view3d, "reset_camera"):
+            self.view3d.reset_camera()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def open_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.settings.last_folder)
+        if path:
+            self.open_path(path)
+
+    def open_file_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open CT file", self.settings.last_folder,
+            "CT volumes and DICOM (*.nii *.nii.gz *.nrrd *.mha *.mhd *.dcm *);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent:
+            act = self.recent_menu.addAction(path)
+            act.triggered.connect(lambda _=False, p=path: self.open_path(p))
+        if not self.settings.recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def open_path(self, path: str | os.PathLike, series: str | None = None,
+                  overlays: list[str] | None = None) -> None:
+        """Load a folder or file in the background; a folder with several series opens the series browser."""
+        path = str(path)
+        if not self.annotation.resolve_unsaved(then=lambda: self.open_path(path, series, overlays)):
+            return
+        if self._thread is not None:
+            self.cancel_loading()
+        self._pending_overlays = list(overlays or [])
+        scan_first = series is None and os.path.isdir(path)
+        worker = LoadWorker(path, series=series, scan_only=scan_first)
+        self._loading_path = path
+        worker.loaded.connect(self._on_loaded)
+        worker.scanned.connect(self._on_scanned)
+        worker.failed.connect(self._on_failed)
+        self._start(worker, f"Opening {path}...")
+
+    def _start(self, worker, message: str) -> None:
+        """Run a worker in its thread with the status-bar progress and Cancel button.
+
+        Connections go to bound methods of this QObject, so Qt queues the calls into the GUI thread.
+        """
+        worker.progress.connect(self._on_progress)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.finished.connect(self._on_worker_finished)
+        self._worker = worker
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.statusBar().showMessage(message)
+        self._thread = start_worker(worker, self)
+        self._threads = [t for t in self._threads if shiboken6.isValid(t)] + [self._thread]
+
+    def cancel_loading(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def join_workers(self, timeout_s: float = 120.0) -> bool:
+        """Cancel the running task and wait until every worker thread has ended (before the window goes: Qt
+        aborts the process when a running QThread is destroyed). Returns whether they all ended in time."""
+        self._closing = True
+        self.cancel_loading()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = [t for t in self._threads if shiboken6.isValid(t) and t.isRunning()]
+            if not running or time.monotonic() >= deadline:
+                break
+            for thread in running:
+                thread.quit()  # ends its event loop once the worker's run returns (its own quit is queued)
+            # keep the events flowing and sleep (QThread.wait would hold the GIL the worker needs)
+            QtCore.QCoreApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+            time.sleep(0.01)
+        self._threads = [t for t in self._threads if shiboken6.isValid(t) and t.isRunning()]
+        return not self._threads
+
+    def _on_worker_finished(self) -> None:
+        # A replaced worker can finish after its successor started (sender() is not reliable for
+        # queued calls here): only a worker that delivered its result may be cleared, and dropping
+        # the reference to a running worker would let Python delete it before its thread runs it.
+        if self._worker is not None and not self._worker.result_delivered:
+            return
+        self._worker = None
+        self._thread = None
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _on_cancelled(self) -> None:
+        self.statusBar().showMessage("Loading cancelled", 5000)
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.statusBar().showMessage(message)
+
+    def _on_scanned(self, result) -> None:
+        from viewer.io.volumes import choose_series
+
+        if self._closing:
+            return
+        path = self._loading_path
+        try:
+            entry = choose_series(result)
+            chosen = entry.id
+        except LoadError as exc:
+            if not result.series:
+                self._on_failed(str(exc))
+                return
+            dialog = SeriesBrowser(result, self)
+            if self.interactive and dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+                self.statusBar().showMessage("No series opened", 5000)
+                return
+            chosen = dialog.chosen_id()
+        if chosen is not None:
+            QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays))
+
+    def _on_loaded(self, volume: Volume) -> None:
+        if self._closing:
+            return
+        path = self._loading_path
+        self.state.set_volume(volume)
+        # the slice views paint first; the 3D view (about 1 s on a big series) follows
+        QtCore.QTimer.singleShot(30, self._push_volume_3d)
+        self.settings.add_recent(path)
+        md = volume.metadata
+        who = md.patient_name or md.patient_id or Path(path).name
+        self.setWindowTitle(f"{APP_NAME} - {who} - {md.series_description or Path(path).name}")
+        for w in volume.warnings:
+            self.statusBar().showMessage(f"warning: {w}", 10000)
+        if volume.warnings:
+            self.layer_panel.setToolTip("\n".join(volume.warnings))
+        for overlay in self._pending_overlays:
+            self.add_overlay(overlay)
+        self._pending_overlays = []
+        self.annotation.volume_loaded(volume)
+        self.volume_loaded.emit(volume)
+
+    def _on_failed(self, message: str) -> None:
+        self._report(message, self.load_failed, "Cannot open")
+
+    def _report(self, message: str, signal, title: str) -> None:
+        """A failure: status bar, signal for tests and scripts, and a message box for a person."""
+        self.statusBar().showMessage(message.splitlines()[0], 15000)
+        signal.emit(message)
+        if self.interactive and not self._closing:
+            QtWidgets.QMessageBox.warning(self, title, message)
+
+    # -- AI --------------------------------------------------------------------------------
+
+    def _update_device_label(self) -> None:
+        from inference.core.device import select_device
+
+        try:
+            device = select_device("auto")
+        except ValueError as exc:
+            device = exc
+        models = "" if self.model_box.count() else "  (no model with shipped weights installed)"
+        self.device_label.setText(f"device: {device}{models}")
+
+    def analyze(self, model=None, lungs: str | None = None, heatmap: str | None = None) -> None:
+        """Run the chosen model (with the chosen lung mask method and heat map) on the open volume in a worker;
+        results arrive by signal. `model`: a name or a ready classifier (tests); default: the pickers' choices."""
+        if self.state.volume is None:
+            self._report_analysis_failure("open a CT before analysing it")
+            return
+        model = model or self.model_box.currentText()
+        if not model:
+            self._report_analysis_failure("no AI model with shipped weights is installed (see `lunglens models`)")
+            return
+        if self._worker is not None and not self._worker.result_delivered:
+            self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
+            return
+        vol = self.state.volume
+        worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold",
+                               heatmap=heatmap or (self.heatmap_box.currentData() if self.heatmap_box.isEnabled()
+                                                   else None))
+        worker.done.connect(self._on_analysis_done)
+        worker.failed.connect(self._report_analysis_failure)
+        self._start(worker, "analysing...")
+
+    def _on_analysis_done(self, pred) -> None:
+        if self._closing or self.state.volume is None or pred.heatmap.shape != self.state.shape:
+            return  # the volume changed while the model ran
+        add_prediction_layers(self.state, pred)
+        self.annotation.set_ai_result(pred)
+        self.results.show_prediction(pred)
+        self.ai_dock.raise_()
+        self.statusBar().showMessage(f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
+        self.analysis_done.emit(pred)
+
+    def _report_analysis_failure(self, message: str) -> None:
+        self._report(message, self.analysis_failed, "Analysis")
+
+    # -- overlays ----------------------------------------------------------------------------
+
+    def add_overlay_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Add mask overlay", self.settings.last_folder,
+                                                        "Label volumes (*.nii *.nii.gz *.nrrd *.mha)")
+        if path:
+            self.add_overlay(path)
+
+    def add_overlay(self, path: str) -> LabelLayer | HeatmapLayer | None:
+        """Show a label/mask file, or a float map as a heat map, over the CT (resampled onto its grid if needed).
+
+        A refused file is reported (`overlay_failed`, and a message box for a person); the CT stays.
+        """
+        if self.state.volume is None:
+            self._report("open a CT before adding a mask overlay", self.overlay_failed, "Cannot add overlay")
+            return None
+        try:
+            kind, data = read_overlay_on_grid(path, self.state.volume)
+        except LoadError as exc:
+            self._report(str(exc), self.overlay_failed, "Cannot add overlay")
+            return None
+        name = Path(path).name
+        suffix = volume_suffix(path)
+        name = name[: -len(suffix)] if suffix else name
+        layer = heatmap_overlay_layer(name, data) if kind == "heatmap" else LabelLayer(name, data)
+        return self.state.layers.add(layer, self.state.shape)
+
+    def _push_volume_3d(self) -> None:
+        if hasattr(self.view3d, "set_volume") and self.state.volume is not None:
+            self.view3d.set_volume(self.state.volume)
+            self.sync_3d_labels()
+            self._push_cursor_3d()
+
+    def sync_3d_labels(self) -> None:
+        """Show the label surfaces of the annotation layer (else the first visible label layer) in 3D."""
+        if not hasattr(self.view3d, "set_labels") or getattr(self.view3d, "renderer", None) is None:
+            return
+        renderer_volume = getattr(self.view3d.renderer, "volume", None)
+        if renderer_volume is None or renderer_volume.shape != self.state.shape:
+            return  # the 3D view gets the labels once it has this volume
+        candidates = [layer for layer in self.state.layers if isinstance(layer, LabelLayer) and layer.visible]
+        candidates.sort(key=lambda layer: layer is not self.annotation.layer)
+        labels = candidates[0] if candidates else None
+        if labels is None:
+            self.view3d.set_labels(None, {})
+            return
+        colors = {v: tuple(c / 255 for c in rgb) for v, rgb in labels.colors.items()}
+        visible = {v for v in colors if v not in labels.hidden_labels}
+        lungs_translucent = {1: 0.25, 2: 0.25}  # lesions stay opaque inside them
+        self.view3d.set_labels(labels.data, colors, visible, lungs_translucent)
+
+    # -- cursor / status ---------------------------------------------------------------------
+
+    def _on_cursor(self, _cursor) -> None:
+        self._cursor3d_timer.start()  # debounced: the 3D render must not slow slice scrolling
+
+    def _push_cursor_3d(self) -> None:
+        if hasattr(self.view3d, "set_cursor") and self.state.volume is not None:
+            self.view3d.set_cursor(self.state.cursor)
+
+    def _show_hover(self, voxel) -> None:
+        if voxel is None or self.state.volume is None:
+            self.position_label.setText("")
+            return
+        k, j, i = (int(v) for v in voxel)
+        p = self.state.volume.index_to_lps((k, j, i))
+        hu = self.state.hu_at((k, j, i))
+        self.position_label.setText(f"voxel ({i}, {j}, {k})   LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm   "
+                                    f"{hu:.0f} HU")
+
+    # -- screenshots, drag and drop, close ---------------------------------------------------
+
+    def screenshot_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", "lunglens.png", "PNG (*.png)")
+        if path:
+            self.save_screenshot(path)
+
+    def render_all(self) -> None:
+        """Bring every view up to date now (screenshots, tests)."""
+        for view in self.views.values():
+            view.refresh_now()
+        if self.state.volume is not None and getattr(self.view3d, "renderer", None) is not None:
+            if self.view3d.renderer.volume is not self.state.volume:
+                self._push_volume_3d()
+            if hasattr(self.view3d, "wait_for_surfaces"):
+                self.view3d.wait_for_surfaces()  # built in a worker; a screenshot shows them
+            self.view3d.render_now()
+        QtWidgets.QApplication.processEvents()
+
+    def save_screenshot(self, path: str) -> Path:
+        self.render_all()
+        image = self.grab()
+        if not image.save(str(path)):
+            raise OSError(f"cannot write screenshot {path}")
+        return Path(path)
+
+    def dragEnterEvent(self, ev: QtGui.QDragEnterEvent) -> None:
+        if ev.mimeData().hasUrls() and any(u.isLocalFile() for u in ev.mimeData().urls()):
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QtGui.QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            ev.acceptProposedAction()
+
+    def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
+        if not self.annotation.resolve_unsaved(then=self.close):
+            ev.ignore()
+            return
+        self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
+        self.annotation.shutdown()
+        try:
+            self.settings.save()
+        except OSError:
+            pass
+        if hasattr(self.view3d, "shutdown"):
+            self.view3d.shutdown()
+        super().closeEvent(ev)

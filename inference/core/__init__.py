@@ -1,0 +1,1 @@
+"""Shared inference types and helpers: progress and cancel, errors, device choice, metrics, predictions."""

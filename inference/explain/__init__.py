@@ -1,0 +1,1 @@
+"""Explanations of a model's output: class activation maps and lesion localization."""

@@ -1,0 +1,1 @@
+"""Screening a CT volume: lung mask, model, heat map, lesion mask, involvement."""

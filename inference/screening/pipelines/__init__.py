@@ -1,0 +1,1 @@
+"""One screening pipeline per model family."""

@@ -1,0 +1,1 @@
+"""Training: datasets, the shared loop pieces and one recipe per model."""

@@ -1,0 +1,417 @@
+"""Training DeCoVNet on a folder of labelled CT volumes (layout: `inference.training.datasets.volumes`).
+
+The paper's recipe: Adam at a constant learning rate of 1e-5, 100 epochs, batch size 1 (the slice
+count varies), cross-entropy, on-the-fly augmentation: a centred in-plane crop of 0.7-1 of the
+plane resized back, rotation within +-25 deg, left-right flip with p = 0.5 and a contrast factor
+0.5-1.5 (the same geometry for both channels; the contrast for the CT only). As in the reference
+code, the smaller class is oversampled to balance each epoch. Model selection: the epoch with the
+best validation ROC AUC (then accuracy). Outputs in OUT: `<name>.pt` (fp16 when that changes no
+validation probability by more than 1e-3), `<name>.card.json` (validation accuracy, sensitivity,
+specificity, precision, F1, ROC AUC and the lesion-localization hit rate), `roc_val.png`,
+`history.json`, `best_fp32.pt` and `checkpoint.pt` (model, optimizer, random state and history after the
+last epoch: `--resume` continues from it, so a long CPU training can run in several sittings; with
+`--time-limit` each sitting ends cleanly and writes the weights of the best epoch so far).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from inference.core.device import select_device
+from inference.core.metrics import binary_metrics
+from inference.explain.lesion_localization import LocalizationConfig, hit_rate, localize
+from inference.models._api import sha256_of
+from inference.models.decovnet import CAM_DEPTHS, decovnet
+from inference.training.dataset_info import read_dataset_info
+from inference.training.datasets.volumes import CLASSES, DatasetError, Reader, VolumeCase, find_cases, split_cases
+from inference.training.recipes.light_squeezenet import write_roc_png
+from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedVolume, VolumePreprocessor, to_ct_grid
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class VolumeTrainConfig:
+    epochs: int = 100  # the paper
+    lr: float = 1e-5  # the paper: Adam, constant
+    weight_decay: float = 0.0
+    size: tuple[int, int] = SIZE
+    z_spacing_mm: float = Z_SPACING_MM
+    window_hu: tuple[float, float] = WINDOW_HU
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.7, 1.0)
+    rotation_deg: float = 25.0
+    hflip: float = 0.5
+    contrast: tuple[float, float] = (0.5, 1.5)
+    balance_classes: bool = True
+    val_fraction: float = 0.25  # used when the folder names no split
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: leave torch's setting
+    model_name: str = "decovnet"
+    resume: bool = False  # continue from OUT/checkpoint.pt (written after every epoch)
+    time_limit_min: float = 0.0  # stop after the epoch that passes it (0: none); the best epoch so far is kept
+
+    def must_match(self) -> dict:
+        """The settings a checkpoint has to share with the run that resumes it."""
+        return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
+                "seed": self.seed, "val_fraction": self.val_fraction, "lr": self.lr, "weight_decay": self.weight_decay,
+                "augment": self.augment, "balance_classes": self.balance_classes}
+
+
+@dataclass
+class VolumeTrainResult:
+    best_epoch: int
+    metrics: dict[str, float]
+    localization: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    weights: Path | None = None
+    card: Path | None = None
+
+
+def augment(x: torch.Tensor, cfg: VolumeTrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """The paper's augmentation of one (2, T, H, W) input: crop-zoom, rotation, flip (all slices alike), contrast."""
+    _, _, h, w = x.shape
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+    scale = uniform(*cfg.crop_scale)
+    theta = math.radians(uniform(-cfg.rotation_deg, cfg.rotation_deg))
+    flip = -1.0 if float(torch.rand((), generator=gen)) < cfg.hflip else 1.0
+    rot = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    half = torch.diag(torch.tensor([w / 2.0, h / 2.0]))  # normalised -> pixel coordinates, so rotation is rigid
+    mat = scale * torch.linalg.inv(half) @ rot @ torch.diag(torch.tensor([flip, 1.0])) @ half
+    theta_mat = torch.cat([mat, torch.zeros(2, 1)], dim=1).to(x)
+    slices = x.permute(1, 0, 2, 3)  # (T, 2, H, W): one 2D transform for every slice
+    grid = nn.functional.affine_grid(theta_mat.expand(len(slices), 2, 3), list(slices.shape), align_corners=False)
+    out = nn.functional.grid_sample(slices, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.permute(1, 0, 2, 3).contiguous()
+    c = uniform(*cfg.contrast)
+    mean = out[0].mean()
+    out[0] = ((out[0] - mean) * c + mean).clamp(0.0, 1.0)
+    out[1] = (out[1] > 0.5).to(out)
+    return out
+
+
+def prepare_case(case: VolumeCase, pre: VolumePreprocessor, reader: Reader | None = None) -> PreparedVolume:
+    """The network input of one case (lungs from `segment_lungs` when the case has no mask)."""
+    hu, spacing, lungs = case.load(reader)
+    if lungs is None:
+        lungs = _segment(hu, spacing)
+    return pre(hu, spacing, lungs)
+
+
+def _segment(hu: np.ndarray, spacing) -> np.ndarray:
+    from inference.lungs.threshold import segment_lungs
+
+    return segment_lungs(hu, spacing).lungs
+
+
+def compact(prepared: PreparedVolume) -> PreparedVolume:
+    """The same input stored as uint8 (the 8-bit CT and the 0/1 mask, times 255): a quarter of the memory."""
+    return PreparedVolume((prepared.tensor * 255).round().to(torch.uint8), prepared.grid)
+
+
+def network_input(prepared: PreparedVolume, device: torch.device | None = None) -> torch.Tensor:
+    """(1, 2, T, H, W) float32 in [0, 1] from a prepared (or compacted) volume."""
+    x = prepared.tensor
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    return x[None].to(device) if device is not None else x[None]
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, inputs: Sequence[PreparedVolume], device: torch.device) -> np.ndarray:
+    """Positive-class probability of each prepared volume (batch size 1)."""
+    model.eval()
+    return np.array([float(torch.softmax(model(network_input(p, device)), dim=1)[0, -1]) for p in inputs])
+
+
+def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | None = None, *,
+          reader: Reader | None = None, log: Callable[[str], None] = print,
+          progress: ProgressFn | None = None) -> VolumeTrainResult:
+    """Train on the train split, keep the epoch with the best validation ROC AUC, write weights and card."""
+    cfg = cfg or VolumeTrainConfig()
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    cases = find_cases(data_dir)
+    splits = split_cases(cases, data_dir, cfg.val_fraction, cfg.seed)
+    train_cases, val_cases = splits["train"], splits["val"]
+    log(f"train {len(train_cases)} cases, val {len(val_cases)}; pre-processing")
+    pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm)
+    # kept in memory as uint8; a disk cache is the next step for sets that do not fit
+    x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
+    x_val = [compact(prepare_case(c, pre, reader)) for c in val_cases]
+    y_train = np.array([c.label for c in train_cases])
+    y_val = np.array([c.label for c in val_cases])
+
+    model = decovnet(num_classes=len(CLASSES)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result = VolumeTrainResult(best_epoch=-1, metrics={})
+    best: tuple[float, float, float] = (-math.inf, -math.inf, -math.inf)
+    start = 0
+    if cfg.resume and (out / CHECKPOINT).is_file():
+        start, best = resume_from(out / CHECKPOINT, cfg, model, opt, gen, result, [c.name for c in val_cases])
+        log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch})")
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        order = epoch_order(y_train, cfg.balance_classes, gen)
+        t0, total = time.time(), 0.0
+        for step, i in enumerate(order):
+            x = network_input(x_train[i])[0]
+            x = augment(x, cfg, gen) if cfg.augment else x
+            loss = loss_fn(model(x[None].to(device)), torch.tensor([int(y_train[i])], device=device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            if progress is not None:
+                progress((epoch + (step + 1) / len(order)) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
+        scores = predict_probabilities(model, x_val, device)
+        m = binary_metrics(y_val, scores)
+        m.update(epoch=epoch + 1, loss=total / len(order), seconds=time.time() - t0)
+        result.history.append(m)
+        log(f"epoch {epoch + 1:3d}  loss {m['loss']:.3f}  val acc {m['accuracy']:.3f}  F1 {m['f1']:.3f}  "
+            f"AUC {m['roc_auc']:.3f}  ({m['seconds']:.0f} s)")
+        key = (_num(m["roc_auc"]), m["accuracy"], -m["loss"])
+        if key > best:
+            best = key
+            result.best_epoch, result.metrics = epoch + 1, m
+            _save_atomic({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
+        save_checkpoint(out / CHECKPOINT, cfg, model, opt, gen, result, epoch + 1, best, [c.name for c in val_cases])
+        if cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60 and epoch + 1 < cfg.epochs:
+            log(f"time limit reached after epoch {epoch + 1}; `--resume` continues from here")
+            break
+    return finish(out, cfg, result, model, val_cases, x_val, y_train, time.time() - t_start, device,
+                  reader=reader, data_dir=Path(data_dir), log=log)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                    gen: torch.Generator, result: VolumeTrainResult, epochs_done: int,
+                    best: tuple[float, float, float], val_names: Sequence[str]) -> None:
+    """Everything `resume_from` needs, written atomically (an interrupted save leaves the previous one)."""
+    _save_atomic({"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best": list(best),
+                  "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
+                  "settings": {**cfg.must_match(), "val_cases": list(val_names)}}, path)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def resume_from(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                gen: torch.Generator, result: VolumeTrainResult,
+                val_names: Sequence[str]) -> tuple[int, tuple[float, float, float]]:
+    """Restore a `save_checkpoint` state; returns (epochs done, best key). DatasetError when it does not fit."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DatasetError(f"{path}: not a training checkpoint ({exc})") from None
+    settings = dict(state.get("settings", {}))
+    if settings.pop("val_cases", None) != list(val_names):
+        raise DatasetError(f"{path}: its validation cases differ from this folder's split (cases added or "
+                           "removed?); resume on the same data or use another --out")
+    if settings != cfg.must_match():
+        raise DatasetError(f"{path}: trained with {settings}, not {cfg.must_match()}; "
+                           "resume with the same settings or use another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    result.history = list(state["history"])
+    result.best_epoch, result.metrics = int(state["best_epoch"]), dict(state["best_metrics"])
+    return int(state["epochs_done"]), tuple(state["best"])  # type: ignore[return-value]
+
+
+def epoch_order(labels: np.ndarray, balance: bool, gen: torch.Generator) -> list[int]:
+    """Every training index once, plus (when balancing) random repeats of the smaller class, shuffled."""
+    idx = list(range(len(labels)))
+    if balance:
+        groups = [np.nonzero(labels == k)[0] for k in np.unique(labels)]
+        most = max(len(g) for g in groups)
+        for g in groups:
+            extra = torch.randint(len(g), (most - len(g),), generator=gen).tolist()
+            idx += [int(g[j]) for j in extra]
+    return [idx[j] for j in torch.randperm(len(idx), generator=gen).tolist()]
+
+
+def localization_hits(model: nn.Module, cases: Sequence[VolumeCase], inputs: Sequence[PreparedVolume],
+                      scores: np.ndarray, device: torch.device, reader: Reader | None = None,
+                      config: LocalizationConfig | None = None) -> dict[str, float]:
+    """The hit rate over the COVID cases with lesion boxes that the model calls positive (the paper's), and over all.
+
+    Keys: `hit_rate`, `hits`, `cases` (predicted positive) and `hit_rate_all_covid`, `cases_all_covid`.
+    """
+    covid = CLASSES.index("COVID")
+    centres, boxes, positive = [], [], []
+    model.eval()
+    for case, prepared, p in zip(cases, inputs, scores):
+        if case.label != covid or not case.lesion_boxes:
+            continue
+        _, maps = model.cam(network_input(prepared, device), covid, CAM_DEPTHS)
+        hu, spacing, lungs = case.load(reader)
+        if lungs is None:
+            lungs = _segment(hu, spacing)
+        cams = {d: to_ct_grid(m[0].cpu(), prepared.grid) for d, m in maps.items()}
+        centres.append(localize(hu, lungs, spacing, cams, config).centre)
+        boxes.append(case.lesion_boxes)
+        positive.append(p >= 0.5)
+    pos_centres = [c for c, keep in zip(centres, positive) if keep]
+    pos_boxes = [b for b, keep in zip(boxes, positive) if keep]
+    rate = hit_rate(pos_centres, pos_boxes)
+    return {"hit_rate": rate, "hits": int(round(rate * len(pos_centres))) if pos_centres else 0,
+            "cases": len(pos_centres), "hit_rate_all_covid": hit_rate(centres, boxes),
+            "cases_all_covid": len(centres)}
+
+
+def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: nn.Module,
+           val_cases: Sequence[VolumeCase], x_val: Sequence[PreparedVolume], y_train: np.ndarray, seconds: float,
+           device: torch.device, *, reader: Reader | None = None, data_dir: Path | None = None,
+           log: Callable[[str], None] = print) -> VolumeTrainResult:
+    """From `out/best_fp32.pt`: weights (fp16 when lossless), hit rate, ROC plot, model card, history."""
+    state = torch.load(out / "best_fp32.pt", weights_only=True)
+    model.load_state_dict(state)
+    scores = predict_probabilities(model, x_val, device)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    model.load_state_dict({k: v.float() for k, v in half.items()})
+    lossless = bool(np.abs(predict_probabilities(model, x_val, device) - scores).max() <= 1e-3)
+    if not lossless:
+        model.load_state_dict(state)
+    weights = out / f"{cfg.model_name}.pt"
+    torch.save(half if lossless else state, weights)
+    y_val = np.array([c.label for c in val_cases])
+    result.weights = weights
+    result.localization = localization_hits(model, val_cases, x_val, scores, device, reader)
+    write_roc_png(y_val, scores, out / "roc_val.png", result.metrics["roc_auc"])
+    dataset = read_dataset_info(data_dir)
+    card = {
+        "name": cfg.model_name,
+        "architecture": "DeCoVNet (Zheng, Wang et al.): stem Conv3d(2,16) 5x7x7 + BN + ReLU + max-pool; "
+                        "ResBlock-A(16,64), depth max-pool, ResBlock-B(64,128); progressive classifier of three "
+                        "3D convs (64, 32, 32) with 3D max-pooling, global max pooling, FC(32, 2)",
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "classes": list(CLASSES),
+        "weights_file": weights.name,
+        "weights_dtype": "float16" if lossless else "float32",
+        "sha256": sha256_of(weights),
+        "preprocessing": {"input": "CT + lung mask as 2 channels, batch size 1, any slice count",
+                          "ct_window_hu": list(cfg.window_hu), "to_uint8": True, "crop": "lung bounding box + 5 %",
+                          "size": list(cfg.size), "z_spacing_mm": cfg.z_spacing_mm,
+                          "lung_mask": "lungs.nii.gz of the case, else segment_lungs (threshold method)"},
+        "training_data": {"dataset": dataset["name"], "description": dataset["description"],
+                          "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)},
+                          "terms": dataset["terms"]},
+        "selection": "epoch with the best validation ROC AUC, then accuracy",
+        "best_epoch": result.best_epoch,
+        "validation_metrics": {k: result.metrics[k] for k in
+                               ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")},
+        "validation_counts": {"cases": int(len(y_val)), "covid": int(y_val.sum())},
+        "localization": {**result.localization, "method": "CAM region (res_b, clf1, clf2) overlapping the largest "
+                         "3D component of 7x7 local variance most; hit = its centre inside a labelled lesion box; "
+                         "hit_rate over validation COVID cases predicted positive (the paper), hit_rate_all_covid "
+                         "over every validation COVID case with boxes"},
+        "paper_test_metrics": {"roc_auc": 0.959},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "trained_on": f"{platform.processor() or platform.machine()}, {device.type}, torch {torch.__version__}",
+        "training_minutes": round(seconds / 60, 1),
+        "intended_use": "research and education: case-level triage support with lesion localization; a second look, "
+                        "never a diagnosis",
+        "not_for_clinical_diagnosis": True,
+    }
+    result.card = out / f"{cfg.model_name}.card.json"
+    result.card.write_text(json.dumps(_json_safe(card), indent=2))
+    (out / "history.json").write_text(json.dumps(_json_safe(result.history), indent=2))
+    log(f"best epoch {result.best_epoch}: {json.dumps(card['validation_metrics'])}; "
+        f"hit rate {result.localization['hit_rate']:.3f} over {result.localization['cases']} case(s)")
+    return result
+
+
+def _json_safe(value):
+    """NaN (an undefined metric) becomes null, so the files are strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _num(x: float) -> float:
+    return -1.0 if math.isnan(x) else x
+
+
+def build_parser():
+    import argparse
+
+    d = VolumeTrainConfig()
+    ap = argparse.ArgumentParser(prog="lunglens train decovnet",
+                                 description="Train DeCoVNet on a folder of labelled CT volumes (see "
+                                             "inference/volume_data.py for the layout)")
+    ap.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    ap.add_argument("--out", required=True, metavar="DIR", help="output folder (weights, card, ROC plot)")
+    ap.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs} (the paper)")
+    ap.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (constant); default {d.lr:g}")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("ROWS", "COLS"),
+                    help="in-plane input size; default 224 336 (the paper)")
+    ap.add_argument("--z-spacing", type=float, default=d.z_spacing_mm, metavar="MM", help="slice spacing after "
+                    f"resampling; default {d.z_spacing_mm:g}")
+    ap.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                    help="validation share when the folder has no splits.json or split column")
+    ap.add_argument("--no-augment", action="store_true", help="train without the paper's augmentation")
+    ap.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    ap.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: torch's default)")
+    ap.add_argument("--name", default=d.model_name, help="model name used for the output files")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same settings)")
+    ap.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
+                    help="stop after the epoch that passes MIN minutes and write the best weights so far")
+    return ap
+
+
+def config_from_args(args) -> VolumeTrainConfig:
+    return VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
+                             z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction, augment=not args.no_augment,
+                             device=args.device, threads=args.threads, model_name=args.name, resume=args.resume,
+                             time_limit_min=args.time_limit)
+
+
+def main(argv: Sequence[str] | None = None, reader: Reader | None = None) -> int:
+    """`lunglens train decovnet`: 0 on success, 1 when the data folder does not follow the layout.
+
+    `reader` reads each case's CT (the CLI passes one that reads DICOM folders too).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        result = train(args.data, args.out, config_from_args(args), reader=reader)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.weights} and {result.card}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

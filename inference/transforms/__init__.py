@@ -1,0 +1,1 @@
+"""Pre-processing as code: HU windows, resizing, normalization, image reading, volume grids."""

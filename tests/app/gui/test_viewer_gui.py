@@ -1,0 +1,341 @@
+"""The viewer's widgets, offscreen: rendered pixels, linked views, aspect ratio, overlays, main window."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+
+from viewer.core.windowing import PRESETS
+from viewer.dicom.write import write_ct_series
+from viewer.gui.slice_view import SliceView
+from viewer.state.layers import HeatmapLayer, LabelLayer
+from viewer.state.slicing import Orientation
+from viewer.state.view_state import ViewerState
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    # anisotropic on purpose: 6 mm slices, 3.5 mm pixels
+    return make_phantom(PhantomConfig(shape=(40, 96, 96), spacing=(6.0, 3.5, 3.5), n_ggo=2, n_consolidation=1,
+                                      seed=3))
+
+
+def pixel(view: SliceView, voxel) -> np.ndarray:
+    """RGB of the widget pixel where a voxel is drawn."""
+    view.refresh_now()
+    img = view.graphics.grab().toImage()
+    p = view.view_pixel_of_voxel(voxel)
+    c = img.pixelColor(p)
+    return np.array([c.red(), c.green(), c.blue()])
+
+
+def make_view(qtbot, state, orientation, size=(400, 400)) -> SliceView:
+    view = SliceView(state, orientation)
+    qtbot.addWidget(view)
+    view.resize(*size)
+    view.show()
+    qtbot.waitExposed(view)
+    view.reset_view()
+    view.refresh_now()
+    return view
+
+
+def lung_voxel(phantom, side="lung_left") -> tuple[int, int, int]:
+    mask = phantom.masks[side] & (phantom.volume.array < -800)
+    idx = np.argwhere(mask)
+    return tuple(int(v) for v in idx[len(idx) // 2])
+
+
+def test_lung_is_dark_in_lung_window_and_black_in_mediastinal(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    voxel = lung_voxel(phantom)
+    state.set_cursor((voxel[0], 0, 0))
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    hu = phantom.volume.array[voxel]
+    expected = np.clip((hu + 1350) / 1500 * 255, 0, 255)
+    assert abs(pixel(view, voxel).mean() - expected) < 12
+    bone = tuple(int(v) for v in np.argwhere(phantom.volume.array[voxel[0]] > 600)[0])
+    assert pixel(view, (voxel[0], *bone)).mean() > 240  # bone white in the lung window
+    state.apply_preset("mediastinum")
+    assert pixel(view, voxel).mean() < 5
+
+
+def test_scrolling_with_keys_changes_the_slice_and_image(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    before = view.image_item.image.copy()
+    k = state.cursor[0]
+    qtbot.keyClick(view, QtCore.Qt.Key.Key_Up)
+    qtbot.keyClick(view, QtCore.Qt.Key.Key_PageDown)
+    assert state.cursor[0] == k + 1 - 10
+    view.refresh_now()
+    assert not np.array_equal(before, view.image_item.image)
+    from viewer.core.windowing import GreyLUT
+
+    assert np.array_equal(view.image_item.image, GreyLUT(state.window)(state.volume.array[k - 9]))
+
+
+def test_click_in_one_view_moves_the_others(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    axial = make_view(qtbot, state, Orientation.AXIAL)
+    coronal = make_view(qtbot, state, Orientation.CORONAL)
+    sagittal = make_view(qtbot, state, Orientation.SAGITTAL)
+    target = (state.cursor[0], 30, 70)
+    pos = axial.view_pixel_of_voxel(target)
+    qtbot.mouseClick(axial.graphics.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=pos)
+    assert state.cursor == target
+    assert state.slice_index(Orientation.CORONAL) == 30 and state.slice_index(Orientation.SAGITTAL) == 70
+    coronal.refresh_now()
+    sagittal.refresh_now()
+    # crosshair lines in the coronal view sit on the clicked column and the axial slice
+    assert coronal.vline.value() == pytest.approx((70 + 0.5) * 3.5)
+    assert coronal.hline.value() == pytest.approx((39 - target[0] + 0.5) * 6.0)
+
+
+def test_physical_aspect_ratio_on_anisotropic_voxels(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    view = make_view(qtbot, state, Orientation.CORONAL, size=(500, 500))
+    k, j, i = state.cursor
+    a = view.view_pixel_of_voxel((k, j, i))
+    b = view.view_pixel_of_voxel((k - 10, j, i))  # 10 slices = 60 mm down
+    c = view.view_pixel_of_voxel((k, j, i + 10))  # 10 columns = 35 mm right
+    vertical, horizontal = b.y() - a.y(), c.x() - a.x()
+    assert vertical / horizontal == pytest.approx(6.0 / 3.5, rel=0.05)
+
+
+def test_overlay_colours_at_known_lesion_voxels(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    state.layers.add(LabelLayer("truth", phantom.label_map(), opacity=0.6), state.shape)
+    ggo = tuple(int(v) for v in np.argwhere(phantom.masks["ggo"])[0])
+    cons = tuple(int(v) for v in np.argwhere(phantom.masks["consolidation"])[0])
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    state.set_cursor((ggo[0], 0, 0))  # that slice, crosshair away from the voxel
+    r, g, b = pixel(view, ggo)
+    assert r > 150 and g > 110 and b < 0.6 * g  # yellow over grey
+    state.set_cursor((cons[0], 0, 0))
+    r, g, b = pixel(view, cons)
+    assert r > 170 and g < 0.7 * r and b < 0.7 * r  # red over grey
+    state.layers["truth"].update(visible=False)
+    r, g, b = pixel(view, cons)
+    assert abs(int(r) - int(g)) < 8 and abs(int(g) - int(b)) < 8  # plain grey again
+
+
+def test_heatmap_overlay_is_drawn_above_threshold_only(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    heat = np.zeros(state.shape, np.float32)
+    k = state.cursor[0]
+    heat[k, 10:40, 10:40] = 1.0
+    state.layers.add(HeatmapLayer("cam", heat, colormap="jet", opacity=1.0, threshold=0.5), state.shape)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    r, g, b = pixel(view, (k, 25, 25))
+    assert r > 100 and b < 60  # top of the jet map: dark red
+    outside = pixel(view, (k, 60, 60))
+    assert np.ptp(outside) < 8  # grey: the heat map is transparent below the threshold
+
+
+def test_right_drag_changes_window(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+
+    class Drag:
+        def button(self):
+            return QtCore.Qt.MouseButton.RightButton
+
+        def scenePos(self):
+            return QtCore.QPointF(120, 80)
+
+        def lastScenePos(self):
+            return QtCore.QPointF(100, 100)
+
+        def accept(self):
+            pass
+
+    view.viewbox.mouseDragEvent(Drag())
+    assert state.window.width > PRESETS["lung"].width and state.window.center > PRESETS["lung"].center
+
+
+def test_ruler_and_ellipse_measure_in_mm_and_hu(qtbot, phantom):
+    import pyqtgraph as pg
+
+    state = ViewerState(phantom.volume)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    view.set_tool("ruler")
+    start, end = QtCore.QPointF(10 * 3.5 + 1.75, 20 * 3.5 + 1.75), QtCore.QPointF(40 * 3.5 + 1.75, 60 * 3.5 + 1.75)
+    m = view._new_measurement(start, end)
+    assert isinstance(m.roi, pg.LineSegmentROI)
+    assert view.measurement_text(m) == f"{np.hypot(30 * 3.5, 40 * 3.5):.1f} mm"
+    view.set_tool("ellipse")
+    m2 = view._new_measurement(start, start)
+    m2.roi.setPos((30 * 3.5, 30 * 3.5))
+    m2.roi.setSize((10 * 3.5, 10 * 3.5))
+    text = view.measurement_text(m2)
+    assert "HU" in text and "mm\u00b2" in text
+
+
+@pytest.fixture(scope="module")
+def phantom_series(tmp_path_factory, phantom):
+    folder = tmp_path_factory.mktemp("series")
+    write_ct_series(phantom.volume, folder / "dicom", uid_seed="gui")
+    paths = phantom.write_masks_nifti(folder / "masks")
+    return folder, paths["labels"]
+
+
+def test_main_window_loads_in_a_worker_and_shows_every_view(qtbot, phantom_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+
+    folder, labels = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.resize(1000, 800)
+    win.show()
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"), overlays=[str(labels)])
+    assert win.state.volume.shape == (40, 96, 96)
+    assert "labels" in win.state.layers
+    for layout in ("1+3", "1x1", "2x2"):
+        win.set_layout(layout)
+    shot = win.save_screenshot(str(tmp_path / "shot.png"))
+    assert shot.stat().st_size > 10000
+    win.close()
+    assert str(folder / "dicom") in (tmp_path / "cfg" / "settings.json").read_text()
+
+
+def test_main_window_reports_bad_folder(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("x")
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.load_failed, timeout=10000) as blocker:
+        win.open_path(str(tmp_path / "junk"))
+    assert "no DICOM image series" in blocker.args[0]
+    win.close()
+
+
+def test_screenshot_command(phantom_series, tmp_path):
+    folder, _ = phantom_series
+    out = tmp_path / "view.png"
+    env = dict(os.environ, LUNGLENS_CONFIG_DIR=str(tmp_path / "cfg"))
+    done = subprocess.run([sys.executable, "-m", "app.cli", "view", str(folder / "dicom"), "--screenshot", str(out),
+                           "--layout", "1+3", "--preset", "mediastinum"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    from PySide6 import QtGui
+
+    img = QtGui.QImage(str(out))
+    assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_folder_with_several_series_opens_the_main_ct_without_asking(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from app.gui.series_browser import SeriesBrowser
+    from tests.dicom_factory import axial_positions, write_planes
+    from viewer.dicom.scan import scan
+
+    write_planes(tmp_path / "s" / "a", axial_positions(5), uid_seed="one", series_number=1)
+    write_planes(tmp_path / "s" / "b", axial_positions(9), uid_seed="two", series_number=2)
+    browser = SeriesBrowser(scan(tmp_path / "s"))
+    qtbot.addWidget(browser)
+    assert browser.table.rowCount() == 2
+    assert not browser.table.item(0, 0).icon().isNull()  # thumbnails decoded
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.open_path(str(tmp_path / "s"))
+    assert win.state.volume.shape[0] == 9  # the largest CT series
+    win.close()
+
+
+def test_dropping_a_folder_opens_it(qtbot, phantom_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from PySide6 import QtGui
+
+    from app.gui.main_window import MainWindow
+
+    folder, _ = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(folder / "dicom"))])
+    drop = QtGui.QDropEvent(QtCore.QPointF(10, 10), QtCore.Qt.DropAction.CopyAction, mime,
+                            QtCore.Qt.MouseButton.NoButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.dropEvent(drop)
+    assert win.state.volume.shape == (40, 96, 96)
+    win.close()
+
+
+def test_layer_panel_edits_reach_the_rendered_overlay(qtbot, phantom):
+    from app.gui.docks.layer_panel import LayerPanel
+
+    state = ViewerState(phantom.volume)
+    layer = state.layers.add(LabelLayer("truth", phantom.label_map(), opacity=0.6), state.shape)
+    panel = LayerPanel(state.layers)
+    qtbot.addWidget(panel)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    cons = tuple(int(v) for v in np.argwhere(phantom.masks["consolidation"])[0])
+    state.set_cursor((cons[0], 0, 0))
+    panel.set_label_color(4, (0, 0, 255))
+    r, g, b = pixel(view, cons)
+    assert b > 150 and r < 0.7 * b  # now blue
+    row = sorted(layer.colors).index(4)
+    panel.labels.item(row, 1).setCheckState(QtCore.Qt.CheckState.Unchecked)
+    assert 4 in layer.hidden_labels
+    r, g, b = pixel(view, cons)
+    assert np.ptp([r, g, b]) < 8  # label 4 hidden: grey
+    panel.opacity.setValue(20)
+    assert layer.opacity == pytest.approx(0.2)
+
+
+def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phantom_series, tmp_path, monkeypatch):
+    """GUI wiring of the AI: worker thread, overlays, results panel (weights here are untrained)."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    import torch
+
+    from app.gui.analysis import HEATMAP_LAYER, MASK_LAYER
+    from app.gui.main_window import MainWindow
+    from inference.inferers.slice import SliceClassifier
+    from inference.models._api import get_model
+    from inference.models.light_squeezenet import light_squeezenet
+
+    torch.manual_seed(0)
+    clf = SliceClassifier(get_model("light-squeezenet"), device="cpu", module=light_squeezenet())
+    folder, _ = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.open_path(str(folder / "dicom"))
+    failures = []
+    win.analysis_failed.connect(failures.append)
+    assert [win.heatmap_box.itemData(i) for i in range(win.heatmap_box.count())] == ["grad-cam", "cam"]
+    win.heatmap_box.setCurrentIndex(1)  # the paper's CAM, as a user would pick it
+    with qtbot.waitSignal(win.analysis_done, timeout=120000) as blocker:
+        win.analyze(model=clf)
+    pred = blocker.args[0]
+    assert failures == []
+    assert pred.heatmap_method == "cam" and "heat map CAM (paper)" in win.results.headline.text()
+    assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
+    assert 0.0 <= pred.positive_probability <= 1.0
+    assert "P(COVID)" in win.results.headline.text()
+    k = int(pred.slice_indices[len(pred.slice_indices) // 2])
+    win.results.jump_to_slice(k + 0.3)
+    assert win.state.cursor[0] == k
+    assert not win.results.plot.isHidden()
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):  # another CT: the old result must leave the panel
+        win.open_path(str(folder / "dicom"))
+    assert win.results.prediction is None and win.results.plot.isHidden()
+    assert "No analysis yet" in win.results.headline.text() and win.results.table.rowCount() == 0
+    win.close()

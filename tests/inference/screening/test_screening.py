@@ -1,0 +1,165 @@
+"""Screening CT volumes with a slice model trained here on phantom slices."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.inferers.slice import SliceClassifier
+from inference.models._api import get_model
+from inference.models.light_squeezenet import light_squeezenet
+from inference.screening.run import ScreeningConfig, aggregate, run
+from viewer.dicom.write import write_ct_series
+from viewer.io.volumes import read_volume_file
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+SHAPE, SPACING = (40, 96, 96), (6.0, 3.6, 3.6)
+
+
+def phantom(seed: int, lesions: bool):
+    n = 4 if lesions else 0
+    return make_phantom(PhantomConfig(shape=SHAPE, spacing=SPACING, n_ggo=n, n_consolidation=n // 2, seed=seed))
+
+
+def lung_labels(ph) -> np.ndarray:
+    return ph.masks["lung_left"].astype(np.uint8) + 2 * ph.masks["lung_right"].astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> SliceClassifier:
+    """The light SqueezeNet with fixed random weights at a small input size: these tests check the
+    pipeline's geometry and outputs, not the model's skill."""
+    torch.manual_seed(0)
+    spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
+                               preprocessing={"resize": 76, "centre_crop": 64})
+    return SliceClassifier(spec, device="cpu", module=light_squeezenet())
+
+
+def test_lesion_burden_and_severity_follow_the_lesion_mask():
+    from inference.core.prediction import zone_score
+    from inference.screening.run import zone_burden
+
+    labels = np.zeros((30, 20, 20), np.uint8)
+    labels[:, :, :10], labels[:, :, 10:] = 2, 1  # right lung at small x (patient right)
+    lesions = np.zeros(labels.shape, bool)
+    lesions[20:30, :, :10] = True  # the whole upper third of the right lung
+    zones = zone_burden(labels, lesions, (2.0, 1.0, 1.0))
+    upper_right = next(z for z in zones if z.lung == "right" and z.zone == "upper")
+    assert upper_right.percent == pytest.approx(100.0) and upper_right.score == 5
+    assert sum(z.score for z in zones) == 5
+    assert [zone_score(p) for p in (0, 3, 10, 30, 60, 90)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_prediction_lies_on_the_volume_grid(classifier):
+    ph = phantom(22, lesions=True)
+    seen = []
+    pred = run(ph.volume.array, SPACING, classifier, lung_labels=lung_labels(ph), progress=lambda f, m: seen.append(f))
+    for array in (pred.heatmap, pred.lesion_mask, pred.lung_mask):
+        assert array.shape == SHAPE
+    assert set(np.unique(pred.lesion_mask)) <= {0, 3, 4}
+    assert not (pred.lesion_mask.astype(bool) & (pred.lung_mask == 0)).any()
+    assert 0 <= pred.heatmap.min() and pred.heatmap.max() <= 1
+    assert pred.heatmap[pred.lung_mask == 0].max() == 0  # the heat map speaks about the lungs only
+    assert len(pred.zones) == 6 and 0 <= pred.severity <= 30
+    assert seen[-1] == 1.0
+    summary = pred.summary()
+    assert json.loads(json.dumps(summary))["slices_classified"] == len(pred.slice_indices)
+
+
+def test_aggregation_rules():
+    p = np.array([0.1, 0.9, 0.8, 0.2, 0.7])
+    assert aggregate(p, ScreeningConfig()) == pytest.approx((0.9 + 0.8 + 0.7) / 3)
+    assert aggregate(p, ScreeningConfig(aggregation="max")) == 0.9
+    assert aggregate(p, ScreeningConfig(aggregation="mean")) == pytest.approx(p.mean())
+    assert aggregate(np.array([]), ScreeningConfig()) == 0.0
+
+
+def test_screen_ranks_cases_and_writes_aligned_masks(classifier, tmp_path):
+    from app.services.batch_screening import screen
+
+    root = tmp_path / "studies"
+    for name, seed, lesions in (("sick", 30, True), ("clean", 31, False)):
+        ph = phantom(seed, lesions)
+        write_ct_series(ph.volume, root / name, uid_seed=name)
+    (root / "broken").mkdir()
+    (root / "broken" / "junk.dcm").write_bytes(b"\x00" * 200 + b"DICM" + b"\x00" * 50)
+    out = tmp_path / "out"
+    rows, errors = screen([str(root), str(tmp_path / "missing")], out, classifier=classifier, log=lambda _m: None)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["probability"] >= rows[1]["probability"]
+    assert {"sick", "clean"} == {Path(r["source"]).name for r in rows}
+    assert any("missing" in e["source"] for e in errors)
+    with open(out / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["case"] for r in table] == [r["case"] for r in rows]
+    from viewer.io.volumes import open_volume
+
+    ct = open_volume(root / "sick")
+    case = out / rows[0]["case"]
+    for name in ("heatmap", "lesions", "lungs"):
+        mask = read_volume_file(case / f"{name}.nii.gz")
+        assert mask.shape == ct.shape and np.allclose(mask.affine, ct.affine, atol=1e-3)
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["cases"]) == 2
+    assert data["heatmap"] == "grad-cam" and data["device"] == classifier.engine  # how the maps were made
+    assert json.loads((case / "prediction.json").read_text())["heatmap"] == "grad-cam"
+
+
+def test_a_bad_heat_map_choice_stops_the_batch_before_any_case(classifier, tmp_path):
+    from app.services.batch_screening import screen
+
+    write_ct_series(phantom(32, False).volume, tmp_path / "studies" / "a", uid_seed="a")
+    with pytest.raises(ValueError, match="has no 'occlusion' heat map; it offers grad-cam, cam"):
+        screen([str(tmp_path / "studies")], tmp_path / "out", classifier=classifier,
+               config=ScreeningConfig(heatmap="occlusion"), log=lambda _m: None)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):
+    ph = make_phantom(PhantomConfig(shape=(60, 96, 96), spacing=(1.0, 3.6, 3.6), n_ggo=2, n_consolidation=1, seed=5))
+    labels = lung_labels(ph)
+    pred = run(ph.volume.array, (1.0, 3.6, 3.6), classifier, lung_labels=labels)
+    lung_slices = np.nonzero((labels > 0).sum(axis=(1, 2)) * 3.6 * 3.6 >= 400)[0]
+    assert len(pred.slice_indices) == len(lung_slices[::3])  # 3 mm apart at 1 mm spacing
+    skipped = np.setdiff1d(lung_slices, pred.slice_indices)
+    assert len(skipped) > 0 and all(pred.heatmap[k].max() > 0 for k in skipped)
+
+
+def test_fast_lesion_post_processing_equals_the_reference_operations():
+    """The shifted-view opening and the per-slice zone counts give what scipy and whole-array sums give."""
+    from scipy import ndimage
+
+    from inference.screening.run import bounding_box, opening_2d, per_slice_count, zone_burden
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((6, 40, 50)) > 0.97, iterations=2)
+    mask[:, 0, :] = True  # touches the border: outside counts as False, as in scipy
+    for r in (1, 2, 3):
+        yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+        disk = yy**2 + xx**2 <= r * r
+        assert np.array_equal(opening_2d(mask, disk), ndimage.binary_opening(mask, structure=disk[None]))
+    assert np.array_equal(per_slice_count(mask), mask.sum(axis=(1, 2)))
+    assert bounding_box(np.zeros((3, 4, 5), bool)) is None
+    small = np.zeros((5, 6, 7), bool)
+    small[1, 2:4, 3] = small[3, 5, 6] = True
+    assert bounding_box(small) == (slice(1, 4), slice(2, 6), slice(3, 7))
+
+    labels = np.zeros((12, 30, 30), np.uint8)
+    labels[1:11, 5:25, 3:14], labels[2:12, 5:25, 16:28] = 2, 1
+    lesions = rng.random(labels.shape) > 0.8
+    spacing = (2.0, 1.5, 1.5)
+    voxel_ml = 2.0 * 1.5 * 1.5 / 1000
+    for z in zone_burden(labels, lesions, spacing):
+        mask = labels == (2 if z.lung == "right" else 1)
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        edges = np.linspace(zs.min(), zs.max() + 1, 4)
+        i = ("lower", "middle", "upper").index(z.zone)
+        sl = slice(int(round(edges[i])), int(round(edges[i + 1])))
+        assert z.lung_ml == round(mask[sl].sum() * voxel_ml, 3)
+        assert z.lesion_ml == round((mask[sl] & lesions[sl]).sum() * voxel_ml, 3)

@@ -1,0 +1,1 @@
+"""Files: opening volumes, label maps as NIfTI or DICOM SEG, recovery files, atomic writes."""

@@ -1,0 +1,1 @@
+"""Label maps and editing: the label table, edit tools, morphology, statistics, the editing session."""

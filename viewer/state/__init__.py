@@ -1,0 +1,1 @@
+"""The view model: view state, layers and slicing, Qt-free."""

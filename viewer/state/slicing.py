@@ -1,0 +1,90 @@
+"""The three orthogonal views of a canonical volume, in radiological convention.
+
+The viewer keeps its volume canonical (array z, y, x toward patient S, P, L; see
+`viewer.core.reorient`). A view's 2D image is indexed (row, column) with row 0 at the
+top of the screen:
+
+* axial    a[k]        rows A -> P, columns R -> L (patient's right on screen left)
+* coronal  a[::-1, j]  rows S -> I, columns R -> L
+* sagittal a[::-1, :, i] rows S -> I, columns A -> P
+
+Every function here maps between that display grid and voxel indices, so masks
+and heat maps on the volume grid land on the same pixels as the CT.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+
+class Orientation(str, Enum):
+    AXIAL = "axial"
+    CORONAL = "coronal"
+    SAGITTAL = "sagittal"
+
+    @property
+    def axis(self) -> int:
+        """The array axis (z, y, x) this view slices through."""
+        return {"axial": 0, "coronal": 1, "sagittal": 2}[self.value]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Patient-direction letters at the screen edges."""
+        return {
+            "axial": {"top": "A", "bottom": "P", "left": "R", "right": "L"},
+            "coronal": {"top": "S", "bottom": "I", "left": "R", "right": "L"},
+            "sagittal": {"top": "S", "bottom": "I", "left": "A", "right": "P"},
+        }[self.value]
+
+
+def slice_count(shape: tuple[int, int, int], orientation: Orientation) -> int:
+    return shape[orientation.axis]
+
+
+def extract(array: np.ndarray, orientation: Orientation, index: int) -> np.ndarray:
+    """The 2D display image (rows, columns) of one slice; a view where possible, never a full-volume copy."""
+    if orientation is Orientation.AXIAL:
+        return array[index]
+    if orientation is Orientation.CORONAL:
+        return array[::-1, index, :]
+    return array[::-1, :, index]
+
+
+def display_shape(shape: tuple[int, int, int], orientation: Orientation) -> tuple[int, int]:
+    nz, ny, nx = shape
+    return {Orientation.AXIAL: (ny, nx), Orientation.CORONAL: (nz, nx), Orientation.SAGITTAL: (nz, ny)}[orientation]
+
+
+def pixel_spacing(spacing: tuple[float, float, float], orientation: Orientation) -> tuple[float, float]:
+    """(row, column) size in mm of a display pixel: what keeps the physical aspect ratio."""
+    dz, dy, dx = spacing
+    return {Orientation.AXIAL: (dy, dx), Orientation.CORONAL: (dz, dx), Orientation.SAGITTAL: (dz, dy)}[orientation]
+
+
+def display_to_voxel(shape: tuple[int, int, int], orientation: Orientation, index: int,
+                     row: float, col: float) -> tuple[float, float, float]:
+    """Voxel (k, j, i) of a display position (row, column) on slice `index` (fractional allowed)."""
+    nz = shape[0]
+    if orientation is Orientation.AXIAL:
+        return (float(index), row, col)
+    if orientation is Orientation.CORONAL:
+        return (nz - 1 - row, float(index), col)
+    return (nz - 1 - row, col, float(index))
+
+
+def voxel_to_display(shape: tuple[int, int, int], orientation: Orientation,
+                     voxel: tuple[float, float, float]) -> tuple[float, float]:
+    """Display (row, column) of voxel (k, j, i) in the view of `orientation`."""
+    k, j, i = voxel
+    nz = shape[0]
+    if orientation is Orientation.AXIAL:
+        return (j, i)
+    if orientation is Orientation.CORONAL:
+        return (nz - 1 - k, i)
+    return (nz - 1 - k, j)
+
+
+def clamp_voxel(shape: tuple[int, int, int], voxel) -> tuple[int, int, int]:
+    return tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(voxel, shape))  # type: ignore[return-value]

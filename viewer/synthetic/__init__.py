@@ -1,0 +1,1 @@
+"""Synthetic data: the chest-CT phantom and the demo study."""
