@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-training lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# the minutes-long training checks that `make test` leaves out
+test-training: $(STAMP)
+	$(BIN)/python -m pytest -m training
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_loading

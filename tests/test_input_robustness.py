@@ -21,7 +21,8 @@ from PIL import Image
 from viewer.core.errors import LoadError
 from viewer.core.volume import SeriesMetadata, Volume
 from viewer.dicom.write import write_ct_series
-from viewer.io.volumes import read_labels_on_grid, read_overlay_on_grid, write_volume
+from viewer.io.label_grid import read_labels_on_grid, read_overlay_on_grid
+from viewer.io.volumes import write_volume
 from viewer.labels.label_map import LabelMap
 from viewer.labels.stats import label_stats
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
@@ -245,9 +246,7 @@ def test_view_screenshot_shows_the_screen_heat_map_and_survives_refused_overlays
 
 
 @pytest.fixture
-def window(qtbot, files, tmp_path, monkeypatch):
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("LUNGLENS_RECOVERY_DIR", str(tmp_path / "recovery"))
+def window(qtbot, files, user_dirs):
     from app.gui.main_window import MainWindow
 
     win = MainWindow(interactive=False)
@@ -275,9 +274,7 @@ def test_gui_adds_a_float_overlay_as_heat_map_and_refuses_other_patients_labels(
     assert [layer.name for layer in window.state.layers] == ["heatmap"]
 
 
-def test_closing_while_a_load_runs_joins_its_thread(qtbot, files, tmp_path, monkeypatch):
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("LUNGLENS_RECOVERY_DIR", str(tmp_path / "recovery"))
+def test_closing_while_a_load_runs_joins_its_thread(qtbot, files, user_dirs):
     from app.gui.main_window import MainWindow
 
     win = MainWindow(interactive=False)

@@ -10,10 +10,11 @@ from PySide6 import QtCore, QtWidgets
 
 from app.gui.workers import Worker
 from inference.core.prediction import Prediction
+from inference.core.types import Cancelled, InferenceError, UnknownModelError
 from inference.inferers.slice import HEATMAP_METHODS, SliceClassifier
-from inference.models._api import ModelSpec, WeightsError, get_model
-from inference.screening.pipelines.volume import VolumeClassifier
-from inference.screening.run import ScreeningCancelled, ScreeningConfig, run, screening_models
+from inference.inferers.volume import VolumeClassifier
+from inference.models import ModelSpec, get_model
+from inference.screening.run import ScreeningConfig, run, screening_models
 from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.slicing import Orientation
 from viewer.state.view_state import ViewerState
@@ -39,7 +40,7 @@ def usable_lung_methods() -> list[str]:
 
     try:
         has_unet = _has_weights(get_model(MODEL_NAME))
-    except KeyError:
+    except UnknownModelError:
         has_unet = False
     return ["threshold", "unet"] if has_unet else ["threshold"]
 
@@ -57,7 +58,7 @@ def is_slice_model(name: str) -> bool:
     """Whether a registered model classifies slices (and so lets the user pick its heat map)."""
     try:
         return get_model(name).input_kind == "slice"
-    except KeyError:
+    except UnknownModelError:
         return False
 
 
@@ -79,9 +80,9 @@ class AnalyzeWorker(Worker):
             pred = run(self.volume, self.spacing, self.model, device=self.device, lungs=self.lungs,
                        config=self.config, progress=self.progress.emit, cancel=self._cancel.is_set)
             self._deliver(self.done, pred)
-        except ScreeningCancelled:
+        except Cancelled:
             self._deliver(self.cancelled)
-        except (WeightsError, ValueError, KeyError) as exc:
+        except (InferenceError, ValueError) as exc:
             self._deliver(self.failed, str(exc))
         except Exception as exc:  # noqa: BLE001 - report, do not kill the thread silently
             self._deliver(self.failed, f"analysis failed: {exc}\n{traceback.format_exc(limit=3)}")

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
+
+Echo = Callable[[str], None]  # takes one line of output (no newline)
+
+
+def _stdout(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
 
 
 def _headless_defaults(screenshot: bool) -> None:
@@ -43,16 +54,20 @@ def run_viewer(
     size: tuple[int, int] = (1400, 950),
     timeout_s: float = 300.0,
     analyze: bool = False,
+    echo: Echo = _stdout,
+    echo_error: Echo = _stderr,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
 
     Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
     the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
+    The lines for the terminal go to `echo` (the screenshot written) and `echo_error` (errors); by default
+    stdout and stderr.
     """
     _headless_defaults(screenshot is not None)
     if screenshot is None and not _has_display():
-        print("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
-              "under xvfb-run, or save a picture with --screenshot FILE.png", file=sys.stderr)
+        echo_error("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
+                   "under xvfb-run, or save a picture with --screenshot FILE.png")
         return 1
     from app.gui.main_window import MainWindow
 
@@ -74,15 +89,15 @@ def run_viewer(
         def finish() -> None:
             try:
                 out = window.save_screenshot(screenshot)
-                print(f"wrote {out}")
+                echo(f"wrote {out}")
             except OSError as exc:
-                print(f"lunglens: error: {exc}", file=sys.stderr)
+                echo_error(f"lunglens: error: {exc}")
                 status["code"] = 1
             window.close()
             app.quit()
 
         def failed(message: str) -> None:
-            print(f"lunglens: error: {message}", file=sys.stderr)
+            echo_error(f"lunglens: error: {message}")
             status["code"] = 1
             window.close()
             app.quit()
@@ -95,7 +110,7 @@ def run_viewer(
         window.load_failed.connect(failed)
 
         def overlay_refused(message: str) -> None:
-            print(f"lunglens: error: overlay refused: {message}", file=sys.stderr)
+            echo_error(f"lunglens: error: overlay refused: {message}")
             status["code"] = 1
 
         window.overlay_failed.connect(overlay_refused)
@@ -107,7 +122,7 @@ def run_viewer(
         window.volume_loaded.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
     if path is not None:
         if not Path(path).exists():
-            print(f"lunglens: error: {path}: no such file or folder", file=sys.stderr)
+            echo_error(f"lunglens: error: {path}: no such file or folder")
             return 1
         window.open_path(path, series=series, overlays=overlays)
     try:

@@ -28,8 +28,11 @@ from app.gui.settings import Settings
 from app.gui.workers import LoadWorker, start_worker
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
-from viewer.gui.slice_view import EDIT_TOOLS, TOOLS, SliceView
-from viewer.io.volumes import read_overlay_on_grid, volume_suffix
+from viewer.gui.slice_view import TOOLS, SliceView
+from viewer.io.label_grid import read_overlay_on_grid
+from viewer.io.volumes import volume_suffix
+from viewer.labels.label_map import Box
+from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.slicing import Orientation
 from viewer.state.view_state import ViewerState
@@ -77,7 +80,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.views = {o: SliceView(self.state, o) for o in Orientation}
         self.view3d = _make_3d_view(self)
-        self.annotation = AnnotationController(self)
+        self.annotation = AnnotationController(self.state, self.settings, self, parent=self)
+        self.annotation.status_message.connect(self.statusBar().showMessage)
         for view in self.views.values():
             view.editor = self.annotation
         self.main_view = Orientation.AXIAL
@@ -608,6 +612,22 @@ class MainWindow(QtWidgets.QMainWindow):
         visible = {v for v in colors if v not in labels.hidden_labels}
         lungs_translucent = {1: 0.25, 2: 0.25}  # lesions stay opaque inside them
         self.view3d.set_labels(labels.data, colors, visible, lungs_translucent)
+
+    # -- the annotation controller's host (`AnnotationHost`) ---------------------------------
+
+    def dialog_parent(self) -> QtWidgets.QWidget:
+        return self
+
+    def redraw_labels(self, layer: LabelLayer, box: Box) -> None:
+        for view in self.views.values():
+            view.refresh_layer(layer, box)
+
+    def refresh_label_surfaces(self) -> None:
+        """The 3D view rebuilds the label surfaces, once edits paused, and only while it is on show."""
+        if hasattr(self.view3d, "labels_edited"):
+            self.view3d.labels_edited()
+            if self.view3d.isVisible():
+                self.sync_3d_labels()
 
     # -- cursor / status ---------------------------------------------------------------------
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from inference.inferers.slice import SliceClassifier
-from inference.screening.pipelines.volume import VolumeClassifier
+from inference.inferers.volume import VolumeClassifier
 from inference.screening.run import ScreeningConfig, load_model, run
 from viewer.core.errors import LoadError
 from viewer.core.progress import ProgressFn
@@ -22,6 +24,8 @@ from viewer.dicom.load import load_series
 from viewer.dicom.scan import SeriesEntry, is_expected_skip, scan
 from viewer.io.atomic_files import write_text_atomic
 from viewer.io.volumes import read_volume_file, volume_suffix, write_volume
+
+_log = logging.getLogger(__name__)  # the default `log` of `screen`
 
 CSV_FIELDS = ("rank", "case", "series", "probability", "involvement_percent", "severity", "lesion_ml",
               "slices", "seconds", "source")
@@ -71,7 +75,7 @@ def _safe(text: str) -> str:
 def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeezenet", device: str = "auto",
            backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
            lungs: str = "threshold",
-           progress: ProgressFn | None = None, log=print,
+           progress: ProgressFn | None = None, log: Callable[[str], None] = _log.info,
            classifier: SliceClassifier | VolumeClassifier | None = None) -> tuple[list[dict], list[dict]]:
     """Screen every case with a slice or volume model; write results.csv/json (ranked by probability) and
     per-case NIfTI masks. `lungs`: the lung mask method ("threshold" or "unet").

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from viewer.io.nifti_labels import (
     write_label_image,
 )
 from viewer.io.volumes import open_volume, write_volume
+
+_log = logging.getLogger(__name__)  # the default `log` of `export_training`
 
 MASK_NAMES = ("labels.nii.gz", "labels.nii", "mask.nii.gz", "mask.nii")
 SEG_NAMES = ("labels.dcm", "seg.dcm")
@@ -142,7 +145,7 @@ def export_training(
     root: str | Path,
     out: str | Path,
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Write the training set of every case under `root` to `out`; returns (cases written, skipped inputs)."""
     out = Path(out)

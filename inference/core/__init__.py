@@ -1,1 +1,1 @@
-"""Shared inference types and helpers: progress and cancel, errors, device choice, metrics, predictions."""
+"""Shared inference types and helpers: progress, cancel and errors (types), device choice, metrics, predictions."""

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from inference.transforms.volume import WINDOW_HU
 
-Box = Sequence[Sequence[int]]  # ((z0, z1), (y0, y1), (x0, x1)), half-open voxel ranges
+VoxelRanges = Sequence[Sequence[int]]  # ((z0, z1), (y0, y1), (x0, x1)), half-open voxel ranges
 Centre = tuple[float, float, float]
 
 
@@ -103,7 +103,7 @@ def localize(hu: np.ndarray, lungs: np.ndarray, spacing: Sequence[float], cams: 
         hu: CT (z, y, x) in HU.
         lungs: lung mask or label map on the same grid.
         spacing: (z, y, x) mm.
-        cams: depth name -> class activation map on the CT grid (see `volume_preprocessing.to_ct_grid`).
+        cams: depth name -> class activation map on the CT grid (see `inference.transforms.volume.to_ct_grid`).
         unsupervised: a precomputed R3dcc (else computed here).
     """
     cfg = config or LocalizationConfig()
@@ -129,19 +129,19 @@ def localize(hu: np.ndarray, lungs: np.ndarray, spacing: Sequence[float], cams: 
             best = (int(overlap[k]), float(mass[k]), depth, labels == k)
     if best is None:
         return Localization(np.zeros(hu.shape, bool), None, None, None, 0, r3dcc)
-    overlap, _, depth, mask = best
+    best_overlap, _, depth, mask = best
     kk, jj, ii = np.nonzero(mask)
     centre = (float(kk.mean()), float(jj.mean()), float(ii.mean()))
     bbox = tuple((int(a.min()), int(a.max()) + 1) for a in (kk, jj, ii))
-    return Localization(mask, centre, bbox, depth, overlap, r3dcc)  # type: ignore[arg-type]
+    return Localization(mask, centre, bbox, depth, best_overlap, r3dcc)  # type: ignore[arg-type]
 
 
-def centre_in_box(centre: Sequence[float], box: Box) -> bool:
+def centre_in_box(centre: Sequence[float], box: VoxelRanges) -> bool:
     """Whether a (z, y, x) point lies in a half-open voxel box (voxels cover index +- 0.5)."""
     return all(lo - 0.5 <= c <= hi - 0.5 for c, (lo, hi) in zip(centre, box))
 
 
-def hit_rate(predicted_centres: Sequence[Sequence[float] | None], gt_boxes: Sequence[Sequence[Box]]) -> float:
+def hit_rate(predicted_centres: Sequence[Sequence[float] | None], gt_boxes: Sequence[Sequence[VoxelRanges]]) -> float:
     """Share of cases whose predicted lesion centre lies in any of its labelled boxes (None counts as a miss).
 
     NaN when there are no cases.

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-BACKENDS = ("auto", "torch", "onnx")
+from inference.core.choices import BACKENDS
+from inference.explain.cam import class_activation_map
+from inference.models._api import CamLayers
 
 
 def onnxruntime_available() -> bool:
@@ -30,29 +32,35 @@ def onnxruntime_available() -> bool:
 
 
 class _LogitsAndCam(nn.Module):
-    """What the graph computes: logits, and the positive-class CAM when the model has one."""
+    """What the graph computes: logits, and the positive-class CAM when `cam_layers` names one."""
 
-    def __init__(self, model: nn.Module, class_index: int) -> None:
+    def __init__(self, model: nn.Module, class_index: int, cam_layers: CamLayers | None) -> None:
         super().__init__()
         self.model, self.class_index = model, class_index
+        self.cam_layers = cam_layers if cam_layers is not None and cam_layers.cam else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        if hasattr(self.model, "cam"):
-            return self.model.cam(x, self.class_index)
+        if self.cam_layers is not None:
+            return class_activation_map(self.model, x, self.class_index, self.cam_layers.cam or "",
+                                        self.cam_layers.classifier)
         return self.model(x)
 
 
 class OnnxSliceRunner:
-    """A slice model exported to ONNX and run by ONNX Runtime on (N, 1, size, size) float32 batches."""
+    """A slice model exported to ONNX and run by ONNX Runtime on (N, 1, size, size) float32 batches.
 
-    def __init__(self, model: nn.Module, size: int, class_index: int, threads: int | None = None) -> None:
+    `cam_layers` (the registry entry's): with a CAM layer, the graph computes the positive-class CAM too.
+    """
+
+    def __init__(self, model: nn.Module, size: int, class_index: int, threads: int | None = None,
+                 cam_layers: CamLayers | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise ValueError("the ONNX backend needs the onnxruntime package (pip install onnxruntime)") from None
-        self.has_cam = hasattr(model, "cam")
+        wrapper = _LogitsAndCam(model, class_index, cam_layers).eval()  # eval: dropout, batch norm in inference mode
+        self.has_cam = wrapper.cam_layers is not None
         self.heatmaps: tuple[str, ...] = ("cam",) if self.has_cam else ()  # no gradients: no Grad-CAM
-        wrapper = _LogitsAndCam(model, class_index).eval()  # eval: dropout and batch norm in inference mode
         outputs = ["logits", "cam"] if self.has_cam else ["logits"]
         buf = io.BytesIO()
         was_training = model.training

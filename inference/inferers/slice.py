@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference.core.choices import HEATMAP_METHODS
 from inference.core.device import MIXED_TOLERANCE, mixed_dtype, select_device
+from inference.explain.cam import class_activation_map, grad_cam
 from inference.inferers.onnx import OnnxSliceRunner, choose_backend
 from inference.models._api import ModelSpec, get_model
-from inference.transforms.common import ResizeSquare, normalizer
 from inference.transforms.images import load_grey
+from inference.transforms.slice import SlicePreprocess
 
-#: heat-map method -> the model method that makes it. "grad-cam": Grad-CAM at a fine layer (the light
-#: SqueezeNet's Fire 2); "cam": the paper's class activation map from the pooled features.
-HEATMAP_METHODS: dict[str, str] = {"grad-cam": "grad_cam", "cam": "cam"}
+# HEATMAP_METHODS, best first: "grad-cam", Grad-CAM of the class log-odds at the registry entry's
+# `cam_layers.grad_cam` layer (a fine one: the light SqueezeNet's Fire 2); "cam", the paper's class
+# activation map over the pooled features (`cam_layers.cam`).
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class SlicePrediction:
 
 
 class SliceClassifier:
-    """A slice model ready to run: weights loaded (hash-checked), pre-processing from its registry entry.
+    """A slice model ready to run: weights loaded (hash-checked), pre-processing and heat-map layers from its
+    registry entry (`spec.transforms`, a `SlicePreprocess`, exactly; `spec.cam_layers`).
 
     `backend`: `torch` (the reference), `onnx` (ONNX Runtime, CPU only) or `auto` (torch: ONNX Runtime
     measured no faster for these models on a 2-core CPU). Both give the same probabilities within 1e-4.
@@ -52,17 +55,18 @@ class SliceClassifier:
         model = module if module is not None else self.spec.build(pretrained=True)
         # channels-last convolutions are about 1.45x faster on this CPU path (measured in bench_inference)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        pre = self.spec.preprocessing
-        self.pre_size, self.size = int(pre.get("resize", 268)), int(pre.get("centre_crop", 224))
-        self._resize = ResizeSquare(self.pre_size)
-        self._normalize = normalizer(str(pre.get("normalize", "per-image")))
+        if not isinstance(self.spec.transforms, SlicePreprocess):
+            raise ValueError(f"model {self.spec.name!r} has no slice pre-processing (transforms) in its entry")
+        self.preprocess: SlicePreprocess = self.spec.transforms
+        self.pre_size, self.size = self.preprocess.resize, self.preprocess.crop
         self.tta = tta
         self.positive_index = self.spec.classes.index(self.spec.positive_class)
         self.backend = choose_backend(backend, self.device)
         self._onnx: OnnxSliceRunner | None = None
         if self.backend == "onnx":
             try:
-                self._onnx = OnnxSliceRunner(self.model, self.size, self.positive_index)
+                self._onnx = OnnxSliceRunner(self.model, self.size, self.positive_index,
+                                             cam_layers=self.spec.cam_layers)
             except Exception as exc:  # exporters and runtimes raise many types; `auto` falls back to torch
                 if (backend or "auto").lower() != "auto":
                     raise ValueError(f"model {self.spec.name!r} could not run on ONNX Runtime: {exc}") from exc
@@ -118,16 +122,13 @@ class SliceClassifier:
             return torch.from_numpy(logits), (torch.from_numpy(cam) if with_cam else None)
         with self._autocast():
             if with_cam:
-                logits, cam = self.model.cam(x, self.positive_index)
+                logits, cam = self._cam(x, self.positive_index)
                 return logits.float(), cam.float()
             return self.model(x).float(), None
 
     def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Grey images in [0, 1] of any size -> a standardized (N, 1, size, size) batch."""
-        o = (self.pre_size - self.size) // 2
-        batch = np.stack([self._resize(np.asarray(im, np.float32))[o : o + self.size, o : o + self.size]
-                          for im in images])
-        x = self._normalize(torch.from_numpy(batch)[:, None]).to(self.device)
+        x = self.preprocess(images).to(self.device)
         return x.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
@@ -148,8 +149,27 @@ class SliceClassifier:
 
     def heatmap_methods(self) -> tuple[str, ...]:
         """The heat maps this model makes on this backend, best first (see `HEATMAP_METHODS`)."""
-        made = self._onnx.heatmaps if self._onnx is not None else tuple(HEATMAP_METHODS)
-        return tuple(m for m in HEATMAP_METHODS if m in made and hasattr(self.model, HEATMAP_METHODS[m]))
+        made = self._onnx.heatmaps if self._onnx is not None else HEATMAP_METHODS
+        return tuple(m for m in self._layer_heatmaps() if m in made)
+
+    def _layer_heatmaps(self) -> tuple[str, ...]:
+        """The heat maps the registry entry names layers for, whatever the backend."""
+        layers = self.spec.cam_layers
+        if layers is None:
+            return ()
+        named = {"grad-cam": bool(layers.grad_cam), "cam": bool(layers.cam)}
+        return tuple(m for m in HEATMAP_METHODS if named[m])
+
+    def _cam(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = self.spec.cam_layers
+        assert layers is not None and layers.cam
+        return class_activation_map(self.model, x, index, layers.cam, layers.classifier)
+
+    def _grad_cam(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = self.spec.cam_layers
+        assert layers is not None and layers.grad_cam
+        logits, maps = grad_cam(self.model, x, index, layers.grad_cam[:1], score="log-odds")
+        return logits, maps[layers.grad_cam[0]]
 
     def check_heatmap(self, method: str | None = None) -> str:
         """The heat-map method to use: `method`, or by default the best the model offers on this backend
@@ -162,7 +182,7 @@ class SliceClassifier:
         method = method or (offered[0] if offered else "cam")
         if method in offered:
             return method
-        if self._onnx is not None and hasattr(self.model, HEATMAP_METHODS.get(method, "")):
+        if self._onnx is not None and method in self._layer_heatmaps():
             raise ValueError(f"the ONNX backend computes no gradients, so no {method!r} heat map: use "
                              f"{' or '.join(offered) or 'no heat map'} with it, or the torch backend")
         raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
@@ -174,7 +194,7 @@ class SliceClassifier:
         if method == "cam" and index == self.positive_index:
             return self._logits(x, with_cam=True)  # type: ignore[return-value]
         with self._autocast():
-            logits, maps = getattr(self.model, HEATMAP_METHODS[method])(x, index)
+            logits, maps = (self._grad_cam if method == "grad-cam" else self._cam)(x, index)
         return logits.float(), maps.float()
 
     @torch.no_grad()
@@ -202,7 +222,7 @@ class SliceClassifier:
 
     def cam_to_image(self, cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Undo `prepare`'s geometry: a (size, size) map back onto an (H, W) image."""
-        o = (self.pre_size - self.size) // 2
+        o = self.preprocess.offset
         canvas = np.zeros((self.pre_size, self.pre_size), np.float32)
         canvas[o : o + self.size, o : o + self.size] = cam
         h, w = shape

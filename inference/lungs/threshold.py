@@ -15,23 +15,30 @@ x toward the patient's left, plus the voxel spacing (z, y, x) in mm. The pipelin
    the dents in the lung outline that the convex hull of both lungs bridges lung-to-same-lung, plus
    lesions that cut the lung tip next to the spine (bridged along z).
 
-`segment_lungs_by` chooses between this method ("threshold") and the 2D lung U-Net ("unet",
-`inference.lungs.unet`), which keeps the same contract.
+`inference.lungs.select.segment_lungs_by` chooses between this method ("threshold") and the 2D lung
+U-Net ("unet", `inference.lungs.unet`), which keeps the same contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
-Box = tuple[slice, slice, slice]
-Spacing = tuple[float, float, float]
+from inference.core.types import CancelFn, ProgressFn
+from inference.lungs.common import (
+    S2D_4,
+    LungMasks,
+    SliceBox,
+    Spacing,
+    Steps,
+    bbox,
+    checked_input,
+    fill_holes_2d,
+    holes_2d,
+)
 
 HU_AIR = -400.0  # lung parenchyma and air below this
 HU_BODY = -500.0  # body tissue (fat and denser) above this
@@ -49,69 +56,14 @@ Z_GAP_MM = 70.0  # a lesion that cuts the lung tip next to the spine is bridged 
 RIM_MM = 20.0  # ... where it lies this close to the back of the hull of both lungs and touches its outline
 BIG_HOLE_MM2 = 100.0  # larger axial holes must be capped by lung above and below to be filled
 
-_S2D_4 = np.zeros((3, 3, 3), bool)
-_S2D_4[1] = ndimage.generate_binary_structure(2, 1)
 _S2D_8 = np.zeros((3, 3, 3), bool)
 _S2D_8[1] = True
 _S3D_6 = ndimage.generate_binary_structure(3, 1)
 _SQUARE = np.ones((3, 3), bool)
 
 
-class SegmentationCancelled(Exception):
-    """Raised when the `cancel` callback asked segment_lungs to stop."""
-
-
-@dataclass(frozen=True)
-class LungMasks:
-    """Boolean (z, y, x) masks on the CT grid."""
-
-    left: np.ndarray  # the patient's left lung
-    right: np.ndarray  # the patient's right lung
-    airways: np.ndarray  # trachea and main bronchi (lumen), not part of the lungs
-
-    @property
-    def lungs(self) -> np.ndarray:
-        return self.left | self.right
-
-    def label_map(self) -> np.ndarray:
-        """uint8: 0 background, 1 left lung, 2 right lung."""
-        lab = np.zeros(self.left.shape, np.uint8)
-        lab[self.left] = 1
-        lab[self.right] = 2
-        return lab
-
-    @classmethod
-    def empty(cls, shape: tuple[int, ...]) -> LungMasks:
-        return cls(np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool))
-
-
-class _Steps:
-    """Reports non-decreasing progress and raises SegmentationCancelled when asked to stop."""
-
-    def __init__(self, progress: ProgressFn | None, cancel: CancelFn | None) -> None:
-        self._progress, self._cancel, self._last = progress, cancel, 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self._cancel is not None and self._cancel():
-            raise SegmentationCancelled("lung segmentation cancelled")
-        self._last = max(self._last, min(1.0, fraction))
-        if self._progress is not None:
-            self._progress(self._last, message)
-
-
 # ----------------------------------------------------------------------------------------------
 # entry point
-
-
-def checked_input(hu: np.ndarray, spacing) -> tuple[np.ndarray, Spacing]:
-    """The CT as an array and its spacing as three floats; ValueError for a non-3D volume or a bad spacing."""
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise ValueError(f"expected a (z, y, x) volume, got shape {hu.shape}")
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
-        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
-    return hu, sp  # type: ignore[return-value]
 
 
 def segment_lungs(hu: np.ndarray, spacing: tuple[float, float, float], *, progress: ProgressFn | None = None,
@@ -122,42 +74,24 @@ def segment_lungs(hu: np.ndarray, spacing: tuple[float, float, float], *, progre
         hu: (z, y, x) Hounsfield units, z superior, y posterior, x patient left.
         spacing: voxel size (z, y, x) in mm.
         progress: called with (fraction, message); the fraction never decreases and ends at 1.0.
-        cancel: returns True to stop; SegmentationCancelled is raised then.
+        cancel: returns True to stop; `Cancelled` is raised then.
 
     Returns empty masks (no exception) when no lung is found.
     """
     hu, sp = checked_input(hu, spacing)
-    step = _Steps(progress, cancel)
+    step = Steps(progress, cancel)
     step(0.0, "Segmenting the lungs")
     masks = _segment(hu, sp, step) if hu.size else None  # type: ignore[arg-type]
     step(1.0, "Lungs segmented")
     return masks if masks is not None else LungMasks.empty(hu.shape)
 
 
-LUNG_METHODS = ("threshold", "unet")
-
-
-def segment_lungs_by(method: str, hu: np.ndarray, spacing: tuple[float, float, float], *,
-                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LungMasks:
-    """Lung masks by `method`: "threshold" (`segment_lungs`) or "unet" (the 2D lung U-Net, shipped weights).
-
-    Same arguments, errors and result as `segment_lungs`; the U-Net's `airways` mask is empty.
-    """
-    if method == "threshold":
-        return segment_lungs(hu, spacing, progress=progress, cancel=cancel)
-    if method == "unet":
-        from inference.lungs.unet import segment_lungs_unet  # torch only when asked for
-
-        return segment_lungs_unet(hu, spacing, progress=progress, cancel=cancel)
-    raise ValueError(f"unknown lung segmentation method {method!r}; choose one of: {', '.join(LUNG_METHODS)}")
-
-
-def _segment(hu: np.ndarray, sp: Spacing, step: _Steps) -> LungMasks | None:
+def _segment(hu: np.ndarray, sp: Spacing, step: Steps) -> LungMasks | None:
     fac = tuple(max(1, round(t / s)) for t, s in zip(WORK_SPACING, sp))
     wsp: Spacing = tuple(s * f for s, f in zip(sp, fac))  # type: ignore[assignment]
     strided = hu[::fac[0], ::fac[1], ::fac[2]]
     body = _body_mask(strided, wsp)
-    box = _bbox(body, margin=(0, 1, 1))
+    box = bbox(body, margin=(0, 1, 1))
     if box is None:
         return None
     work, body = np.ascontiguousarray(strided[box]), body[box]
@@ -170,7 +104,7 @@ def _segment(hu: np.ndarray, sp: Spacing, step: _Steps) -> LungMasks | None:
     if lungs is None:
         return None
     mid = _mean_x(body)
-    inner = _bbox(lungs, margin=(1, 2, 2))
+    inner = bbox(lungs, margin=(1, 2, 2))
     if inner is None:
         return None
     mid -= inner[2].start
@@ -192,37 +126,9 @@ def _segment(hu: np.ndarray, sp: Spacing, step: _Steps) -> LungMasks | None:
 # small helpers
 
 
-def _bbox(mask: np.ndarray, margin: tuple[int, int, int] = (0, 0, 0)) -> Box | None:
-    """Bounding box of `mask` grown by `margin` voxels (clipped), or None when empty."""
-    out = []
-    for ax in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
-        if len(hit) == 0:
-            return None
-        out.append(slice(int(max(0, hit[0] - margin[ax])), int(min(mask.shape[ax], hit[-1] + 1 + margin[ax]))))
-    return tuple(out)  # type: ignore[return-value]
-
-
 def _slice_label_ranges(lab: np.ndarray) -> np.ndarray:
     """For labels of a stack of 2-D labellings: the last label of each slice (slice k owns (hi[k-1], hi[k]])."""
     return np.maximum.accumulate(lab.reshape(lab.shape[0], -1).max(axis=1))
-
-
-def _holes_2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the background of every axial slice, and which labels are holes (not at the slice border)."""
-    lab, n = ndimage.label(~mask, _S2D_4)
-    edges = np.concatenate([lab[:, 0].ravel(), lab[:, -1].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
-    hole = np.ones(n + 1, bool)
-    hole[edges] = False
-    hole[0] = False
-    return lab, hole
-
-
-def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of every axial slice."""
-    lab, hole = _holes_2d(mask)
-    hole[0] = True
-    return hole[lab]
 
 
 def _largest_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -291,7 +197,7 @@ def _max_label(labels: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 def _body_mask(work: np.ndarray, wsp: Spacing) -> np.ndarray:
     """Filled body outline on the working grid, computed on a ~4 mm in-plane grid (the lungs lie far inside)."""
     s = max(1, round(BODY_SPACING / min(wsp[1:])))
-    coarse = _fill_holes_2d(_largest_per_slice(work[:, ::s, ::s] > HU_BODY))
+    coarse = fill_holes_2d(_largest_per_slice(work[:, ::s, ::s] > HU_BODY))
     if s == 1:
         return coarse
     coarse = _shrink(coarse, square=True)  # the blocky outline would take in a little of the air outside
@@ -375,7 +281,7 @@ def _find_airway(work: np.ndarray, air: np.ndarray, body: np.ndarray, wsp: Spaci
 
 def _grow_airway_3d(airway: np.ndarray, lumen: np.ndarray, k_end: int, k0: int) -> np.ndarray:
     """Add the lumen 3-D connected to the tracked airway between its ends (branches that run upward)."""
-    box = _bbox(airway, margin=(0, 8, 8))
+    box = bbox(airway, margin=(0, 8, 8))
     if box is None:
         return airway
     box = (slice(k_end, k0 + 1), box[1], box[2])
@@ -528,7 +434,7 @@ def _fill_lung_holes(mask: np.ndarray, wsp: Spacing) -> np.ndarray:
     A large hole is filled only where lung (or a filled hole) caps it from below and from above: the top
     of the liver dome or the inferior vena cava is an island in the lung base that is open downward.
     """
-    lab, hole = _holes_2d(mask)
+    lab, hole = holes_2d(mask)
     area = np.bincount(lab.ravel(), minlength=len(hole))
     big = hole & (area * wsp[1] * wsp[2] > BIG_HOLE_MM2)
     fill = hole & ~big
@@ -604,7 +510,7 @@ def _pleural_dents(left: np.ndarray, right: np.ndarray, hull: np.ndarray, mid: f
     (the liver dome under a lung base crescent) are not dents.
     """
     gaps = hull & ~(left | right)
-    lab, n = ndimage.label(gaps, _S2D_4)
+    lab, n = ndimage.label(gaps, S2D_4)
     if n == 0:
         return [gaps, gaps]
     chord = gaps & ~_shrink(hull)
@@ -649,7 +555,7 @@ def _z_gaps(lung: np.ndarray, wsp: Spacing) -> np.ndarray:
 
 
 def _upsample(a: np.ndarray, fac: tuple[int, ...], origin: tuple[int, ...],
-              shape: tuple[int, ...]) -> tuple[Box, np.ndarray]:
+              shape: tuple[int, ...]) -> tuple[SliceBox, np.ndarray]:
     """Nearest-neighbour copy of a working-grid box (at `origin`) on the CT grid, and where it goes."""
     fine, cut = [], []
     for n, f, o, m in zip(shape, fac, origin, a.shape):
@@ -691,7 +597,7 @@ def _write_lungs(out: LungMasks, hu: np.ndarray, fac: tuple[int, ...], origin: t
 def _write_airways(out: LungMasks, hu: np.ndarray, fac: tuple[int, ...], origin: tuple[int, ...],
                    zone: np.ndarray) -> None:
     """The airway lumen on the CT grid: air-like voxels near the working-grid airway, outside the lungs."""
-    box = _bbox(zone)
+    box = bbox(zone)
     if box is None:
         return
     region, up = _upsample(zone[box], fac, tuple(o + b.start for o, b in zip(origin, box)), hu.shape)

@@ -1,7 +1,7 @@
 """Lung segmentation by the 2D lung U-Net of DeCoVNet's pipeline (paper 1), run slice by slice.
 
 `segment_lungs_unet` keeps the contract of `inference.lungs.threshold.segment_lungs`: (z, y, x) HU with
-z superior, y posterior, x patient left; the same argument errors; `SegmentationCancelled` on cancel;
+z superior, y posterior, x patient left; the same argument errors; `Cancelled` on cancel;
 `LungMasks` on the CT grid (1 left, 2 right in `label_map()`).
 
 Pre-processing (the trainer uses the same code): HU window -1000..400 -> [0, 1]; every axial slice is
@@ -27,19 +27,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.core.device import select_device
-from inference.lungs.threshold import (
-    CancelFn,
-    LungMasks,
-    ProgressFn,
-    _bbox,
-    _fill_holes_2d,
-    _Steps,
-    checked_input,
-)
+from inference.core.types import CancelFn, ProgressFn
+from inference.lungs.common import LungMasks, Steps, bbox, checked_input, fill_holes_2d
+from inference.models._api import get_model
+from inference.models.lung_unet import MODEL_NAME, SIZE, WINDOW_HU
 
-MODEL_NAME = "lung-unet"
-WINDOW_HU = (-1000.0, 400.0)
-SIZE = 128  # model input side, px
+__all__ = ["MODEL_NAME", "SIZE", "WINDOW_HU", "SquareFit", "postprocess", "predict_labels", "segment_lungs_unet",
+           "window"]
+
 BATCH = 16  # slices per forward pass
 MIN_LUNG_ML = 2.0  # a smaller component is not a lung
 _S3D_26 = np.ones((3, 3, 3), bool)
@@ -87,8 +82,6 @@ class SquareFit:
 
 @lru_cache(maxsize=4)
 def _shipped_model(device: str) -> nn.Module:
-    from inference.models._api import get_model
-
     net = get_model(MODEL_NAME).build(pretrained=True)
     return net.to(device, memory_format=torch.channels_last).eval()
 
@@ -102,14 +95,14 @@ def segment_lungs_unet(hu: np.ndarray, spacing: tuple[float, float, float], *, p
         hu: (z, y, x) Hounsfield units, z superior, y posterior, x patient left.
         spacing: voxel size (z, y, x) in mm.
         progress: called with (fraction, message); the fraction never decreases and ends at 1.0.
-        cancel: returns True to stop; SegmentationCancelled is raised then.
+        cancel: returns True to stop; `Cancelled` is raised then.
         model: a LungUNet to use (put in eval mode); None loads the registered shipped weights (hash-checked).
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
 
     Returns empty masks (no exception) when no lung is found; `airways` is always empty.
     """
     hu, sp = checked_input(hu, spacing)
-    step = _Steps(progress, cancel)
+    step = Steps(progress, cancel)
     step(0.0, "Segmenting the lungs (U-Net)")
     if hu.size == 0:
         step(1.0, "Lungs segmented")
@@ -128,7 +121,7 @@ def segment_lungs_unet(hu: np.ndarray, spacing: tuple[float, float, float], *, p
 
 @torch.inference_mode()
 def predict_labels(net: nn.Module, hu: np.ndarray, spacing: tuple[float, float, float],
-                   device: torch.device | str = "cpu", step: _Steps | None = None, batch: int = BATCH) -> np.ndarray:
+                   device: torch.device | str = "cpu", step: Steps | None = None, batch: int = BATCH) -> np.ndarray:
     """The net's uint8 labels (0 background, 1 left, 2 right) on the CT grid, before post-processing."""
     fit = SquareFit.of(hu.shape[1:], spacing[1:])  # type: ignore[arg-type]
     out = np.empty(hu.shape, np.uint8)
@@ -152,7 +145,7 @@ def postprocess(labels: np.ndarray, spacing: tuple[float, float, float]) -> Lung
     voxel_ml = float(np.prod(spacing)) / 1000.0
     kept: list[tuple[np.ndarray, tuple[slice, ...]] | None] = []
     for v in (1, 2):
-        box = _bbox(labels == v, margin=(1, 1, 1))
+        box = bbox(labels == v, margin=(1, 1, 1))
         if box is None:
             kept.append(None)
             continue
@@ -167,5 +160,5 @@ def postprocess(labels: np.ndarray, spacing: tuple[float, float, float]) -> Lung
     for entry, dst, other in ((kept[0], out.left, out.right), (kept[1], out.right, out.left)):
         if entry is not None:  # a hole of one lung never takes the other lung's voxels
             mask, box = entry
-            dst[box] = _fill_holes_2d(mask) & ~other[box]
+            dst[box] = fill_holes_2d(mask) & ~other[box]
     return out

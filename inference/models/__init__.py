@@ -1,7 +1,26 @@
-"""Built-in models; importing this package registers them."""
+"""The model registry and the built-in models; importing this package registers them.
 
-from inference.models import (  # noqa: F401
-    decovnet_registration,
-    light_squeezenet_registration,
-    lung_unet_registration,
+`_api` holds the registry and imports no model; each model module registers itself beside its network.
+"""
+
+from inference.core.types import UnknownModelError
+from inference.models import decovnet, light_squeezenet, lung_unet  # noqa: F401 - they register themselves
+from inference.models._api import (
+    INPUT_KINDS,
+    MODELS_DIR,
+    CamLayers,
+    ModelSpec,
+    Preprocess,
+    WeightsError,
+    WeightsInfo,
+    get_model,
+    list_models,
+    load_weights,
+    register_model,
+    sha256_of,
 )
+
+__all__ = [
+    "INPUT_KINDS", "MODELS_DIR", "CamLayers", "ModelSpec", "Preprocess", "UnknownModelError", "WeightsError",
+    "WeightsInfo", "get_model", "list_models", "load_weights", "register_model", "sha256_of",
+]

@@ -1,8 +1,10 @@
 """The model registry: every AI method registered by name, with its weights metadata.
 
-A model entry carries what the pipeline needs to run it (builder, pre-processing,
-input kind, classes) and what a user needs to trust it (the weights file, its SHA-256,
-training data, metrics, intended use), following torchvision's `Weights` idea.
+A model entry carries what the pipeline needs to run it (builder, pre-processing as an executable
+object, input kind, classes, the layers its heat maps are read from) and what a user needs to trust
+it (the weights file, its SHA-256, training data, metrics, intended use), following torchvision's
+`Weights` idea. This module imports no model: each model module registers itself, and importing
+`inference.models` (the parent of this module) imports them all.
 """
 
 from __future__ import annotations
@@ -12,17 +14,41 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from inference.core.types import InferenceError, UnknownModelError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 INPUT_KINDS = ("slice", "volume", "segmentation")
 
 
-class WeightsError(Exception):
+class WeightsError(InferenceError):
     """Weights are missing, altered or unreadable; the message says which file and why."""
+
+
+class Preprocess(Protocol):
+    """A model's pre-processing as code (e.g. `inference.transforms.slice.SlicePreprocess`)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, for model cards and listings."""
+        ...
+
+
+@dataclass(frozen=True)
+class CamLayers:
+    """Where `inference.explain.cam` reads a network's heat maps, by (dotted) attribute name.
+
+    cam: the method returning the maps that the classifier global-average-pools (the paper's CAM), or None;
+    classifier: the linear layer over those pooled maps;
+    grad_cam: the modules whose outputs Grad-CAM weights by the gradients of the class score.
+    """
+
+    cam: str | None = None
+    classifier: str = "fc"
+    grad_cam: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,8 +79,15 @@ class ModelSpec:
     classes: tuple[str, ...]
     positive_class: str
     description: str
-    preprocessing: dict[str, Any] = field(default_factory=dict)
+    transforms: Preprocess | None = None  # what the network's input is made of, as code
+    cam_layers: CamLayers | None = None  # heat maps this network offers (None: none)
+    notes: dict[str, Any] = field(default_factory=dict)  # card notes on the pipeline around the transforms
     weights: WeightsInfo | None = None
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The pre-processing as plain data: `transforms.describe()` and the `notes`."""
+        return {**(self.transforms.describe() if self.transforms is not None else {}), **self.notes}
 
     def build(self, pretrained: bool = True, **kwargs: Any) -> nn.Module:
         """The network, with its shipped weights loaded (hash-checked) unless `pretrained` is False."""
@@ -87,20 +120,19 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_builtin() -> None:
-    import inference.models  # noqa: F401 - registers the built-in models
-
-
 def get_model(name: str) -> ModelSpec:
-    _ensure_builtin()
+    """The registered model `name`.
+
+    Raises:
+        UnknownModelError: no model has that name (the message lists the registered ones).
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"no model named {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+        raise UnknownModelError(f"no model named {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def list_models() -> list[ModelSpec]:
-    _ensure_builtin()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 

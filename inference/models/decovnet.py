@@ -18,19 +18,20 @@ blocks and the in-plane stride of ResBlock-B. One conv per residual branch is th
 ("a 3D convolution with a batch norm layer"); a ReLU follows the addition. Pooling uses ceil mode
 so that a thin volume never pools to nothing. 570,818 parameters.
 
-CAM: `cam()` gives Grad-CAM maps (gradients of the class logit, averaged per channel, weighting the
-activations) at named depths, through forward hooks; the paper's "Conv3, Conv4, Conv5" maps (mid
-to high level) are read as `res_b`, `clf1` and `clf2` (the default `CAM_DEPTHS`).
+CAM: `inference.explain.cam.grad_cam` gives Grad-CAM maps (gradients of the class logit, averaged per
+channel, weighting the activations) at named depths; the paper's "Conv3, Conv4, Conv5" maps (mid to
+high level) are read as `res_b`, `clf1` and `clf2` (the default `CAM_DEPTHS`, in the registry entry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-#: layers whose class activation maps `DeCoVNet.cam` can return, shallow to deep
+from inference.models._api import CamLayers, ModelSpec, register_model
+from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, VolumePreprocessor
+
+#: layers whose Grad-CAM maps can be read (`inference.explain.cam.grad_cam`), shallow to deep
 CAM_LAYERS: tuple[str, ...] = ("res_a", "res_b", "clf1", "clf2", "clf3")
 CAM_DEPTHS: tuple[str, ...] = ("res_b", "clf1", "clf2")
 
@@ -54,7 +55,7 @@ def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class DeCoVNet(nn.Module):
-    """The network of the module docstring; `cam()` adds class activation maps at several depths."""
+    """The network of the module docstring; its Grad-CAM maps are read at the `CAM_LAYERS`."""
 
     def __init__(self, num_classes: int = 2, in_channels: int = 2) -> None:
         super().__init__()
@@ -86,48 +87,6 @@ class DeCoVNet(nn.Module):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(x), dim=1)
 
-    def cam(self, x: torch.Tensor, class_index: int = 1,
-            depths: Sequence[str] = CAM_DEPTHS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and Grad-CAM maps of `class_index` at each named depth.
-
-        Args:
-            x: (N, 2, T, H, W) input.
-            class_index: the class whose evidence is mapped (1 = COVID).
-            depths: names from `CAM_LAYERS`.
-
-        Returns:
-            logits (N, classes) and, per depth, a map (N, T, H, W) on the input grid (trilinear
-            upsampling), non-negative and scaled so each sample's maximum is 1 (all zero if no evidence).
-        """
-        unknown = [d for d in depths if d not in CAM_LAYERS]
-        if unknown:
-            raise ValueError(f"unknown CAM depth(s) {unknown}; choose from {CAM_LAYERS}")
-        acts: dict[str, torch.Tensor] = {}
-        hooks = [getattr(self, name).register_forward_hook(_keep(acts, name)) for name in depths]
-        try:
-            with torch.enable_grad():
-                logits = self.forward(x.detach().requires_grad_(True))  # a graph even with frozen weights
-                grads = torch.autograd.grad(logits[:, class_index].sum(), [acts[d] for d in depths])
-        finally:
-            for h in hooks:
-                h.remove()
-        maps = {}
-        for name, grad in zip(depths, grads):
-            a = acts[name].detach()
-            weights = grad.mean(dim=(2, 3, 4), keepdim=True)
-            m = torch.relu((weights * a).sum(dim=1, keepdim=True))
-            m = nn.functional.interpolate(m, size=x.shape[-3:], mode="trilinear", align_corners=False)[:, 0]
-            peak = m.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None, None]
-            maps[name] = m / peak
-        return logits.detach(), maps
-
-
-def _keep(store: dict[str, torch.Tensor], name: str):
-    def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        store[name] = output
-
-    return hook
-
 
 def init_weights(model: nn.Module) -> nn.Module:
     """He initialisation of the convolutions (ReLU network), zero biases."""
@@ -141,3 +100,20 @@ def init_weights(model: nn.Module) -> nn.Module:
 
 def decovnet(num_classes: int = 2, **kwargs) -> DeCoVNet:
     return init_weights(DeCoVNet(num_classes=num_classes, **kwargs))
+
+
+register_model(ModelSpec(
+    name="decovnet",
+    builder=decovnet,
+    input_kind="volume",
+    classes=("NonCOVID", "COVID"),
+    positive_class="COVID",
+    description="DeCoVNet (Zheng, Wang et al.): 3D CNN on CT + lung mask, weakly supervised lesion localization "
+                "(no shipped weights yet)",
+    transforms=VolumePreprocessor(window=WINDOW_HU, size=SIZE, z_spacing_mm=Z_SPACING_MM),
+    cam_layers=CamLayers(grad_cam=CAM_DEPTHS),
+    notes={
+        "lung_mask": "threshold method (segment_lungs) by default; the 2D lung U-Net with --lungs unet",
+        "cam_depths": list(CAM_DEPTHS),
+    },
+))

@@ -10,6 +10,11 @@ Three variants, as in the paper:
   128 filters; all these maps are concatenated in depth, global-average pooled and
   classified (2 classes). About 1.27 M parameters (paper: 1.26 M).
 
+Heat maps (`inference.explain.cam`, layers named in the registry entry): the paper's CAM over
+`features`, weighted by `fc`; Grad-CAM at Fire 2's output (`trunk.fires.0`), the finest layer the
+classifier reads (1/4 of the input): the paper's CAM mixes in the upsampled Fire 9 maps (1/16),
+which are too coarse to point at a lesion.
+
 The modified Fire module is squeeze 1x1 -> BatchNorm -> ELU, then expand 1x1 and 3x3,
 each -> ELU, concatenated. All ReLUs are ELUs. The trunk follows SqueezeNet 1.1 (the
 MATLAB model the paper started from). Input: one grey channel, 224 x 224.
@@ -19,6 +24,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from inference.models._api import CamLayers, ModelSpec, WeightsInfo, register_model
+from inference.transforms.slice import SlicePreprocess
 
 #: (squeeze, expand) channels of Fire 2..9 (SqueezeNet 1.1)
 FIRE_CHANNELS = ((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256))
@@ -103,51 +111,17 @@ class LightSqueezeNet(nn.Module):
         self.fc = nn.Linear(128 + up_channels + 128, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Depth-concatenated maps [Fire 2, upsampled Fire 9, weighted sum] at 1/4 of the input size."""
-        return self._fire2_and_features(x)[1]
-
-    def _fire2_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth-concatenated maps [Fire 2, upsampled Fire 9, weighted sum] at 1/4 of the input size: what the
+        classifier pools, and so what its CAM is computed on."""
         f2, f9 = self.trunk(x)
         up = self.act(self.up(f9))
         if up.shape[-2:] != f2.shape[-2:]:  # odd input sizes: align to Fire 2's grid
             up = nn.functional.interpolate(up, size=f2.shape[-2:], mode="bilinear", align_corners=False)
         mixed = torch.cat([f2, up], dim=1)
-        return f2, torch.cat([f2, up, self.act(self.weighted(mixed))], dim=1)
+        return torch.cat([f2, up, self.act(self.weighted(mixed))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))
-
-    def cam(self, x: torch.Tensor, class_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the class activation map of `class_index`, upsampled to the input size (N, H, W)."""
-        feats = self.features(x)
-        logits = self.fc(feats.mean(dim=(2, 3)))
-        weights = self.fc.weight[class_index]  # CAM (Zhou et al.): FC weights over the pooled maps
-        cam = torch.einsum("c,nchw->nhw", weights, feats)
-        cam = nn.functional.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        return logits, cam
-
-    def grad_cam(self, x: torch.Tensor, class_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the Grad-CAM map (N, H, W) of `class_index` at Fire 2's output, upsampled.
-
-        The score is the class's log-odds (its logit minus the log-sum-exp of the others), so the map
-        shows what moves the decision. Fire 2 is the finest layer the classifier reads (1/4 of the
-        input); the paper's CAM mixes in the upsampled Fire 9 maps (1/16), which are too coarse to
-        point at a lesion. The map is non-negative (ReLU), unscaled.
-        """
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("Grad-CAM needs gradients: call it outside torch.inference_mode()")
-        with torch.enable_grad():
-            # x requires grad so that a graph exists even when every weight is frozen
-            f2, feats = self._fire2_and_features(x.detach().requires_grad_(True))
-            logits = self.fc(feats.mean(dim=(2, 3)))
-            index = class_index % logits.shape[1]
-            others = torch.cat([logits[:, :index], logits[:, index + 1 :]], dim=1)
-            score = logits[:, index] - torch.logsumexp(others, dim=1)
-            (grad,) = torch.autograd.grad(score.sum(), f2)
-        fire2 = f2.detach()
-        cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * fire2).sum(dim=1, keepdim=True))
-        cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        return logits.detach(), cam
 
 
 def init_weights(model: nn.Module) -> nn.Module:
@@ -170,3 +144,35 @@ def squeezenet_no_bypass(num_classes: int = 2, **kwargs) -> SqueezeNetClassic:
 
 def squeezenet_simple_bypass(num_classes: int = 2, **kwargs) -> SqueezeNetClassic:
     return init_weights(SqueezeNetClassic(num_classes=num_classes, bypass=True, **kwargs))
+
+
+CLASSES = ("NonCOVID", "COVID")
+#: pre-processing of the shipped weights and of the baselines: lung window, pad, resize 268, centre crop 224
+TRANSFORMS = SlicePreprocess(window_hu=(-1350, 150), resize=268, crop=224, normalize="per-image")
+
+register_model(ModelSpec(
+    name="light-squeezenet",
+    builder=light_squeezenet,
+    input_kind="slice",
+    classes=CLASSES,
+    positive_class="COVID",
+    description="Light SqueezeNet (Polsinelli et al.): CPU-friendly COVID-19 slice classifier with CAM",
+    transforms=TRANSFORMS,
+    cam_layers=CamLayers(cam="features", classifier="fc", grad_cam=("trunk.fires.0",)),
+    weights=WeightsInfo(
+        file="light-squeezenet.pt",
+        sha256="39dc1e444323a2c88cd0f06bfb4757ca32a00815a0dac2f5bbb80366c3bd1120",
+        card="light-squeezenet.card.json",
+    ),
+))
+for _name, _builder, _bypass in (("squeezenet-no-bypass", squeezenet_no_bypass, "no bypass"),
+                                 ("squeezenet-simple-bypass", squeezenet_simple_bypass, "simple bypass")):
+    register_model(ModelSpec(
+        name=_name,
+        builder=_builder,
+        input_kind="slice",
+        classes=CLASSES,
+        positive_class="COVID",
+        description=f"SqueezeNet with modified Fire modules, {_bypass} (paper 2 baseline; no shipped weights)",
+        transforms=TRANSFORMS,
+    ))

@@ -11,6 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from inference.models._api import ModelSpec, WeightsInfo, register_model
+from inference.transforms.slice import LungSlicePreprocess
+
+MODEL_NAME = "lung-unet"
+WINDOW_HU = (-1000.0, 400.0)
+SIZE = 128  # model input side, px
+
 
 class DoubleConv(nn.Sequential):
     """(3x3 conv, BatchNorm, ReLU) twice; the spatial size is kept."""
@@ -66,3 +73,22 @@ class LungUNet(nn.Module):
 def lung_unet(num_classes: int = 3, **kwargs: int) -> LungUNet:
     """The registered builder: one grey channel in, `num_classes` (background, left lung, right lung) out."""
     return LungUNet(num_classes=num_classes, **kwargs)
+
+
+register_model(ModelSpec(
+    name=MODEL_NAME,
+    builder=lung_unet,
+    input_kind="segmentation",
+    classes=("background", "left lung", "right lung"),
+    positive_class="left lung",
+    description="2D lung U-Net (DeCoVNet's pipeline, Zheng, Wang et al.): left/right lung masks slice by slice, "
+                "trained on threshold-method pseudo-labels; `--lungs unet`",
+    transforms=LungSlicePreprocess(window_hu=WINDOW_HU, size=SIZE),
+    notes={"output": "logits cropped, resized bilinearly to the CT grid, argmax; per lung the largest 3-D component, "
+                     "axial hole filling"},
+    weights=WeightsInfo(
+        file="lung-unet.pt",
+        sha256="dfebc564b8e1e6c2e245025061776527c1a09558da3b6f6f818a52c77f2140d8",
+        card="lung-unet.card.json",
+    ),
+))

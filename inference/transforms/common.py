@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from inference.core.choices import NORMALIZATIONS
+
 
 class HUWindow:
     """Clip HU to [low, high] and scale to [0, 1] (or to 0..255 uint8 with `to_uint8`).
@@ -78,10 +80,6 @@ class FixedScale:
 
     def __call__(self, image: np.ndarray | torch.Tensor):
         return (image - self.mean) / self.std
-
-
-#: how a slice model's input is normalized (the `normalize` entry of its pre-processing)
-NORMALIZATIONS: tuple[str, ...] = ("per-image", "fixed")
 
 
 def normalizer(name: str = "per-image"):

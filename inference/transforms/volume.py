@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,12 +87,23 @@ class VolumePreprocessor:
         self.size, self.z_spacing_mm = (int(size[0]), int(size[1])), float(z_spacing_mm)
         self.margin, self.max_depth = margin, max_depth
 
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, for model cards."""
+        return {
+            "input": "CT volume + lung mask as 2 channels (N, 2, T, H, W), any slice count",
+            "ct_window_hu": [self.window.low, self.window.high],
+            "to_uint8": True,
+            "crop": f"lung bounding box + {round(100 * self.margin, 6):g} %",
+            "size": list(self.size),
+            "z_spacing_mm": self.z_spacing_mm,
+        }
+
     def grid(self, lungs: np.ndarray, spacing: Sequence[float]) -> VolumeGrid:
         """The crop and network shape for a lung mask on a CT grid of `spacing` (z, y, x) mm."""
         box = lung_box(lungs, self.margin)
         depth_mm = (box[0][1] - box[0][0]) * float(spacing[0])
         depth = int(np.clip(round(depth_mm / self.z_spacing_mm), 1, self.max_depth))
-        return VolumeGrid(tuple(lungs.shape), box, (depth, *self.size))  # type: ignore[arg-type]
+        return VolumeGrid(tuple(lungs.shape), box, (depth, *self.size))
 
     def __call__(self, hu: np.ndarray, spacing: Sequence[float], lungs: np.ndarray) -> PreparedVolume:
         if hu.ndim != 3 or hu.shape != lungs.shape:

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from inference.inferers.volume import VolumeClassifier
 from inference.models._api import get_model
 from inference.models.decovnet import decovnet
-from inference.screening.pipelines.volume import VolumeClassifier, run_volume
+from inference.screening.pipelines.volume import run_volume
+from inference.transforms.volume import VolumePreprocessor
 from viewer.core.reorient import to_canonical
 from viewer.io.volumes import open_volume
 
@@ -49,8 +51,7 @@ def main() -> None:
     for i in range(0, len(args.input) - 2, 3):
         rows, cols, z_mm = int(args.input[i]), int(args.input[i + 1]), float(args.input[i + 2])
         torch.manual_seed(0)
-        spec = dataclasses.replace(base, preprocessing={**base.preprocessing, "size": [rows, cols],
-                                                        "z_spacing_mm": z_mm})
+        spec = dataclasses.replace(base, transforms=VolumePreprocessor(size=(rows, cols), z_spacing_mm=z_mm))
         clf = VolumeClassifier(spec, device=args.device, module=decovnet())
         runs = []
         for _ in range(args.repeat + 1):

@@ -29,7 +29,8 @@ from scipy import ndimage
 from inference.inferers.slice import HEATMAP_METHODS, SliceClassifier
 from inference.models._api import get_model
 from inference.models.light_squeezenet import light_squeezenet
-from inference.transforms.images import load_grey, read_split
+from inference.training.datasets.slices import read_split
+from inference.transforms.images import load_grey
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
@@ -106,8 +107,8 @@ def main() -> None:
     if args.weights:
         module = light_squeezenet()
         module.load_state_dict({k: v.float() for k, v in torch.load(args.weights, weights_only=True).items()})
-        pre = dict(spec.preprocessing, **({"normalize": args.normalize} if args.normalize else {}))
-        spec = dataclasses.replace(spec, weights=None, preprocessing=pre)
+        pre = dataclasses.replace(spec.transforms, **({"normalize": args.normalize} if args.normalize else {}))
+        spec = dataclasses.replace(spec, weights=None, transforms=pre)
     clf = SliceClassifier(spec, device="cpu", tta=False, module=module, backend="torch")
     if (args.data is None) == (args.shortcuts is None):
         raise SystemExit("give --data (lesion masks) or --shortcuts (a COVID-CT-style folder)")

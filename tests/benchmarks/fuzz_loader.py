@@ -264,7 +264,7 @@ def materialise(case: Case, root: Path) -> tuple[Path, Path]:
 
 def check(folder: Path, mutant: Path) -> tuple[str, str]:
     """Run what `info` and `open_volume` run on the folder and on the mutant: (outcome, detail)."""
-    from app.cli import format_series_table
+    from app.cli.info import format_series_table
     from viewer.core.errors import LoadError
     from viewer.dicom.scan import scan
     from viewer.io.volumes import open_volume

@@ -48,7 +48,7 @@ def to_canonical(volume: Volume) -> Volume:
     if source == (0, 1, 2) and not any(flips):
         return volume
     shape = volume.shape
-    spacing = tuple(volume.spacing[s] for s in source)
+    spacing = (volume.spacing[source[0]], volume.spacing[source[1]], volume.spacing[source[2]])
     direction = np.stack([volume.direction[:, s] * (-1 if f else 1) for s, f in zip(source, flips)], axis=1)
     corner = [0, 0, 0]
     for s, f in zip(source, flips):

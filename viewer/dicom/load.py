@@ -104,7 +104,7 @@ def _plan(headers: list[DicomHeader], warnings: list[str]) -> StackPlan:
         if np.max(np.abs(iops - iops[0])) > 1e-3:
             raise LoadError(f"{h0.path}: slices of the series have different orientations; cannot stack them")
         positions = np.array([h.image_position for h in headers])
-        iop = tuple(h0.image_orientation)
+        iop = tuple(h0.image_orientation or ())  # have_geometry: every slice has one
     else:
         missing = [names[i] for i, h in enumerate(headers) if not h.image_position]
         dz = thickness or 1.0
@@ -181,7 +181,7 @@ def _to_hu(raw: np.ndarray, slopes: list[float], intercepts: list[float]) -> np.
         lo, hi = int(raw.min()), int(raw.max())
         if lo + b.min() >= _INT16.min and hi + b.max() <= _INT16.max:
             if raw.dtype.itemsize == 2 and hi <= _INT16.max and lo >= _INT16.min:
-                hu = raw.view(np.int16)  # same bits for values that fit: no copy
+                hu: np.ndarray = raw.view(np.int16)  # same bits for values that fit: no copy
             else:
                 hu = raw.astype(np.int16)
             if np.all(b == b[0]):

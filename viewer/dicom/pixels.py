@@ -59,7 +59,7 @@ def read_native_into(h: DicomHeader, out: np.ndarray) -> None:
     try:
         with open(h.path, "rb") as fh:
             fh.seek(h.pixel_offset)
-            got = fh.readinto(memoryview(out).cast("B"))
+            got = fh.readinto(out.data.cast("B"))
     except OSError as exc:
         raise LoadError(f"{h.path}: cannot read pixel data: {exc.strerror or exc}") from exc
     if got < expected:

@@ -154,7 +154,7 @@ def save_datasets(
             ds = _copy(ds)
             ds.compress(transfer_syntax)
         else:
-            ds.file_meta.TransferSyntaxUID = transfer_syntax
+            ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
         path = out / name
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

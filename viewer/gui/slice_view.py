@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from viewer.core.measure import distance_mm, ellipse_stats
 from viewer.core.windowing import GreyLUT
+from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.slicing import (
     Orientation,
@@ -31,7 +32,6 @@ from viewer.state.view_state import ViewerState
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
 MEASURE_TOOLS = ("ruler", "ellipse")
-EDIT_TOOLS = ("brush", "sphere", "eraser", "fill", "lasso")
 TOOLS = ("navigate", *MEASURE_TOOLS, *EDIT_TOOLS)
 Voxel = tuple[float, float, float]
 

@@ -233,7 +233,7 @@ def remove_stale_temporaries(path: str | Path, *, pattern: str | None = None) ->
     beside `path` whose name matches it, e.g. the versioned companions of a label map.
     """
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

@@ -8,10 +8,12 @@ acquired (what other tools and the DICOM SEG's source images expect). Loading do
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from viewer.core.reorient import canonical_axes, from_canonical_array, reorient_array
 from viewer.core.volume import Volume
@@ -57,9 +59,13 @@ class GridMapping:
     @property
     def is_dicom(self) -> bool:
         """Whether the CT came from a DICOM series (so a DICOM SEG can reference it)."""
-        ref = self.reference
-        return bool(ref.metadata.series_instance_uid and ref.source and volume_suffix(ref.source) is None
-                    and os.path.exists(ref.source))
+        return is_dicom_series(self.reference)
+
+
+def is_dicom_series(volume: Volume) -> bool:
+    """Whether `volume` was loaded from a DICOM series that is still there (so a DICOM SEG can reference it)."""
+    return bool(volume.metadata.series_instance_uid and volume.source and volume_suffix(volume.source) is None
+                and os.path.exists(volume.source))
 
 
 def file_format(path: str | Path) -> str:
@@ -95,21 +101,35 @@ def save_label_map(path: str | Path, labels: np.ndarray, table: LabelTable, mapp
     return write_dicom_seg(path, original, table, sources, reference=mapping.reference)
 
 
+def read_label_map(path: str | Path, reference: Volume, *, sources: Sequence[Dataset] | None = None,
+                   allow_other_series: bool = False, allow_resample: bool = False,
+                   warnings: list[str] | None = None) -> tuple[np.ndarray, LabelTable, np.ndarray | None]:
+    """Read a label map onto `reference`'s grid (as the CT was loaded): (uint8 labels, table, touched or None).
+
+    A NIfTI with its sidecar (`load_label_map_nifti`; `allow_resample` applies) or a DICOM SEG
+    (`read_dicom_seg`, against `sources`: the CT's DICOM images, read from `reference.source` when not given).
+    A label map of another series is refused unless `allow_other_series`. Notes for the user (e.g. a touched
+    mask dropped because the labels changed after the save) go to `warnings`. Raises ValueError.
+    """
+    path = Path(path)
+    if file_format(path) == "nifti":
+        return load_label_map_nifti(path, reference, allow_other_series=allow_other_series,
+                                    allow_resample=allow_resample, warnings=warnings)
+    if sources is None:
+        if not is_dicom_series(reference):
+            raise ValueError(f"{path}: a DICOM SEG is read against its DICOM series; this CT was not loaded from "
+                             "DICOM")
+        sources = load_source_datasets(reference.source, reference)
+    labels, table = read_dicom_seg(path, reference, sources, allow_other_series=allow_other_series)
+    return labels, table, None
+
+
 def load_label_map(path: str | Path, mapping: GridMapping, *, warnings: list[str] | None = None
                    ) -> tuple[np.ndarray, LabelTable, np.ndarray | None]:
     """Read a NIfTI label map or a DICOM SEG of the CT onto the canonical grid: (labels, table, touched or None).
 
     Notes for the user (e.g. a touched mask dropped because the labels changed after the save) go to `warnings`.
     """
-    path = Path(path)
-    if file_format(path) == "nifti":
-        labels, table, touched = load_label_map_nifti(path, mapping.reference, warnings=warnings)
-    else:
-        if not mapping.is_dicom:
-            raise ValueError(f"{path}: a DICOM SEG is read against its DICOM series; this CT was not loaded from "
-                             "DICOM")
-        sources = load_source_datasets(mapping.reference.source, mapping.reference)
-        labels, table = read_dicom_seg(path, mapping.reference, sources)
-        touched = None
+    labels, table, touched = read_label_map(path, mapping.reference, warnings=warnings)
     return (mapping.to_canonical(labels), table,
             mapping.to_canonical(touched) if touched is not None else None)

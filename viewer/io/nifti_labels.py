@@ -21,14 +21,12 @@ import os
 import re
 import secrets
 import stat
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
-from viewer.core.errors import LoadError
+from viewer.core.version import lunglens_version
 from viewer.core.volume import Volume
 from viewer.io.atomic_files import (
     StagedFile,
@@ -40,8 +38,7 @@ from viewer.io.atomic_files import (
     write_error,
     write_text_atomic,
 )
-from viewer.io.nifti_raw import HEADER_BYTES, is_nifti, open_nifti, read_layout
-from viewer.io.volumes import read_labels_on_grid, read_volume_file
+from viewer.io.label_grid import read_labels_on_grid
 from viewer.labels.colors import DEFAULT_LABEL_NAMES, fallback_color
 from viewer.labels.table import MAX_LABEL, LabelInfo, LabelTable
 
@@ -266,7 +263,7 @@ def sidecar_document(
     return {
         **table.to_dict(),
         "provenance": {
-            "software": f"LungLens {_version()}",
+            "software": f"LungLens {lunglens_version()}",
             "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "series_instance_uid": md.series_instance_uid,
             "study_instance_uid": md.study_instance_uid,
@@ -317,7 +314,7 @@ def load_label_map_nifti(
         ValueError: unreadable file, not 3D, non-integer or out-of-range values, another geometry, a bad sidecar.
     """
     path = Path(path)
-    labels = read_label_image(path, reference, allow_resample=allow_resample)
+    labels = read_labels_on_grid(path, reference, strict=True, allow_resample=allow_resample)
     doc = _current_sidecar(path, warnings)
     table = LabelTable()
     touched = None
@@ -329,9 +326,10 @@ def load_label_map_nifti(
             touched_file = path.with_name(Path(str(name)).name)
             if not touched_file.is_file():
                 raise ValueError(f"{sidecar_path(path)} names the touched mask {name}, which is missing")
-            touched = read_label_image(touched_file, reference, allow_resample=allow_resample) > 0
+            touched = read_labels_on_grid(touched_file, reference, strict=True, allow_resample=allow_resample) > 0
     elif touched_path(path).is_file():
-        touched = read_label_image(touched_path(path), reference, allow_resample=allow_resample) > 0
+        touched = read_labels_on_grid(touched_path(path), reference, strict=True,
+                                      allow_resample=allow_resample) > 0
     return labels, table_for_values(table, present_values(labels)), touched
 
 
@@ -362,132 +360,6 @@ def _recorded_hash(side: Path, doc: dict[str, Any]) -> str | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         raise ValueError(f"{side}: 'labels_file' must be an object with a 'sha256' string")
     return entry["sha256"]
-
-
-def read_label_image(path: str | Path, reference: Volume, *, allow_resample: bool = False) -> np.ndarray:
-    """A 3D integer image file as uint8 on `reference`'s grid.
-
-    A grid that is a flip or permutation of the CT's with the same voxels is re-indexed exactly; any other
-    grid of the same space (another voxel size) is resampled by nearest neighbour only if `allow_resample`.
-    """
-    path = Path(path)
-    _check_dimension(path)
-    try:
-        image = read_volume_file(path)
-    except LoadError as exc:
-        raise ValueError(str(exc)) from None
-    _check_values(path, image.array)
-    if image.same_grid(reference, tol=1e-3):
-        data = image.array
-    else:
-        problem = same_space_problem(image, reference)
-        if problem:
-            raise ValueError(f"{path}: not on the CT's grid: {problem}")
-        if not allow_resample and not _same_voxels(image, reference):
-            raise ValueError(
-                f"{path}: voxels of {_fmt_mm(image.spacing)} mm (shape {image.shape}), the CT's are "
-                f"{_fmt_mm(reference.spacing)} mm (shape {reference.shape}); a label map is read voxel for "
-                "voxel: resample it on purpose (lunglens mask convert --resample) if that is what you want")
-        try:
-            data = read_labels_on_grid(path, reference)
-        except LoadError as exc:
-            raise ValueError(str(exc)) from None
-    return np.ascontiguousarray(data, dtype=np.uint8)
-
-
-def _same_voxels(image: Volume, reference: Volume) -> bool:
-    """Whether `image`'s grid maps onto `reference`'s voxel for voxel (axes flipped or permuted only)."""
-    perm = np.abs(np.round(reference.direction.T @ image.direction))  # [i, j]: CT axis i along image axis j
-    return bool(np.allclose(perm @ np.asarray(image.spacing), np.asarray(reference.spacing), rtol=1e-3)
-                and np.array_equal(perm @ np.asarray(image.shape), np.asarray(reference.shape)))
-
-
-def _fmt_mm(spacing: tuple[float, ...]) -> str:
-    return " x ".join(f"{s:.4g}" for s in spacing[::-1])
-
-
-def _check_dimension(path: Path) -> None:
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
-        raise ValueError(f"{path}: cannot read the label map: {first.strip()}") from None
-    size = reader.GetSize()
-    if len(size) == 4 and size[3] == 1:
-        return
-    if len(size) != 3:
-        raise ValueError(f"{path}: a {len(size)}D image of size {size}; a label map is 3D")
-
-
-def _check_values(path: Path, array: np.ndarray) -> None:
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{path}: not a label map (non-integer values)")
-        bad = nonfinite_nifti_voxels(path)  # ITK's NIfTI reader turns NaN and inf into 0 without a word
-        if bad:
-            raise ValueError(f"{path}: not a label map ({bad} voxel(s) are NaN or infinite)")
-    elif array.dtype.kind not in "iub":
-        raise ValueError(f"{path}: not a label map (voxel type {array.dtype})")
-    if array.size and (array.min() < 0 or array.max() > MAX_LABEL):
-        raise ValueError(f"{path}: label values must lie in 0..{MAX_LABEL}, found {array.min():g}..{array.max():g}")
-
-
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
-def nonfinite_nifti_voxels(path: str | Path) -> int:
-    """How many voxels of a float NIfTI file are NaN or infinite, read from the raw data (0 for other files)."""
-    if not is_nifti(path):
-        return 0
-    try:
-        with open_nifti(path) as fh:
-            head = fh.read(HEADER_BYTES)
-            layout = read_layout(head)
-            code = _NIFTI_FLOATS.get(layout.datatype) if layout is not None else None
-            if code is None:
-                return 0
-            dtype = np.dtype(layout.order + code)
-            if layout.vox_offset > len(head):
-                fh.read(layout.vox_offset - len(head))
-                rest = b""
-            else:
-                rest = head[layout.vox_offset:]
-            bad = 0
-            while True:
-                block = fh.read(1 << 22)
-                data = rest + block
-                usable = len(data) - len(data) % dtype.itemsize
-                if usable:
-                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype))))
-                rest = data[usable:]
-                if not block:
-                    return bad
-    except (OSError, EOFError, zlib.error, ValueError):
-        return 0  # unreadable files are reported by the image reader
-
-
-def same_space_problem(image: Volume, reference: Volume) -> str | None:
-    """Why `image` does not cover the same physical box as `reference` (None when it does).
-
-    Same space: the axes are a signed permutation of each other (e.g. a flipped or transposed grid) and the
-    outer boxes of the voxels agree within half a reference voxel.
-    """
-    overlap = np.abs(image.direction.T @ reference.direction)
-    if not np.allclose(np.sort(overlap.ravel())[-3:], 1.0, atol=1e-3):
-        return (f"orientation {image.orientation_code()} is not a flip or permutation of the CT's "
-                f"{reference.orientation_code()}")
-    lo_a, hi_a = image.lps_bounds()
-    lo_b, hi_b = reference.lps_bounds()
-    tol = 0.5 * min(reference.spacing)
-    if np.max(np.abs(lo_a - lo_b)) > tol or np.max(np.abs(hi_a - hi_b)) > tol:
-        return (f"it covers LPS {np.round(lo_a, 1).tolist()}..{np.round(hi_a, 1).tolist()} mm, the CT "
-                f"{np.round(lo_b, 1).tolist()}..{np.round(hi_b, 1).tolist()} mm (shape {image.shape} vs "
-                f"{reference.shape})")
-    return None
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -614,12 +486,3 @@ def _check_provenance(path: Path, prov: Any, reference: Volume, allow_other_seri
 def read_sidecar(path: str | Path) -> dict[str, Any] | None:
     """The sidecar document of the label map at `path` (None without one); ValueError when unreadable."""
     return _read_sidecar(Path(path))
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lunglens")
-    except Exception:  # noqa: BLE001 - a source tree without metadata
-        return "unknown"

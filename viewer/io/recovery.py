@@ -124,7 +124,7 @@ class RecoveryStore:
             "voxel_counts": {str(v): n for v, n in voxel_counts.items()}, "table": table.to_dict(),
             "meta": meta or {},
         }
-        arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+        arrays: dict[str, Any] = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
                   "labels_starts": starts, "labels_values": values}
         if touched is not None:
             touched = np.asarray(touched, dtype=bool)
@@ -223,7 +223,7 @@ class RecoveryStore:
             if len(shape) != 3:
                 raise ValueError(f"shape {shape} is not 3D")
             counts = {int(v): int(n) for v, n in header["voxel_counts"].items()}
-            return RecoveryInfo(str(header["key"]), path, float(header["saved_at"]), shape,  # type: ignore[arg-type]
+            return RecoveryInfo(str(header["key"]), path, float(header["saved_at"]), shape,
                                 len(counts), counts, dict(header.get("meta") or {}))
         except (KeyError, ValueError, TypeError, AttributeError, OSError, zipfile.BadZipFile) as exc:
             raise RecoveryError(f"{path}: damaged recovery file: {exc}") from None

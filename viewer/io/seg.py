@@ -43,6 +43,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from viewer.core.errors import LoadError
+from viewer.core.version import lunglens_version
 from viewer.core.volume import Volume
 from viewer.dicom.scan import SeriesEntry, scan
 from viewer.io.atomic_files import atomic_write
@@ -132,7 +133,7 @@ def write_dicom_seg(
         source_images=list(source_datasets), pixel_array=lut[data], segmentation_type="BINARY",
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LungLens", manufacturer_model_name="LungLens",
-        software_versions=_version(), device_serial_number="0", series_description=series_description,
+        software_versions=lunglens_version(), device_serial_number="0", series_description=series_description,
         content_label="LUNGLENS", content_description="Label map edited in LungLens",
     )
     atomic_write(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), suffix=".dcm")
@@ -366,8 +367,11 @@ def _segments(path: Path, ds: Dataset) -> tuple[LabelTable, dict[int, int], np.n
             name, copy = f"{base} ({copy})", copy + 1
         used.add(name.lower())
         lab = item.get("RecommendedDisplayCIELabValue")
-        color = (tuple(int(c) for c in hd.color.CIELabColor.from_dicom_value(tuple(lab)).to_rgb())
-                 if lab is not None and len(lab) == 3 else fallback_color(value))
+        if lab is not None and len(lab) == 3:
+            r, g, b = hd.color.CIELabColor.from_dicom_value(tuple(lab)).to_rgb()
+            color = (int(r), int(g), int(b))
+        else:
+            color = fallback_color(value)
         table.add(LabelInfo(value, name, color))
     lut = np.zeros(max(numbers) + 1, np.uint8)
     value_of_rank = np.zeros(len(numbers) + 1, np.uint8)
@@ -429,12 +433,3 @@ def _frame_slice(path: Path, i: int, group: Dataset, shared: Dataset | None, ref
         if k is not None:
             return k
     raise ValueError(f"{path}: frame {i + 1} has no position and references none of the CT's images")
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lunglens")
-    except Exception:  # noqa: BLE001 - a source tree without metadata
-        return "unknown"

@@ -3,7 +3,8 @@
 `AnnotationController` is the glue between the slice views (it is their `EditHandler`), the annotation
 panel and the Qt-free model (`LabelMap`, `Annotator`, `RecoveryStore`, `viewer.io.label_maps`). Slow work
 (saving, loading, autosaves, statistics) runs in workers on copies of the arrays; edits stay on the GUI
-thread, where the views read them.
+thread, where the views read them. It knows the window only as an `AnnotationHost` and tells it what to show
+by signals (`status_message`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import shiboken6
 from PySide6 import QtCore, QtWidgets
 
 from app.gui.analysis import MASK_LAYER
+from app.gui.annotation.host import AnnotationHost
+from app.gui.settings import Settings
 from app.gui.workers import Worker, start_worker
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
@@ -31,9 +34,9 @@ from viewer.labels.session import BRUSH_TOOLS, Annotator, ToolSettings, interpol
 from viewer.labels.stats import label_stats
 from viewer.labels.table import RGB, LabelTable
 from viewer.state.layers import LabelLayer
+from viewer.state.view_state import ViewerState
 
 if TYPE_CHECKING:
-    from app.gui.main_window import MainWindow
     from viewer.gui.slice_view import SliceView
 
 LAYER_NAME = "Annotation"
@@ -78,10 +81,11 @@ class AnnotationController(QtCore.QObject):
         autosaved(str): a recovery autosave was written (its path).
         stats_ready(object): a list of `LabelStats`.
         ai_available(bool): an AI result can (or no longer can) be imported.
+        status_message(str, int): a message for the status bar and how long to show it (ms; 0: until replaced).
 
     `prompt_answer`, when set, answers the questions instead of a message box: it gets (kind, text) with
     kind "restore" (answers "restore", "discard", "keep") or "unsaved" ("save", "discard", "cancel", "keep").
-    Without it a non-interactive window answers "keep": the recovery file is kept (and written first),
+    Without it a non-interactive host answers "keep": the recovery file is kept (and written first),
     nothing is discarded.
     """
 
@@ -95,10 +99,15 @@ class AnnotationController(QtCore.QObject):
     stats_ready = QtCore.Signal(object)
     operation_done = QtCore.Signal(str, object)  # (name, changed box or None) of a whole-label operation
     ai_available = QtCore.Signal(bool)
+    status_message = QtCore.Signal(str, int)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
+    def __init__(self, state: ViewerState, app_settings: Settings, host: AnnotationHost,
+                 parent: QtCore.QObject | None = None) -> None:
+        """`state`: the viewer's (its volume, its layers); `app_settings`: the user's (the last folder)."""
+        super().__init__(parent)
+        self.state = state
+        self.app_settings = app_settings
+        self.host = host
         self.settings = ToolSettings()
         self.labels: LabelMap | None = None
         self.annotator: Annotator | None = None
@@ -140,25 +149,34 @@ class AnnotationController(QtCore.QObject):
     def dirty(self) -> bool:
         return self.labels is not None and self.labels.dirty
 
+    @property
+    def interactive(self) -> bool:
+        """Whether questions and dialogs may be shown (the host's say)."""
+        return self.host.interactive
+
+    def show_status(self, message: str, timeout_ms: int = 0) -> None:
+        """A message for the status bar (`status_message`), for `timeout_ms` (0: until the next one)."""
+        self.status_message.emit(message, timeout_ms)
+
     def volume_loaded(self, volume: Volume) -> None:
         """A new CT is on show (the viewer state already holds it): drop the old map, offer a recovery."""
         self._drop_labels()
         self.mapping = GridMapping.of(volume)
         self.store = RecoveryStore()
-        self.key = RecoveryStore.key_for(self.window.state.volume)
+        self.key = RecoveryStore.key_for(self.state.volume)
         self.set_ai_result(None)
         self._offer_recovery()
 
     def ensure_labels(self) -> LabelMap | None:
         """The label map, made (empty) on first use; None without a CT."""
-        if self.labels is None and self.window.state.volume is not None:
-            vol = self.window.state.volume
+        if self.labels is None and self.state.volume is not None:
+            vol = self.state.volume
             self.set_labels(LabelMap.empty(vol.shape, vol.spacing))
         return self.labels
 
     def set_labels(self, labels: LabelMap, path: Path | None = None) -> None:
         """Edit `labels` (on the viewer's canonical grid) from now on, shown as the annotation layer."""
-        state = self.window.state
+        state = self.state
         if labels.shape != state.shape:
             raise ValueError(f"label map shape {labels.shape} does not match the CT {state.shape}")
         self._drop_labels()
@@ -186,8 +204,8 @@ class AnnotationController(QtCore.QObject):
             self.labels.remove_listener(self._on_change)
         if self.layer is not None:
             self.layer.changed.disconnect(self._on_layer_display)
-            if LAYER_NAME in self.window.state.layers and self.window.state.layers[LAYER_NAME] is self.layer:
-                self.window.state.layers.remove(LAYER_NAME)
+            if LAYER_NAME in self.state.layers and self.state.layers[LAYER_NAME] is self.layer:
+                self.state.layers.remove(LAYER_NAME)
         had = self.labels is not None
         self.labels = self.annotator = self.layer = None
         self.path = None
@@ -201,8 +219,7 @@ class AnnotationController(QtCore.QObject):
             return
         if box == self.labels.full_box:  # table edits announce the whole volume
             self._sync_layer_display()
-        for view in self.window.views.values():
-            view.refresh_layer(self.layer, box)
+        self.host.redraw_labels(self.layer, box)
         self._edited_timer.start()
         self._surface_timer.start()
 
@@ -226,12 +243,8 @@ class AnnotationController(QtCore.QObject):
                 self.labels.recolor_label(value, tuple(color))
 
     def _refresh_surfaces(self) -> None:
-        """The 3D view rebuilds the label surfaces, once edits paused, and only while it is on show."""
-        view3d = self.window.view3d
-        if hasattr(view3d, "labels_edited"):
-            view3d.labels_edited()
-            if view3d.isVisible():
-                self.window.sync_3d_labels()
+        """The 3D view rebuilds the label surfaces once edits paused (the host: only while it is on show)."""
+        self.host.refresh_label_surfaces()
 
     # -- edit handler (called by the slice views) --------------------------------------------------
 
@@ -263,11 +276,11 @@ class AnnotationController(QtCore.QObject):
         return self.settings.diameter_mm, color
 
     def _guard(self, edit: Callable[[], Any]) -> Any:
-        """Run an edit; a refused one (a locked label, ...) is reported in the status bar, not raised."""
+        """Run an edit; a refused one (a locked label, ...) is reported as a status message, not raised."""
         try:
             return edit()
         except ValueError as exc:
-            self.window.statusBar().showMessage(str(exc), 5000)
+            self.show_status(str(exc), 5000)
             return None
 
     # -- tool settings -----------------------------------------------------------------------------
@@ -308,7 +321,7 @@ class AnnotationController(QtCore.QObject):
             self.layer.update(visible=not self.layer.visible)
 
     def apply(self, name: str, op: Callable[[LabelMap], Any]) -> Any:
-        """Run a label-map operation on the GUI thread (a busy cursor while it runs); errors go to the status bar."""
+        """Run a label-map operation on the GUI thread (a busy cursor while it runs); errors become status messages."""
         labels = self.ensure_labels()
         if labels is None:
             return None
@@ -318,7 +331,7 @@ class AnnotationController(QtCore.QObject):
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
         if result is None:
-            self.window.statusBar().showMessage(f"{name}: nothing changed", 4000)
+            self.show_status(f"{name}: nothing changed", 4000)
         return result
 
     @property
@@ -337,11 +350,11 @@ class AnnotationController(QtCore.QObject):
         if labels is None:
             return False
         if self._operation is not None:
-            self.window.statusBar().showMessage(f"{name}: wait for {self._operation} to finish", 4000)
+            self.show_status(f"{name}: wait for {self._operation} to finish", 4000)
             return False
         snapshot, revision = labels.snapshot(), labels.revision
         self._operation = name
-        self.window.statusBar().showMessage(f"{name}…")
+        self.show_status(f"{name}…")
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.BusyCursor)
 
         def compute() -> tuple[Box | None, LabelMap]:
@@ -356,12 +369,12 @@ class AnnotationController(QtCore.QObject):
                 if box is not None:
                     box = labels.adopt(changed, box, changed.undo_names[-1] if changed.undo_names else name)
                 message = "" if box is not None else f"{name}: nothing changed"
-            self.window.statusBar().showMessage(message, 8000)
+            self.show_status(message, 8000)
             self.operation_done.emit(name, box)
 
         def failed(message: str) -> None:
             self._operation_finished()
-            self.window.statusBar().showMessage(f"{name}: {message.partition(chr(10))[0] or 'failed'}", 8000)
+            self.show_status(f"{name}: {message.partition(chr(10))[0] or 'failed'}", 8000)
             self.operation_done.emit(name, None)
 
         self._run(compute, done, failed)
@@ -402,7 +415,7 @@ class AnnotationController(QtCore.QObject):
     def start_from_ai(self, part: str = "lungs + lesions", mode: str = "merge") -> Box | None:
         """Copy the AI's lungs and/or lesions into the label map as one undo step (values as the AI's labels)."""
         if self.ai_masks is None:
-            self.window.statusBar().showMessage("no AI result: run AI > Analyze first", 5000)
+            self.show_status("no AI result: run AI > Analyze first", 5000)
             return None
         if part not in AI_PARTS:
             raise ValueError(f"part must be one of {AI_PARTS}, got {part!r}")
@@ -418,7 +431,7 @@ class AnnotationController(QtCore.QObject):
             return None
         box = self.apply("start from AI", lambda lm: lm.import_mask(mask.astype(np.uint8, copy=False), mode=mode,
                                                                      name="start from AI"))
-        layers = self.window.state.layers
+        layers = self.state.layers
         if MASK_LAYER in layers and layers[MASK_LAYER].visible:
             layers[MASK_LAYER].update(visible=False)  # the label map shows the same voxels now
         return box
@@ -429,9 +442,10 @@ class AnnotationController(QtCore.QObject):
         """A question to the user (see the class docstring for kinds and answers)."""
         if self.prompt_answer is not None:
             return self.prompt_answer(kind, text)
-        if not self.window.interactive:
+        if not self.interactive:
             return "keep"
-        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, title, text, parent=self.window)
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, title, text,
+                                    parent=self.host.dialog_parent())
         sb, role = QtWidgets.QMessageBox.StandardButton, QtWidgets.QMessageBox.ButtonRole
         if kind == "restore":
             buttons = {box.addButton("Restore", role.AcceptRole): "restore", box.addButton(sb.Discard): "discard",
@@ -475,7 +489,7 @@ class AnnotationController(QtCore.QObject):
         try:
             info = self.store.find(self.key)
         except RecoveryError as exc:
-            self.window.statusBar().showMessage(f"recovery file unreadable: {exc}", 10000)
+            self.show_status(f"recovery file unreadable: {exc}", 10000)
             return
         if info is None:
             return
@@ -488,7 +502,7 @@ class AnnotationController(QtCore.QObject):
 
     def restore(self) -> bool:
         """Load this CT's recovery file into the editor (the edits stay unsaved)."""
-        vol = self.window.state.volume
+        vol = self.state.volume
         try:
             data = self.store.load(self.key, expected_shape=vol.shape)
             labels = LabelMap(data.labels, vol.spacing, data.table, touched=data.touched, copy=False)
@@ -500,7 +514,7 @@ class AnnotationController(QtCore.QObject):
         labels.dirty = True
         self._autosaved_revision = labels.revision
         self.edited.emit()
-        self.window.statusBar().showMessage("unsaved edits restored", 8000)
+        self.show_status("unsaved edits restored", 8000)
         return True
 
     def autosave(self, blocking: bool = False) -> None:
@@ -518,7 +532,7 @@ class AnnotationController(QtCore.QObject):
             try:
                 self._autosave_done((revision, store.save(*args)))
             except (OSError, ValueError) as exc:
-                self.window.statusBar().showMessage(f"autosave failed: {exc}", 10000)
+                self.show_status(f"autosave failed: {exc}", 10000)
             return
         self._autosaving = True
         self._run(lambda: (revision, store.save(*args)), self._autosave_done, self._autosave_failed)
@@ -535,17 +549,17 @@ class AnnotationController(QtCore.QObject):
 
     def _autosave_failed(self, message: str) -> None:
         self._autosaving = False
-        self.window.statusBar().showMessage(f"autosave failed: {message}", 10000)
+        self.show_status(f"autosave failed: {message}", 10000)
 
     # -- files -------------------------------------------------------------------------------------
 
     def new_label_map(self) -> None:
-        if self.window.state.volume is None:
+        if self.state.volume is None:
             self._error("New label map", "open a CT first", self.load_failed)
             return
         if not self.resolve_unsaved(then=self.new_label_map):
             return
-        vol = self.window.state.volume
+        vol = self.state.volume
         self.set_labels(LabelMap.empty(vol.shape, vol.spacing))
 
     def open_dialog(self) -> None:
@@ -553,7 +567,7 @@ class AnnotationController(QtCore.QObject):
             self._error("Open label map", "open a CT first", self.load_failed)
             return
         path, _ = QtWidgets.QFileDialog.getOpenFileName(
-            self.window, "Open label map", self.window.settings.last_folder,
+            self.host.dialog_parent(), "Open label map", self.app_settings.last_folder,
             "Label maps (*.nii.gz *.nii *.dcm);;All files (*)")
         if path:
             self.open(path)
@@ -566,7 +580,7 @@ class AnnotationController(QtCore.QObject):
         if not self.resolve_unsaved(then=lambda: self.open(path)):
             return
         mapping, path = self.mapping, Path(path)
-        self.window.statusBar().showMessage(f"reading {path}...")
+        self.show_status(f"reading {path}...")
         def read() -> tuple:
             notes: list[str] = []
             return (path, mapping, *load_label_map(path, mapping, warnings=notes), notes)
@@ -579,7 +593,7 @@ class AnnotationController(QtCore.QObject):
             return  # another CT was opened meanwhile
         if not self.resolve_unsaved(then=lambda: self._opened(result)):  # edits made while it was read
             return
-        vol = self.window.state.volume
+        vol = self.state.volume
         try:
             labels = LabelMap(array, vol.spacing, table, touched=touched, copy=False)
         except ValueError as exc:
@@ -587,7 +601,7 @@ class AnnotationController(QtCore.QObject):
             return
         self.set_labels(labels, path)
         message = f"opened {path}" + "".join(f"; {n}" for n in notes)
-        self.window.statusBar().showMessage(message, 15000 if notes else 8000)
+        self.show_status(message, 15000 if notes else 8000)
         self.loaded.emit(str(path))
 
     def save(self, then: Callable[[], None] | None = None) -> None:
@@ -601,15 +615,15 @@ class AnnotationController(QtCore.QObject):
         if self.labels is None or self.mapping is None:
             self._error("Save label map", "there is no label map to save", self.save_failed)
             return
-        if not self.window.interactive:
+        if not self.interactive:
             self._error("Save label map", "no file to save to (a non-interactive window asks no file name)",
                         self.save_failed)
             return
         filters = ["NIfTI label map (*.nii.gz)"] + (["DICOM SEG (*.dcm)"] if self.mapping.is_dicom else [])
-        folder = Path(self.window.settings.last_folder or ".")
+        folder = Path(self.app_settings.last_folder or ".")
         desc = self.mapping.reference.metadata.series_description or "labels"
         default = str(self.path or folder / f"{_safe_name(desc)}.labels.nii.gz")
-        path, chosen = QtWidgets.QFileDialog.getSaveFileName(self.window, "Save label map", default,
+        path, chosen = QtWidgets.QFileDialog.getSaveFileName(self.host.dialog_parent(), "Save label map", default,
                                                              ";;".join(filters))
         if not path:
             return
@@ -624,7 +638,7 @@ class AnnotationController(QtCore.QObject):
             self._error("Save label map", "there is no label map to save", self.save_failed)
             return
         if self._saving:
-            self.window.statusBar().showMessage("a save is still running", 5000)
+            self.show_status("a save is still running", 5000)
             return
         path = Path(path)
         try:
@@ -635,7 +649,7 @@ class AnnotationController(QtCore.QObject):
         revision = labels.revision
         array, table, touched = labels.array.copy(), labels.table.copy(), labels.touched.copy()
         self._saving = True
-        self.window.statusBar().showMessage(f"saving {path}...")
+        self.show_status(f"saving {path}...")
         self._run(lambda: save_label_map(path, array, table, mapping, touched=touched),
                   lambda out: self._saved(out, revision, then), self._save_error)
 
@@ -647,7 +661,7 @@ class AnnotationController(QtCore.QObject):
                 self.labels.mark_clean()
                 if self.store is not None and self.key is not None:
                     self.store.discard(self.key)
-        self.window.statusBar().showMessage(f"saved {path}", 8000)
+        self.show_status(f"saved {path}", 8000)
         self.edited.emit()
         self.saved.emit(str(path))
         if then is not None:
@@ -662,7 +676,7 @@ class AnnotationController(QtCore.QObject):
 
     def request_stats(self) -> None:
         """Compute per-label statistics in a worker; `stats_ready` delivers them."""
-        labels, vol = self.labels, self.window.state.volume
+        labels, vol = self.labels, self.state.volume
         if labels is None or vol is None:
             return
         if self._stats_running:
@@ -688,7 +702,7 @@ class AnnotationController(QtCore.QObject):
 
     def _stats_failed(self, message: str) -> None:
         self._stats_running = False
-        self.window.statusBar().showMessage(f"statistics failed: {message}", 8000)
+        self.show_status(f"statistics failed: {message}", 8000)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -710,11 +724,11 @@ class AnnotationController(QtCore.QObject):
         (done if ok else failed)(payload)
 
     def _error(self, title: str, message: str, signal: QtCore.SignalInstance) -> None:
-        """A failure: status bar, signal (tests, scripts) and, for a person, a message box."""
-        self.window.statusBar().showMessage(message.splitlines()[0], 15000)
+        """A failure: status message, signal (tests, scripts) and, for a person, a message box."""
+        self.show_status(message.splitlines()[0], 15000)
         signal.emit(message)
-        if self.window.interactive:
-            QtWidgets.QMessageBox.warning(self.window, title, message)
+        if self.interactive:
+            QtWidgets.QMessageBox.warning(self.host.dialog_parent(), title, message)
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Stop the timers and wait for running workers (before the window goes)."""

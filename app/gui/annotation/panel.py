@@ -328,7 +328,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
                 labels.rename_label(int(value), item.text())
         except ValueError as exc:
             self._rows = []  # show the table as it is
-            self.controller.window.statusBar().showMessage(str(exc), 6000)
+            self.controller.show_status(str(exc), 6000)
         self.sync()
 
     def add_label(self) -> None:
@@ -340,7 +340,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
             try:
                 info = labels.add_label(name)
             except ValueError as exc:
-                self.controller.window.statusBar().showMessage(str(exc), 6000)
+                self.controller.show_status(str(exc), 6000)
                 return
             self.controller.set_active_label(info.value)
 
@@ -353,7 +353,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
             try:
                 labels.rename_label(value, name)
             except ValueError as exc:
-                self.controller.window.statusBar().showMessage(str(exc), 6000)
+                self.controller.show_status(str(exc), 6000)
 
     def recolor(self) -> None:
         labels, value = self.controller.labels, self.current_value()
@@ -367,7 +367,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         labels, value = self.controller.labels, self.current_value()
         if labels is None or value is None:
             return
-        if self.controller.window.interactive:
+        if self.controller.interactive:
             sure = QtWidgets.QMessageBox.question(
                 self, "Delete label", f"Delete label {value} ({labels.table[value].name}) and clear its voxels?")
             if sure != QtWidgets.QMessageBox.StandardButton.Yes:
@@ -375,10 +375,10 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         try:
             labels.delete_label(value)
         except ValueError as exc:
-            self.controller.window.statusBar().showMessage(str(exc), 6000)
+            self.controller.show_status(str(exc), 6000)
 
     def _ask_text(self, title: str, prompt: str, default: str) -> tuple[str, bool]:
-        if not self.controller.window.interactive:
+        if not self.controller.interactive:
             return default, True
         text, ok = QtWidgets.QInputDialog.getText(self, title, prompt, text=default)
         return text.strip(), ok and bool(text.strip())

@@ -1,14 +1,14 @@
 """Screening a CT volume with a 3D model (DeCoVNet, paper 1): P(COVID), CAM heat map, localized lesion, burden.
 
 Same conventions as `inference.screening.run.run`: HU (z, y, x) in the canonical orientation, spacing in mm,
-`progress(fraction, message)` with non-decreasing fractions, `ScreeningCancelled` when `cancel()` is True.
+`progress(fraction, message)` with non-decreasing fractions, `Cancelled` when `cancel()` is True.
 
 Pipeline:
 1. lungs: the given label map, else `segment_lungs_by(lungs, ...)` ("threshold" or "unet");
-2. `VolumePreprocessor` with the window, in-plane size and z spacing of the model's registry entry
-   (`preprocessing`: `ct_window_hu`, `size`, `z_spacing_mm`; never assumed here);
-3. one forward pass with Grad-CAM at the entry's `cam_depths` (default `CAM_DEPTHS`): P(COVID) and one map
-   per depth, each scaled to [0, 1];
+2. the `VolumePreprocessor` of the model's registry entry (`transforms`: window, in-plane size and z spacing;
+   never assumed here);
+3. one forward pass with Grad-CAM at the entry's depths (`cam_layers.grad_cam`, DeCoVNet's `CAM_DEPTHS`):
+   P(COVID) and one map per depth, each scaled to [0, 1];
 4. heat map: the voxel-wise mean of the depths' maps on the network grid, put on the CT grid by
    `to_ct_grid`, zero outside the lungs, rescaled so its maximum in the lungs is 1, times P(COVID);
    the mean keeps what the depths agree on (a single depth's Grad-CAM is noisy); each depth still
@@ -16,10 +16,10 @@ Pipeline:
 5. localization (the paper): `localize` on a working grid (the CT strided to about `work_spacing_mm`,
    which keeps the 7 x 7 variance window near the paper's scale and the cost near a second): R3dcc from
    the local variance, CAM regions per depth, the one overlapping R3dcc most is the lesion;
-6. lesion mask: the slice path's rule (`screening.lesion_mask`: lung voxels of -750..+50 HU, vessels
+6. lesion mask: the slice path's rule (`screening.steps.lesion_mask`: lung voxels of -750..+50 HU, vessels
    removed, where the heat map reaches `cam_threshold`), plus, when P(COVID) >= `positive_threshold`,
    the localized lesion's voxels of that density; labels 3 (ground glass) and 4 (consolidation);
-7. burden per zone and severity by `screening.zone_burden`, as for slice models.
+7. burden per zone and severity by `screening.steps.zone_burden`, as for slice models.
 
 A volume model has no per-slice probabilities: `slice_indices` and `slice_probabilities` are empty.
 """
@@ -32,25 +32,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from inference.core.device import select_device
 from inference.core.prediction import Prediction
+from inference.core.types import CancelFn, ProgressFn
 from inference.explain.lesion_localization import LocalizationConfig, localize
-from inference.models._api import ModelSpec, get_model
-from inference.models.decovnet import CAM_DEPTHS
-from inference.screening.run import (
-    CancelFn,
-    ProgressFn,
-    ScreeningCancelled,
-    ScreeningConfig,
-    cancel_checker,
-    lesion_mask,
-    lung_step,
-    progress_reporter,
-    zone_burden,
-)
-from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, VolumeGrid, VolumePreprocessor, to_ct_grid
+from inference.inferers.volume import VolumeClassifier
+from inference.models._api import ModelSpec
+from inference.screening.config import ScreeningConfig
+from inference.screening.steps import cancel_checker, lesion_mask, lung_step, progress_reporter, zone_burden
+from inference.transforms.volume import VolumeGrid, to_ct_grid
+
+__all__ = ["AGGREGATION", "VolumeClassifier", "VolumeScreeningConfig", "run_volume", "sample_map", "work_steps"]
 
 AGGREGATION = "volume (one 3D pass)"
 
@@ -61,76 +53,6 @@ class VolumeScreeningConfig:
     localization: LocalizationConfig = field(default_factory=LocalizationConfig)
     work_spacing_mm: tuple[float, float] = (2.0, 1.4)  # (z, in-plane) of the localization grid; coarser CTs as they are
     positive_threshold: float = 0.5  # the localized lesion joins the lesion mask from this P(COVID) on
-
-
-class VolumeClassifier:
-    """A registered volume model ready to run: weights loaded (hash-checked), pre-processing from its entry.
-
-    Args:
-        model: a registered name or a `ModelSpec` of input kind "volume".
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
-        module: an already built network (tests, freshly trained weights) instead of the shipped weights.
-    """
-
-    def __init__(self, model: str | ModelSpec = "decovnet", device: str = "auto",
-                 module: nn.Module | None = None) -> None:
-        self.spec = get_model(model) if isinstance(model, str) else model
-        if self.spec.input_kind != "volume":
-            raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not CT volumes")
-        self.device = select_device(device)
-        net = module if module is not None else self.spec.build(pretrained=True)
-        if not hasattr(net, "cam"):
-            raise ValueError(f"model {self.spec.name!r} has no class activation maps")
-        # channels-last 3D convolutions: about 1.35x faster on a 2-core CPU (measured at 224 x 336)
-        self.model = net.to(self.device, memory_format=torch.channels_last_3d).eval()
-        pre = self.spec.preprocessing
-        self.preprocessor = VolumePreprocessor(window=tuple(pre.get("ct_window_hu", WINDOW_HU)),
-                                               size=tuple(pre.get("size", SIZE)),
-                                               z_spacing_mm=float(pre.get("z_spacing_mm", Z_SPACING_MM)))
-        self.cam_depths: tuple[str, ...] = tuple(pre.get("cam_depths", CAM_DEPTHS))
-        self.positive_index = self.spec.classes.index(self.spec.positive_class)
-
-    @property
-    def engine(self) -> str:
-        return f"{self.device} (torch)"
-
-    def heatmap_methods(self) -> tuple[str, ...]:
-        """The heat maps this model makes: Grad-CAM at `cam_depths` (as `SliceClassifier.heatmap_methods`)."""
-        return ("grad-cam",)
-
-    def check_heatmap(self, method: str | None = None) -> str:
-        """`method` (None: Grad-CAM) if this model makes it; ValueError otherwise."""
-        if method not in (None, *self.heatmap_methods()):
-            raise ValueError(f"model {self.spec.name!r} makes Grad-CAM heat maps only, not {method!r}")
-        return "grad-cam"
-
-    def predict_with_cam(self, x: torch.Tensor, cancel: CancelFn | None = None,
-                         progress: ProgressFn | None = None) -> tuple[float, dict[str, torch.Tensor]]:
-        """P(positive) and the Grad-CAM map (T, H, W) per depth of one prepared (2, T, H, W) input.
-
-        `cancel` is checked before every top-level layer, so a long pass stops within one layer.
-        """
-        layers = [(name, m) for name, m in self.model.named_children()]
-        hooks = [m.register_forward_pre_hook(_layer_hook(k / len(layers), name, cancel, progress))
-                 for k, (name, m) in enumerate(layers)]
-        try:
-            x = x[None].to(self.device).contiguous(memory_format=torch.channels_last_3d)
-            logits, maps = self.model.cam(x, self.positive_index, self.cam_depths)
-        finally:
-            for h in hooks:
-                h.remove()
-        p = float(torch.softmax(logits.float(), dim=1)[0, self.positive_index])
-        return p, {d: m[0].float().cpu() for d, m in maps.items()}
-
-
-def _layer_hook(fraction: float, name: str, cancel: CancelFn | None, progress: ProgressFn | None):
-    def hook(_module: nn.Module, _inputs) -> None:
-        if cancel is not None and cancel():
-            raise ScreeningCancelled("analysis cancelled")
-        if progress is not None:
-            progress(fraction, name)
-
-    return hook
 
 
 def run_volume(
@@ -152,7 +74,7 @@ def run_volume(
         config: a `VolumeScreeningConfig`, or a `ScreeningConfig` for the lesion-mask thresholds alone.
 
     Raises:
-        ScreeningCancelled: `cancel()` returned True.
+        Cancelled: `cancel()` returned True.
         ValueError: the volume is not 3D, or the model is not a volume model.
     """
     cfg = config if isinstance(config, VolumeScreeningConfig) else VolumeScreeningConfig(

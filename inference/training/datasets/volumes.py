@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from inference.core.types import InferenceError
+
 CLASSES: tuple[str, ...] = ("NonCOVID", "COVID")
 CT_FILE, LUNGS_FILE, LABEL_FILE, LESIONS_FILE = "ct.nii.gz", "lungs.nii.gz", "label.txt", "lesions.json"
 CT_DIR = "ct"  # a DICOM series, when the case has no CT_FILE
@@ -41,7 +43,7 @@ COVID_LESIONS: tuple[str, ...] = ("ggo", "consolidation")
 Reader = Callable[[Path], tuple[np.ndarray, tuple[float, float, float]]]
 
 
-class DatasetError(Exception):
+class DatasetError(InferenceError):
     """The folder does not follow the layout; the message names the file and the problem."""
 
 

@@ -16,9 +16,9 @@ last epoch: `--resume` continues from it, so a long CPU training can run in seve
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,13 +30,17 @@ from torch import nn
 
 from inference.core.device import select_device
 from inference.core.metrics import binary_metrics
+from inference.explain.cam import grad_cam
 from inference.explain.lesion_localization import LocalizationConfig, hit_rate, localize
 from inference.models._api import sha256_of
 from inference.models.decovnet import CAM_DEPTHS, decovnet
-from inference.training.dataset_info import read_dataset_info
+from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.volumes import CLASSES, DatasetError, Reader, VolumeCase, find_cases, split_cases
-from inference.training.recipes.light_squeezenet import write_roc_png
+from inference.training.reports import write_roc_png
 from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedVolume, VolumePreprocessor, to_ct_grid
+
+#: where progress goes unless the caller passes its own `log` (the CLI prints it)
+_log = logging.getLogger(__name__).info
 
 ProgressFn = Callable[[float, str], None]
 
@@ -139,7 +143,7 @@ def predict_probabilities(model: nn.Module, inputs: Sequence[PreparedVolume], de
 
 
 def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | None = None, *,
-          reader: Reader | None = None, log: Callable[[str], None] = print,
+          reader: Reader | None = None, log: Callable[[str], None] = _log,
           progress: ProgressFn | None = None) -> VolumeTrainResult:
     """Train on the train split, keep the epoch with the best validation ROC AUC, write weights and card."""
     cfg = cfg or VolumeTrainConfig()
@@ -272,7 +276,7 @@ def localization_hits(model: nn.Module, cases: Sequence[VolumeCase], inputs: Seq
     for case, prepared, p in zip(cases, inputs, scores):
         if case.label != covid or not case.lesion_boxes:
             continue
-        _, maps = model.cam(network_input(prepared, device), covid, CAM_DEPTHS)
+        _, maps = grad_cam(model, network_input(prepared, device), covid, CAM_DEPTHS, score="logit", scale=True)
         hu, spacing, lungs = case.load(reader)
         if lungs is None:
             lungs = _segment(hu, spacing)
@@ -291,7 +295,7 @@ def localization_hits(model: nn.Module, cases: Sequence[VolumeCase], inputs: Seq
 def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: nn.Module,
            val_cases: Sequence[VolumeCase], x_val: Sequence[PreparedVolume], y_train: np.ndarray, seconds: float,
            device: torch.device, *, reader: Reader | None = None, data_dir: Path | None = None,
-           log: Callable[[str], None] = print) -> VolumeTrainResult:
+           log: Callable[[str], None] = _log) -> VolumeTrainResult:
     """From `out/best_fp32.pt`: weights (fp16 when lossless), hit rate, ROC plot, model card, history."""
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     model.load_state_dict(state)
@@ -361,57 +365,3 @@ def _json_safe(value):
 
 def _num(x: float) -> float:
     return -1.0 if math.isnan(x) else x
-
-
-def build_parser():
-    import argparse
-
-    d = VolumeTrainConfig()
-    ap = argparse.ArgumentParser(prog="lunglens train decovnet",
-                                 description="Train DeCoVNet on a folder of labelled CT volumes (see "
-                                             "inference/volume_data.py for the layout)")
-    ap.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
-    ap.add_argument("--out", required=True, metavar="DIR", help="output folder (weights, card, ROC plot)")
-    ap.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs} (the paper)")
-    ap.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (constant); default {d.lr:g}")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("ROWS", "COLS"),
-                    help="in-plane input size; default 224 336 (the paper)")
-    ap.add_argument("--z-spacing", type=float, default=d.z_spacing_mm, metavar="MM", help="slice spacing after "
-                    f"resampling; default {d.z_spacing_mm:g}")
-    ap.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                    help="validation share when the folder has no splits.json or split column")
-    ap.add_argument("--no-augment", action="store_true", help="train without the paper's augmentation")
-    ap.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    ap.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: torch's default)")
-    ap.add_argument("--name", default=d.model_name, help="model name used for the output files")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same settings)")
-    ap.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
-                    help="stop after the epoch that passes MIN minutes and write the best weights so far")
-    return ap
-
-
-def config_from_args(args) -> VolumeTrainConfig:
-    return VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
-                             z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction, augment=not args.no_augment,
-                             device=args.device, threads=args.threads, model_name=args.name, resume=args.resume,
-                             time_limit_min=args.time_limit)
-
-
-def main(argv: Sequence[str] | None = None, reader: Reader | None = None) -> int:
-    """`lunglens train decovnet`: 0 on success, 1 when the data folder does not follow the layout.
-
-    `reader` reads each case's CT (the CLI passes one that reads DICOM folders too).
-    """
-    args = build_parser().parse_args(argv)
-    try:
-        result = train(args.data, args.out, config_from_args(args), reader=reader)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {result.weights} and {result.card}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import platform
 import time
@@ -22,11 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.core.metrics import binary_metrics, roc_curve
+from inference.core.metrics import binary_metrics
 from inference.models._api import sha256_of
-from inference.training.dataset_info import read_dataset_info
+from inference.training.datasets.info import read_dataset_info
+from inference.training.datasets.slices import read_split
+from inference.training.reports import write_roc_png
 from inference.transforms.common import ResizeSquare, normalizer
-from inference.transforms.images import load_grey, read_split
+from inference.transforms.images import load_grey
+
+#: where progress goes unless the caller passes its own `log` (the CLI prints it)
+_log = logging.getLogger(__name__).info
 
 CLASSES = ("NonCOVID", "COVID")
 
@@ -135,7 +141,7 @@ def train(
     *,
     builder: Callable[..., nn.Module] | None = None,
     model_name: str = "light-squeezenet",
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log,
     progress: Callable[[float, str], None] | None = None,
 ) -> TrainResult:
     """Train on the `train` split, select the epoch with the best validation ROC AUC, write weights and card."""
@@ -204,7 +210,7 @@ def train(
 
 def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x_val: torch.Tensor,
            y_val: np.ndarray, train_labels: np.ndarray, seconds: float, *, model_name: str = "light-squeezenet",
-           data_dir: Path | None = None, log: Callable[[str], None] = print) -> TrainResult:
+           data_dir: Path | None = None, log: Callable[[str], None] = _log) -> TrainResult:
     """Write the shipped files from `out/best_fp32.pt`: weights (fp16 when lossless on val), card, history.
 
     Also usable on the checkpoint of a run that was stopped early (`result.best_epoch`/`metrics` from its log).
@@ -271,39 +277,3 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(p)
 
 
-def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:
-    """A small ROC plot drawn with Pillow (no plotting library needed)."""
-    from PIL import Image, ImageDraw
-
-    fpr, tpr, _ = roc_curve(labels, scores)
-    size, m = 360, 40
-    img = Image.new("RGB", (size, size), "white")
-    d = ImageDraw.Draw(img)
-    span = size - 2 * m
-
-    def xy(x: float, y: float) -> tuple[float, float]:
-        return m + x * span, size - m - y * span
-
-    d.rectangle([xy(0, 1), xy(1, 0)], outline="black")
-    d.line([xy(0, 0), xy(1, 1)], fill=(170, 170, 170))
-    d.line([xy(float(a), float(b)) for a, b in zip(fpr, tpr)], fill=(200, 30, 30), width=2)
-    d.text((m, 10), f"ROC (validation), AUC {auc:.3f}", fill="black")
-    d.text((size // 2 - 40, size - m + 12), "false-positive rate", fill="black")
-    d.text((4, m - 14), "TPR", fill="black")
-    img.save(path)
-
-
-def main() -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Train the light SqueezeNet on a COVID-CT-style folder")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed))
-
-
-if __name__ == "__main__":
-    main()

@@ -19,9 +19,9 @@ held-out volumes (half of them with pasted lesions) is kept. Deterministic for a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,10 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.lungs.threshold import segment_lungs
-from inference.lungs.unet import MODEL_NAME, SIZE, WINDOW_HU, SquareFit, window
+from inference.lungs.unet import SquareFit, window
 from inference.models._api import sha256_of
-from inference.models.lung_unet import lung_unet
+from inference.models.lung_unet import MODEL_NAME, SIZE, WINDOW_HU, lung_unet
 from inference.training.datasets.volumes import CT_FILE, DatasetError, Reader, read_nifti
+
+#: where progress goes unless the caller passes its own `log` (the CLI prints it)
+_log = logging.getLogger(__name__).info
 
 HU_PER_UNIT = WINDOW_HU[1] - WINDOW_HU[0]  # windowed value 1.0 spans this many HU
 
@@ -150,7 +153,7 @@ def prepare_volume(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple
     return torch.cat(images), torch.cat(labs)
 
 
-def load_slices(volumes, log: Callable[[str], None] = print) -> SliceSet:
+def load_slices(volumes, log: Callable[[str], None] = _log) -> SliceSet:
     """Read and pre-process every volume of `volumes` (from `find_volumes`)."""
     images, labels, vol_idx, info = [], [], [], []
     for n, (name, source, load) in enumerate(volumes):
@@ -307,7 +310,7 @@ def evaluate(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
 
 
 def train(sources: Sequence[str | Path], out_dir: str | Path, cfg: TrainConfig | None = None, *,
-          reader: Reader | None = None, log: Callable[[str], None] = print) -> TrainResult:
+          reader: Reader | None = None, log: Callable[[str], None] = _log) -> TrainResult:
     """Train on pseudo-labels of every volume under `sources`; write weights, card and history to `out_dir`."""
     cfg = cfg or TrainConfig()
     threads = torch.get_num_threads()
@@ -406,7 +409,7 @@ class _Sampler:
 
 def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module,
            val_batches: list[tuple[torch.Tensor, torch.Tensor]], train_volumes: list[dict], val_volumes: list[dict],
-           seconds: float, *, log: Callable[[str], None] = print) -> TrainResult:
+           seconds: float, *, log: Callable[[str], None] = _log) -> TrainResult:
     """Write the shipped files from `out/best_fp32.pt`: weights (fp16 when lossless on val), card, history."""
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
@@ -467,43 +470,3 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module,
     result.card = out / f"{MODEL_NAME}.card.json"
     log(f"best epoch {result.best_epoch}: {json.dumps(card['validation_metrics'])}; weights {card['weights_dtype']}")
     return result
-
-
-def build_parser():
-    import argparse
-
-    d = TrainConfig()
-    ap = argparse.ArgumentParser(prog="lunglens train lung-unet",
-                                 description="Train the 2D lung U-Net on pseudo-labels of the threshold method. "
-                                             "DIR: case folders (<case>/ct.nii.gz), a ct.nii.gz folder, a volume "
-                                             "file, or a DICOM series folder.")
-    ap.add_argument("--data", required=True, nargs="+", metavar="DIR")
-    ap.add_argument("--out", required=True, metavar="DIR")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--slices-per-epoch", type=int, default=d.slices_per_epoch)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--limit", type=int, default=d.limit, help="at most N volumes per folder of cases (seeded)")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
-    ap.add_argument("--time-limit", type=float, default=0.0, metavar="MIN", help="stop after this many minutes")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None, reader: Reader | None = None) -> int:
-    """`lunglens train lung-unet`: 0 on success, 1 when the data cannot be used."""
-    args = build_parser().parse_args(argv)
-    cfg = TrainConfig(epochs=args.epochs, slices_per_epoch=args.slices_per_epoch, batch_size=args.batch_size,
-                      lr=args.lr, limit=args.limit, seed=args.seed, threads=args.threads,
-                      time_limit_min=args.time_limit)
-    try:
-        result = train(args.data, args.out, cfg, reader=reader)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {result.weights} and {result.card}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,22 +9,18 @@ import pytest
 
 from app.cli import EXIT_BAD_INPUT, EXIT_USAGE, main
 from viewer.core.volume import Volume
-from viewer.dicom.write import write_ct_series
 from viewer.io.nifti_labels import load_label_map_nifti, save_label_map_nifti
-from viewer.io.volumes import open_volume, read_volume_file, write_volume
+from viewer.io.volumes import read_volume_file, write_volume
 from viewer.labels.table import LabelTable
-from viewer.synthetic.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(small_phantom, small_phantom_series):
     """A phantom CT as a DICOM series and as NIfTI, its loaded Volume and label map."""
-    root = tmp_path_factory.mktemp("study")
-    phantom = make_phantom(shape=(24, 64, 64), spacing=(5.0, 5.0, 5.0))
-    write_ct_series(phantom.volume, root / "dicom", uid_seed="cli-mask")
-    vol = open_volume(root / "dicom")
+    folder, vol = small_phantom_series("cli-mask")
+    root = folder.parent
     write_volume(vol, root / "ct.nii.gz")
-    return root, vol, phantom.label_map()
+    return root, vol, small_phantom.label_map()
 
 
 def test_nifti_to_seg_and_back(tmp_path, study, capsys):

@@ -7,7 +7,9 @@ from functools import cache
 import numpy as np
 import pytest
 
-from inference.lungs.threshold import LungMasks, SegmentationCancelled, segment_lungs
+from inference.core.types import Cancelled
+from inference.lungs.common import LungMasks
+from inference.lungs.threshold import segment_lungs
 from viewer.synthetic.phantom import Phantom, PhantomConfig, make_phantom
 
 SHAPE = (48, 128, 128)
@@ -197,7 +199,7 @@ def test_cancel_raises(after):
         calls.append(1)
         return len(calls) > after
 
-    with pytest.raises(SegmentationCancelled):
+    with pytest.raises(Cancelled):
         segment_lungs(ph.volume.array, ph.volume.spacing, cancel=cancel)
 
 

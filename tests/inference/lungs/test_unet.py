@@ -11,16 +11,13 @@ import pytest
 import torch
 
 from app.cli import main as cli_main
-from inference.lungs.threshold import (
-    LUNG_METHODS,
-    LungMasks,
-    SegmentationCancelled,
-    segment_lungs,
-    segment_lungs_by,
-)
-from inference.lungs.unet import SIZE, SquareFit, segment_lungs_unet
-from inference.models._api import WeightsError, get_model, load_weights, sha256_of
-from inference.models.lung_unet import LungUNet, lung_unet
+from inference.core.types import Cancelled
+from inference.lungs.common import LungMasks
+from inference.lungs.select import LUNG_METHODS, segment_lungs_by
+from inference.lungs.threshold import segment_lungs
+from inference.lungs.unet import SquareFit, segment_lungs_unet
+from inference.models import WeightsError, get_model, load_weights, sha256_of
+from inference.models.lung_unet import SIZE, LungUNet, lung_unet
 from inference.training.recipes.lung_unet import TrainConfig, augment, loss_fn, paste_lesions, prepare_volume, train
 from tests.benchmarks.eval_lung_unet import LARGE_MM, LOBAR_MM, border_consolidation_phantom
 from viewer.io.volumes import write_volume
@@ -172,7 +169,7 @@ def test_cancel_raises(after):
         calls.append(1)
         return len(calls) > after
 
-    with pytest.raises(SegmentationCancelled):
+    with pytest.raises(Cancelled):
         segment_lungs_unet(clean().volume.array, SPACING, cancel=cancel, model=lung_unet(), device="cpu")
 
 

@@ -9,16 +9,23 @@ import numpy as np
 import pytest
 import torch
 
+from app.cli import main as lunglens
 from app.services.volume_dataset import PhantomSetConfig, make_case, write_phantom_dataset
+from inference.explain.cam import grad_cam
 from inference.explain.lesion_localization import centre_in_box, hit_rate, localize, unsupervised_region
 from inference.models._api import WeightsError, get_model, load_weights, sha256_of
 from inference.models.decovnet import CAM_LAYERS, DeCoVNet, ResBlock3d, decovnet
 from inference.training.datasets.volumes import find_cases, split_cases
-from inference.training.recipes.decovnet import VolumeTrainConfig, augment, compact, epoch_order, main, network_input
+from inference.training.recipes.decovnet import VolumeTrainConfig, augment, compact, epoch_order, network_input
 from inference.transforms.volume import VolumePreprocessor, to_ct_grid
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 PARAMETERS = 570_818
+
+
+def main(argv: list[str]) -> int:
+    """`lunglens train decovnet ARGV` (the trainer's entry point)."""
+    return lunglens(["train", "decovnet", *argv])
 
 
 def test_layer_structure_follows_the_paper():
@@ -92,14 +99,14 @@ def test_cam_maps_are_on_the_input_grid_and_map_back_to_the_ct():
     hu, spacing, lungs = _synthetic_ct()
     prep = VolumePreprocessor(size=(48, 64), z_spacing_mm=3.0)(hu, spacing, lungs)
     model = decovnet().eval()
-    logits, maps = model.cam(prep.tensor[None], 1, CAM_LAYERS)
+    logits, maps = grad_cam(model, prep.tensor[None], 1, CAM_LAYERS, scale=True)
     assert logits.shape == (1, 2) and set(maps) == set(CAM_LAYERS)
     for m in maps.values():
         assert m.shape == (1, *prep.grid.shape)
         assert float(m.min()) >= 0 and float(m.max()) <= 1 + 1e-6
         assert to_ct_grid(m[0], prep.grid).shape == hu.shape
-    with pytest.raises(ValueError, match="unknown CAM depth"):
-        model.cam(prep.tensor[None], 1, ("conv9",))
+    with pytest.raises(ValueError, match="unknown CAM layer"):
+        grad_cam(model, prep.tensor[None], 1, ("conv9",))
 
 
 @pytest.fixture(scope="module")

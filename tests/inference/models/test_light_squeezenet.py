@@ -11,7 +11,9 @@ from PIL import Image
 
 from inference.core.device import select_device
 from inference.core.metrics import binary_metrics, roc_auc
-from inference.models._api import WeightsError, get_model, list_models, load_weights, sha256_of
+from inference.core.types import InferenceError, UnknownModelError
+from inference.explain.cam import class_activation_map, grad_cam
+from inference.models import WeightsError, get_model, list_models, load_weights, sha256_of
 from inference.models.light_squeezenet import (
     Fire,
     LightSqueezeNet,
@@ -56,12 +58,18 @@ def test_cam_decomposes_the_logit_and_matches_the_input_size():
     torch.manual_seed(0)
     model = LightSqueezeNet().eval()
     x = torch.randn(1, 1, 224, 224)
-    logits, cam = model.cam(x, 1)
+    logits, cam = class_activation_map(model, x, 1, "features", "fc")
     assert cam.shape == (1, 224, 224)
     feats = model.features(x)
     low = torch.einsum("c,nchw->nhw", model.fc.weight[1], feats)
     # CAM property (Zhou et al.): the mean of the class map plus the bias is the class logit
     assert torch.allclose(low.mean() + model.fc.bias[1], logits[0, 1], atol=1e-4)
+
+
+def test_registered_heat_map_layers():
+    layers = get_model("light-squeezenet").cam_layers
+    assert layers is not None
+    assert (layers.cam, layers.classifier, layers.grad_cam) == ("features", "fc", ("trunk.fires.0",))
 
 
 def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
@@ -70,11 +78,16 @@ def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
     for p in model.parameters():
         p.requires_grad_(False)  # frozen weights, called under no_grad, as the screening worker does
     x = torch.randn(2, 1, 224, 224)
+
+    def fire2_grad_cam(x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, maps = grad_cam(model, x, index, ("trunk.fires.0",), score="log-odds")
+        return logits, maps["trunk.fires.0"]
+
     with torch.no_grad():
-        logits, cam = model.grad_cam(x, 1)
-        assert torch.equal(model.grad_cam(x, -1)[1], cam)  # -1 is the last class
+        logits, cam = fire2_grad_cam(x, 1)
+        assert torch.equal(fire2_grad_cam(x, -1)[1], cam)  # -1 is the last class
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
-        model.grad_cam(x, 1)
+        fire2_grad_cam(x, 1)
     assert cam.shape == (2, 224, 224) and (cam >= 0).all() and cam.amax() > 0
     assert torch.allclose(logits, model(x), atol=1e-5)
     # the same map by hand: gradients of logit(COVID) - logit(NonCOVID) at Fire 2's output
@@ -93,8 +106,11 @@ def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
 def test_registry_lists_and_rejects_unknown_names():
     names = [m.name for m in list_models()]
     assert "light-squeezenet" in names
-    with pytest.raises(KeyError, match="registered"):
+    with pytest.raises(UnknownModelError, match="registered") as info:
         get_model("resnet-9000")
+    # a user message, not a KeyError (whose str() would quote it)
+    assert isinstance(info.value, InferenceError) and not isinstance(info.value, KeyError)
+    assert str(info.value).startswith("no model named 'resnet-9000'; registered: ")
 
 
 def test_weights_are_hash_checked(tmp_path):

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from inference.inferers.slice import SliceClassifier
-from inference.models._api import get_model
+from inference.models import get_model
 from inference.models.light_squeezenet import light_squeezenet
-from inference.screening.run import ScreeningConfig, aggregate, run
+from inference.screening.config import ScreeningConfig, aggregate
+from inference.screening.run import run
 from viewer.dicom.write import write_ct_series
 from viewer.io.volumes import read_volume_file
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
@@ -36,14 +37,14 @@ def classifier() -> SliceClassifier:
     """The light SqueezeNet with fixed random weights at a small input size: these tests check the
     pipeline's geometry and outputs, not the model's skill."""
     torch.manual_seed(0)
-    spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
-                               preprocessing={"resize": 76, "centre_crop": 64})
+    base = get_model("light-squeezenet")
+    spec = dataclasses.replace(base, weights=None, transforms=dataclasses.replace(base.transforms, resize=76, crop=64))
     return SliceClassifier(spec, device="cpu", module=light_squeezenet())
 
 
 def test_lesion_burden_and_severity_follow_the_lesion_mask():
     from inference.core.prediction import zone_score
-    from inference.screening.run import zone_burden
+    from inference.screening.steps import zone_burden
 
     labels = np.zeros((30, 20, 20), np.uint8)
     labels[:, :, :10], labels[:, :, 10:] = 2, 1  # right lung at small x (patient right)
@@ -135,7 +136,7 @@ def test_fast_lesion_post_processing_equals_the_reference_operations():
     """The shifted-view opening and the per-slice zone counts give what scipy and whole-array sums give."""
     from scipy import ndimage
 
-    from inference.screening.run import bounding_box, opening_2d, per_slice_count, zone_burden
+    from inference.screening.steps import bounding_box, opening_2d, per_slice_count, zone_burden
 
     rng = np.random.default_rng(3)
     mask = ndimage.binary_dilation(rng.random((6, 40, 50)) > 0.97, iterations=2)
@@ -163,3 +164,59 @@ def test_fast_lesion_post_processing_equals_the_reference_operations():
         sl = slice(int(round(edges[i])), int(round(edges[i + 1])))
         assert z.lung_ml == round(mask[sl].sum() * voxel_ml, 3)
         assert z.lesion_ml == round((mask[sl] & lesions[sl]).sum() * voxel_ml, 3)
+
+
+def _screened_images(clf: SliceClassifier, monkeypatch, ph) -> tuple[list[np.ndarray], np.ndarray, tuple]:
+    """The grey images screening hands the classifier, the slices they come from, and the lung crop."""
+    from inference.screening.steps import lung_crop_box
+
+    seen: list[np.ndarray] = []
+    classify = clf.predict_with_cam
+
+    def spy(images, method=None):
+        seen.extend(np.array(im) for im in images)
+        return classify(images, method)
+
+    monkeypatch.setattr(clf, "predict_with_cam", spy)
+    labels = lung_labels(ph)
+    pred = run(ph.volume.array, SPACING, clf, lung_labels=labels)
+    assert len(seen) == len(pred.slice_indices) > 0
+    return seen, pred.slice_indices, lung_crop_box(labels > 0, ScreeningConfig().crop_margin)
+
+
+def test_screening_windows_slices_with_the_models_registered_window(monkeypatch):
+    from inference.models import ModelSpec, register_model
+    from inference.models._api import _REGISTRY
+    from inference.transforms.slice import SlicePreprocess
+
+    base = get_model("light-squeezenet")
+    spec = ModelSpec(name="test-window-1000-0", builder=light_squeezenet, input_kind="slice", classes=base.classes,
+                     positive_class=base.positive_class, description="test: a narrower HU window",
+                     transforms=SlicePreprocess(window_hu=(-1000, 0), resize=76, crop=64),
+                     cam_layers=base.cam_layers)
+    register_model(spec)
+    try:
+        torch.manual_seed(0)
+        clf = SliceClassifier(spec.name, device="cpu", module=light_squeezenet())
+        ph = phantom(22, lesions=True)
+        seen, slices, box = _screened_images(clf, monkeypatch, ph)
+    finally:
+        _REGISTRY.pop(spec.name)
+    hu = ph.volume.array.astype(np.float32)
+    for k, image in zip(slices, seen):
+        expected = np.clip((hu[k][box] + 1000.0) / 1000.0, 0.0, 1.0)
+        np.testing.assert_allclose(image, expected, atol=1e-6)
+    lung_window = np.clip((hu[slices[0]][box] + 1350.0) / 1500.0, 0.0, 1.0)
+    assert np.abs(seen[0] - lung_window).max() > 0.1  # not the light SqueezeNet's window
+
+
+def test_screening_applies_the_shipped_light_models_window(classifier, monkeypatch):
+    registered = get_model("light-squeezenet").transforms
+    assert registered.window_hu == (-1350, 150)
+    assert get_model("light-squeezenet").preprocessing["ct_window_hu"] == [-1350, 150]
+    assert classifier.preprocess.window_hu == registered.window_hu
+    ph = phantom(22, lesions=True)
+    seen, slices, box = _screened_images(classifier, monkeypatch, ph)
+    hu = ph.volume.array.astype(np.float32)
+    for k, image in zip(slices, seen):
+        np.testing.assert_allclose(image, np.clip((hu[k][box] + 1350.0) / 1500.0, 0.0, 1.0), atol=1e-6)

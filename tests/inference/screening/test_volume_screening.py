@@ -13,20 +13,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from inference.core.types import Cancelled
 from inference.explain.lesion_localization import centre_in_box
-from inference.models._api import _REGISTRY, WeightsInfo, get_model, sha256_of
+from inference.inferers.volume import VolumeClassifier
+from inference.models import WeightsInfo, get_model, sha256_of
+from inference.models._api import _REGISTRY
 from inference.models.decovnet import CAM_DEPTHS, decovnet
-from inference.screening.pipelines.volume import (
-    VolumeClassifier,
-    VolumeScreeningConfig,
-    run_volume,
-    sample_map,
-    work_steps,
-)
-from inference.screening.run import ScreeningCancelled, load_model, run
-from inference.transforms.volume import to_ct_grid
+from inference.screening.pipelines.volume import VolumeScreeningConfig, run_volume, sample_map, work_steps
+from inference.screening.run import load_model, run
+from inference.transforms.volume import WINDOW_HU, VolumePreprocessor, to_ct_grid
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 SHAPE, SPACING = (40, 96, 96), (6.0, 3.6, 3.6)
@@ -57,7 +53,7 @@ def spec(tmp_path_factory):
     return dataclasses.replace(
         base, weights=WeightsInfo(str(root / "decovnet.pt"), sha256_of(root / "decovnet.pt"),
                                   str(root / "decovnet.card.json")),
-        preprocessing={**base.preprocessing, "size": SIZE, "z_spacing_mm": Z_MM})
+        transforms=VolumePreprocessor(window=WINDOW_HU, size=tuple(SIZE), z_spacing_mm=Z_MM))
 
 
 @pytest.fixture
@@ -113,19 +109,17 @@ def test_strided_cam_sampling_matches_to_ct_grid(classifier, phantom):
     assert work_steps((1.0, 0.7, 0.7), (2.0, 1.4)) == (2, 2, 2) and work_steps(SPACING, (2.0, 1.4)) == (1, 1, 1)
 
 
-class _FixedCam(nn.Module):
-    """Stands in for DeCoVNet: fixed logits and per-depth maps on the network grid (what `cam` returns)."""
+def _fixed_cam(clf: VolumeClassifier, maps: dict[str, np.ndarray], logits=(-3.0, 3.0)) -> VolumeClassifier:
+    """`clf` standing in for DeCoVNet: fixed logits and per-depth maps on the network grid (what Grad-CAM gives)."""
+    fixed = {d: torch.as_tensor(m, dtype=torch.float32) for d, m in maps.items()}
+    p = float(torch.softmax(torch.tensor([logits]), dim=1)[0, clf.positive_index])
 
-    def __init__(self, maps: dict[str, np.ndarray], logits=(-3.0, 3.0)) -> None:
-        super().__init__()
-        self.stem = nn.Identity()
-        self.maps = {d: torch.as_tensor(m, dtype=torch.float32) for d, m in maps.items()}
-        self.logits = torch.tensor([logits])
+    def predict_with_cam(x, cancel=None, progress=None):
+        assert tuple(x.shape[1:]) == tuple(next(iter(fixed.values())).shape)
+        return p, {d: fixed[d] for d in clf.cam_depths}
 
-    def cam(self, x, class_index, depths):
-        self.stem(x)
-        assert tuple(x.shape[2:]) == tuple(next(iter(self.maps.values())).shape)
-        return self.logits, {d: self.maps[d][None] for d in depths}
+    clf.predict_with_cam = predict_with_cam  # type: ignore[method-assign]
+    return clf
 
 
 def test_a_cam_on_the_lesion_lands_on_its_ct_voxels_and_localizes_it(spec):
@@ -147,14 +141,15 @@ def test_a_cam_on_the_lesion_lands_on_its_ct_voxels_and_localizes_it(spec):
         q = grid.to_network_index(ct_index)
         return np.exp(-(((t - q[0]) / r[0]) ** 2 + ((h - q[1]) / r[1]) ** 2 + ((w - q[2]) / r[2]) ** 2))
 
-    clf.model = _FixedCam({"res_b": blob(decoy), "clf1": blob(centre), "clf2": blob(centre)})
+    maps = {"res_b": blob(decoy), "clf1": blob(centre), "clf2": blob(centre)}
+    _fixed_cam(clf, maps)
     pred = run_volume(ph.volume.array, ph.config.spacing, clf, lung_labels=labels)
     peak = np.unravel_index(int(pred.heatmap.argmax()), pred.heatmap.shape)
     assert centre_in_box(peak, lesion.bbox)
     assert pred.localization["depth"] in ("clf1", "clf2") and pred.localization["overlap_ml"] > 0
     assert centre_in_box(pred.lesion_centre, lesion.bbox)
     assert (pred.lesion_mask.astype(bool) & ph.masks["ggo"]).sum() > 0.3 * ph.masks["ggo"].sum()
-    negative = VolumeClassifier(spec, device="cpu", module=_FixedCam(clf.model.maps, logits=(3.0, -3.0)))
+    negative = _fixed_cam(VolumeClassifier(spec, device="cpu", module=decovnet()), maps, logits=(3.0, -3.0))
     quiet = run_volume(ph.volume.array, ph.config.spacing, negative, lung_labels=labels)
     assert quiet.lesion_centre is None and not quiet.localization["positive"]
     assert quiet.heatmap.max() < 0.01 and not quiet.lesion_mask.any()  # heat x P(COVID) ~ 0.0025
@@ -162,14 +157,14 @@ def test_a_cam_on_the_lesion_lands_on_its_ct_voxels_and_localizes_it(spec):
 
 def test_cancel_stops_the_analysis(classifier, phantom):
     labels = lung_labels(phantom)
-    with pytest.raises(ScreeningCancelled):
+    with pytest.raises(Cancelled):
         run_volume(phantom.volume.array, SPACING, classifier, lung_labels=labels, cancel=lambda: True)
     seen: list[tuple[float, str]] = []
-    with pytest.raises(ScreeningCancelled):  # inside the forward pass, at a layer
+    with pytest.raises(Cancelled):  # inside the forward pass, at a layer
         run_volume(phantom.volume.array, SPACING, classifier, lung_labels=labels,
                    progress=lambda f, m: seen.append((f, m)), cancel=lambda: any("res_b" in m for _, m in seen))
     assert seen[-1][0] < 0.75 and "res_b" in seen[-1][1]
-    with pytest.raises(ScreeningCancelled):  # during the lung segmentation
+    with pytest.raises(Cancelled):  # during the lung segmentation
         run_volume(phantom.volume.array, SPACING, classifier, cancel=lambda: True)
 
 
@@ -224,7 +219,7 @@ def test_screen_command_with_decovnet_writes_aligned_outputs(registered, phantom
 
 def test_screen_command_rejects_bad_lungs_and_models(registered, tmp_path, capsys, monkeypatch):
     from app.cli import EXIT_BAD_INPUT, EXIT_USAGE, LUNG_METHODS, main
-    from inference.lungs.threshold import LUNG_METHODS as INFERENCE_LUNG_METHODS
+    from inference.lungs.select import LUNG_METHODS as INFERENCE_LUNG_METHODS
 
     assert LUNG_METHODS == INFERENCE_LUNG_METHODS
     with pytest.raises(SystemExit) as info:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from inference.training.dataset_info import COVID_CT, UNRECORDED_TERMS, read_dataset_info
+from inference.training.datasets.info import COVID_CT, UNRECORDED_TERMS, read_dataset_info
 
 
 def test_dataset_json_is_read(tmp_path):

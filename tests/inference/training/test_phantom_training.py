@@ -22,7 +22,9 @@ from scipy import ndimage
 from inference.inferers.slice import SliceClassifier
 from inference.models._api import get_model
 from inference.models.light_squeezenet import light_squeezenet
-from inference.screening.run import ScreeningConfig, lung_crop_box, run, slice_image
+from inference.screening.config import ScreeningConfig
+from inference.screening.run import run
+from inference.screening.steps import lung_crop_box, slice_image
 from inference.training.recipes.light_squeezenet import TrainConfig, train
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
@@ -79,9 +81,9 @@ def phantom_model(tmp_path_factory) -> SliceClassifier:
     result = train(root, root / "out", cfg, log=lambda _m: None)
     card = json.loads(result.card.read_text())  # the card names this folder, never COVID-CT
     assert card["training_data"]["dataset"] == str(root) and "COVID-CT" not in json.dumps(card["training_data"])
-    spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
-                               preprocessing={"resize": cfg.pre_size, "centre_crop": SIZE,
-                                                                 "normalize": cfg.normalize})
+    base = get_model("light-squeezenet")
+    spec = dataclasses.replace(base, weights=None, transforms=dataclasses.replace(
+        base.transforms, resize=cfg.pre_size, crop=SIZE, normalize=cfg.normalize))
     net = light_squeezenet()
     net.load_state_dict({k: v.float() for k, v in torch.load(result.weights, weights_only=True).items()})
     return SliceClassifier(spec, device="cpu", tta=False, module=net, backend="torch")

@@ -129,8 +129,8 @@ def test_screen_screens_the_good_series_and_reports_the_bad_file(tmp_path):
     from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
     torch.manual_seed(0)
-    spec = dataclasses.replace(get_model("light-squeezenet"), weights=None,
-                               preprocessing={"resize": 76, "centre_crop": 64})
+    base = get_model("light-squeezenet")
+    spec = dataclasses.replace(base, weights=None, transforms=dataclasses.replace(base.transforms, resize=76, crop=64))
     classifier = SliceClassifier(spec, device="cpu", module=light_squeezenet())
     ph = make_phantom(PhantomConfig(shape=(12, 64, 64), spacing=(8.0, 5.0, 5.0), n_ggo=1, n_consolidation=0,
                                     seed=5))

@@ -13,17 +13,13 @@ from viewer.dicom.write import write_ct_series
 from viewer.io.seg import load_source_datasets, read_dicom_seg, write_dicom_seg
 from viewer.io.volumes import open_volume
 from viewer.labels.table import LabelInfo, LabelTable
-from viewer.synthetic.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):
+def series(small_phantom, small_phantom_series):
     """The phantom CT as a DICOM series, loaded back, its ordered source datasets and its label map."""
-    folder = tmp_path_factory.mktemp("ct")
-    phantom = make_phantom(shape=(24, 64, 64), spacing=(5.0, 5.0, 5.0))
-    write_ct_series(phantom.volume, folder, uid_seed="seg-test")
-    vol = open_volume(folder)
-    return folder, vol, load_source_datasets(folder, vol), phantom.label_map()
+    folder, vol = small_phantom_series("seg-test")
+    return folder, vol, load_source_datasets(folder, vol), small_phantom.label_map()
 
 
 def test_round_trip_voxel_exact_with_names_and_colours(tmp_path, series):

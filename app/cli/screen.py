@@ -1,0 +1,63 @@
+"""`lunglens screen`: screen every CT series under the paths; a ranked worklist plus masks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, fail
+from app.cli.options import add_runtime_options
+from app.cli.progress_bar import ProgressBar
+from inference.core.choices import AGGREGATIONS, DEFAULT_SLICE_MODEL, HEATMAP_METHODS, LUNG_METHODS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "screen", help="screen every CT series under the paths; ranked worklist + masks",
+        description="Find every CT series under PATH..., screen each with a model, and write "
+                    "results.csv / results.json ranked by probability, plus per case the heat "
+                    "map, lesion mask and lung mask as NIfTI on the CT grid. A bad series is "
+                    "reported and skipped. Not for clinical diagnosis.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--model", default=DEFAULT_SLICE_MODEL,
+                   help="a registered slice or volume model, e.g. light-squeezenet or decovnet (see `lunglens models`)")
+    p.add_argument("--lungs", default="threshold", choices=LUNG_METHODS,
+                   help="lung mask method: threshold (classic, no weights) or unet (the 2D lung U-Net's weights)")
+    add_runtime_options(p)
+    p.add_argument("--aggregation", default="top-k mean", choices=AGGREGATIONS,
+                   help="how slice probabilities become the case probability (slice models; a volume model "
+                        "gives one probability per case)")
+    p.add_argument("--heatmap", choices=HEATMAP_METHODS,
+                   help="slice models' heat map (default: the model's best, grad-cam for light-squeezenet): "
+                        "grad-cam (at Fire 2; sits on lesions; torch backend only) or cam (the paper's class "
+                        "activation map; coarser)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.services.batch_screening import screen
+    from inference.core.types import InferenceError
+    from inference.screening.run import ScreeningConfig, screening_models
+
+    models = [m.name for m in screening_models()]
+    if args.model not in models:
+        return fail(f"--model {args.model!r}: choose one of: {', '.join(models)}", EXIT_USAGE)
+    bar = ProgressBar("screening")
+    try:
+        config = ScreeningConfig(aggregation=args.aggregation, heatmap=args.heatmap)
+        rows, errors = screen(args.paths, args.out, model=args.model, device=args.device, backend=args.backend,
+                              precision=args.precision, config=config, lungs=args.lungs, progress=bar,
+                              log=lambda m: (bar.close(), print(m, file=sys.stderr)))
+    except (InferenceError, ValueError) as exc:
+        bar.close()
+        return fail(str(exc))
+    bar.close()
+    for row in rows:
+        print(f"{row['rank']:3d}  p={row['probability']:.3f}  involvement {row['involvement_percent']:5.1f} %  "
+              f"severity {row['severity']:2d}  {row['case']}")
+    for err in errors:
+        print(f"skipped: {err['source']}: {err['error']}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'results.csv'} ({len(rows)} case(s), {len(errors)} problem(s))")
+    return EXIT_OK if rows or not errors else EXIT_BAD_INPUT

@@ -1,0 +1,160 @@
+"""`lunglens train MODEL`: train the light SqueezeNet, DeCoVNet or the lung U-Net on a labelled folder.
+
+The options and their defaults come from `inference.core.choices`, so `--help` imports no torch; the
+recipes in `inference.training.recipes` are imported only to train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
+from app.cli.progress_bar import ProgressBar
+from inference.core.choices import DECOVNET_TRAIN, LIGHT_SQUEEZENET_TRAIN, LUNG_UNET_TRAIN, NORMALIZATIONS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model on a labelled folder",
+                              description="Train a model on a labelled folder; writes weights, a model card with "
+                                          "validation metrics, and the validation ROC curve. `lunglens train MODEL "
+                                          "--help` shows MODEL's options and the folder layout it reads.")
+    models = p.add_subparsers(dest="model", metavar="MODEL", required=True, help="model to train")
+    _register_light_squeezenet(models)
+    _register_decovnet(models)
+    _register_lung_unet(models)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train the model `args.model` names."""
+    return {"light-squeezenet": run_light_squeezenet, "decovnet": run_decovnet,
+            "lung-unet": run_lung_unet}[args.model](args)
+
+
+# -- light-squeezenet ---------------------------------------------------------------------------
+
+
+def _register_light_squeezenet(models: argparse._SubParsersAction) -> None:
+    d = LIGHT_SQUEEZENET_TRAIN
+    p = models.add_parser("light-squeezenet", help="the light SqueezeNet slice model (COVID-CT layout)",
+                          description="Train the light SqueezeNet slice model on a folder laid out like COVID-CT "
+                                      "(CT_<CLASS>/ image folders and Data-split/<CLASS>/<split>CT_<CLASS>.txt "
+                                      "lists); writes weights, a model card with validation metrics, and the "
+                                      "validation ROC curve.")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default=d["normalize"],
+                   help="input normalization: per-image (zero mean, unit sd; for images of mixed windowing, the "
+                        "shipped model's) or fixed (one affine map: CT slices in a fixed window; heat maps sit "
+                        "on lesions more, measured on phantoms)")
+    p.set_defaults(func=run)
+
+
+def run_light_squeezenet(args: argparse.Namespace) -> int:
+    from inference.training.recipes.light_squeezenet import TrainConfig, train
+
+    if not os.path.isdir(args.data):
+        return fail(f"{args.data}: no such folder")
+    bar = ProgressBar("training")
+    try:
+        result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed,
+                                                        batch_size=args.batch_size, normalize=args.normalize),
+                       model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)))
+    except FileNotFoundError as exc:
+        return fail(str(exc))
+    bar.close()
+    print(f"wrote {result.weights} and {result.card}")
+    return EXIT_OK
+
+
+# -- decovnet -----------------------------------------------------------------------------------
+
+
+def _register_decovnet(models: argparse._SubParsersAction) -> None:
+    d = DECOVNET_TRAIN
+    p = models.add_parser("decovnet", help="DeCoVNet on a folder of labelled CT volumes",
+                          description="Train DeCoVNet on a folder of labelled CT volumes (see "
+                                      "inference/training/datasets/volumes.py for the layout)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (weights, card, ROC plot)")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help=f"default {d['epochs']} (the paper)")
+    p.add_argument("--lr", type=float, default=d["lr"], help=f"Adam learning rate (constant); default {d['lr']:g}")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--size", type=int, nargs=2, default=list(d["size"]), metavar=("ROWS", "COLS"),
+                   help="in-plane input size; default 224 336 (the paper)")
+    p.add_argument("--z-spacing", type=float, default=d["z_spacing_mm"], metavar="MM",
+                   help=f"slice spacing after resampling; default {d['z_spacing_mm']:g}")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                   help="validation share when the folder has no splits.json or split column")
+    p.add_argument("--no-augment", action="store_true", help="train without the paper's augmentation")
+    p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (0: torch's default)")
+    p.add_argument("--name", default=d["model_name"], help="model name used for the output files")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same settings)")
+    p.add_argument("--time-limit", type=float, default=d["time_limit_min"], metavar="MIN",
+                   help="stop after the epoch that passes MIN minutes and write the best weights so far")
+    p.set_defaults(func=run)
+
+
+def run_decovnet(args: argparse.Namespace) -> int:
+    """0 on success, 1 when the data folder does not follow the layout (or a checkpoint does not fit)."""
+    from app.services.volume_dataset import read_ct
+    from inference.training.datasets.volumes import DatasetError
+    from inference.training.recipes.decovnet import VolumeTrainConfig, train
+
+    cfg = VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
+                            z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction,
+                            augment=not args.no_augment, device=args.device, threads=args.threads,
+                            model_name=args.name, resume=args.resume, time_limit_min=args.time_limit)
+    try:  # read_ct reads DICOM series folders too; its LoadError is reported by `app.cli.main`
+        result = train(args.data, args.out, cfg, reader=read_ct, log=print)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {result.weights} and {result.card}")
+    return EXIT_OK
+
+
+# -- lung-unet ----------------------------------------------------------------------------------
+
+
+def _register_lung_unet(models: argparse._SubParsersAction) -> None:
+    d = LUNG_UNET_TRAIN
+    p = models.add_parser("lung-unet", help="the 2D lung U-Net on pseudo-labels of the threshold method",
+                          description="Train the 2D lung U-Net on pseudo-labels of the threshold method. "
+                                      "DIR: case folders (<case>/ct.nii.gz), a ct.nii.gz folder, a volume "
+                                      "file, or a DICOM series folder.")
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--slices-per-epoch", type=int, default=d["slices_per_epoch"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--limit", type=int, default=d["limit"], help="at most N volumes per folder of cases (seeded)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads (0: default)")
+    p.add_argument("--time-limit", type=float, default=d["time_limit_min"], metavar="MIN",
+                   help="stop after this many minutes")
+    p.set_defaults(func=run)
+
+
+def run_lung_unet(args: argparse.Namespace) -> int:
+    """0 on success, 1 when the data cannot be used."""
+    from app.services.volume_dataset import read_ct
+    from inference.training.datasets.volumes import DatasetError
+    from inference.training.recipes.lung_unet import TrainConfig, train
+
+    cfg = TrainConfig(epochs=args.epochs, slices_per_epoch=args.slices_per_epoch, batch_size=args.batch_size,
+                      lr=args.lr, limit=args.limit, seed=args.seed, threads=args.threads,
+                      time_limit_min=args.time_limit)
+    try:
+        result = train(args.data, args.out, cfg, reader=read_ct, log=print)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {result.weights} and {result.card}")
+    return EXIT_OK

@@ -1,0 +1,34 @@
+"""`lunglens view`: the viewer, on a path if given."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from app.cli.exits import fail
+from app.cli.options import add_view_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "view", help="open the viewer (on PATH if given)",
+        description="Open the LungLens viewer on a DICOM folder or file, or a NIfTI/NRRD/MHA file. "
+                    "With --screenshot, load, render every view (3D included), save a PNG of the "
+                    "window and exit.")
+    p.add_argument("path", nargs="?", help="DICOM folder or file, or a volume file")
+    p.add_argument("--series", metavar="ID", help="series id when PATH holds several")
+    p.add_argument("--overlay", metavar="MASK", action="append", default=[],
+                   help="a label/mask volume to show over the CT, or a float map (such as `lunglens screen`'s "
+                        "heatmap.nii.gz) as a heat map (repeatable); a refused one is reported (exit code 1 "
+                        "with --screenshot) and the CT still shown")
+    add_view_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.gui.launch import run_viewer
+
+    if args.path is not None and not os.path.exists(args.path):
+        return fail(f"{args.path}: no such file or folder")
+    return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
+                      layout=args.layout, preset=args.preset, analyze=args.analyze)

@@ -1,0 +1,46 @@
+"""The names and defaults the command line offers, in one torch-free place.
+
+`lunglens --help` must not import torch or numpy, so the CLI reads its option choices here instead of
+from the modules that implement them; those modules can import the same tuples from here, and tests
+check that the copies that remain (registry names, training-config defaults) agree.
+"""
+
+from __future__ import annotations
+
+#: lung mask methods: the classic threshold pipeline or the 2D lung U-Net (`inference.lungs`)
+LUNG_METHODS: tuple[str, ...] = ("threshold", "unet")
+#: slice models' heat maps, best first (`inference.inferers.slice.HEATMAP_METHODS` maps them to the networks)
+HEATMAP_METHODS: tuple[str, ...] = ("grad-cam", "cam")
+#: where a model runs: auto (= torch), torch, or ONNX Runtime on the CPU
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
+#: slice-model arithmetic (`inference.core.device`)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "mixed")
+#: slice-image input normalizations (`inference.transforms.common`)
+NORMALIZATIONS: tuple[str, ...] = ("per-image", "fixed")
+#: how slice probabilities become a case probability (`inference.screening`)
+AGGREGATIONS: tuple[str, ...] = ("top-k mean", "max", "mean")
+
+#: the models the registry ships, sorted as `inference.models.list_models()` lists them (the two
+#: squeezenet-* variants are the paper's bypass ablations, without shipped weights)
+BUILTIN_MODELS: tuple[str, ...] = (
+    "decovnet", "light-squeezenet", "lung-unet", "squeezenet-no-bypass", "squeezenet-simple-bypass",
+)
+#: the slice model the CLI uses unless told otherwise
+DEFAULT_SLICE_MODEL = "light-squeezenet"
+#: the models `lunglens train` trains, in the order it lists them
+TRAINABLE_MODELS: tuple[str, ...] = ("light-squeezenet", "decovnet", "lung-unet")
+
+# Training defaults the CLI shows, keyed by the field of the recipe's config dataclass
+# (tests check them against `TrainConfig()` / `VolumeTrainConfig()`).
+#: `inference.training.recipes.light_squeezenet.TrainConfig`
+LIGHT_SQUEEZENET_TRAIN: dict[str, object] = {"epochs": 40, "seed": 0, "batch_size": 32, "normalize": "per-image"}
+#: `inference.training.recipes.decovnet.VolumeTrainConfig`
+DECOVNET_TRAIN: dict[str, object] = {
+    "epochs": 100, "lr": 1e-5, "seed": 0, "size": (224, 336), "z_spacing_mm": 2.0, "val_fraction": 0.25,
+    "device": "auto", "threads": 0, "model_name": "decovnet", "time_limit_min": 0.0,
+}
+#: `inference.training.recipes.lung_unet.TrainConfig`
+LUNG_UNET_TRAIN: dict[str, object] = {
+    "epochs": 12, "slices_per_epoch": 1024, "batch_size": 16, "lr": 2e-3, "limit": 0, "seed": 0, "threads": 0,
+    "time_limit_min": 0.0,
+}

@@ -1,0 +1,40 @@
+"""Screening settings, and how slice probabilities become the case probability."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SCREENING_INPUT_KINDS = ("slice", "volume")  # input kinds of the models that screen a CT
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    aggregation: str = "top-k mean"  # "top-k mean" | "max" | "mean"
+    top_fraction: float = 0.1
+    min_top: int = 3
+    min_lung_area_mm2: float = 400.0
+    min_slice_gap_mm: float = 3.0  # thin slices: every n-th, at most this far apart; the rest take the nearest map
+    crop_margin: float = 0.12
+    ggo_hu: tuple[float, float] = (-750.0, -300.0)
+    consolidation_hu: tuple[float, float] = (-300.0, 50.0)
+    vessel_opening_mm: float = 3.0
+    cam_threshold: float = 0.35
+    heatmap: str | None = None  # "grad-cam" | "cam" | None: the model's best (grad-cam); see SliceClassifier
+    batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
+
+
+def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
+    """Case probability from slice probabilities (see the module docstring)."""
+    if len(probabilities) == 0:
+        return 0.0
+    if config.aggregation == "max":
+        return float(probabilities.max())
+    if config.aggregation == "mean":
+        return float(probabilities.mean())
+    if config.aggregation != "top-k mean":
+        raise ValueError(f"unknown aggregation {config.aggregation!r}")
+    k = max(config.min_top, math.ceil(config.top_fraction * len(probabilities)))
+    return float(np.sort(probabilities)[::-1][:k].mean())

@@ -1,0 +1,156 @@
+"""The steps both screening pipelines share: progress and cancel, lungs, the slice crop, the lesion mask,
+and the burden per lung zone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from inference.core.prediction import ZoneInvolvement, zone_score
+from inference.core.types import CancelFn, Cancelled, ProgressFn
+from inference.lungs.select import segment_lung_labels
+from inference.screening.config import ScreeningConfig
+from inference.transforms.common import LUNG_WINDOW, HUWindow
+
+
+def progress_reporter(progress: ProgressFn | None) -> ProgressFn:
+    """`progress` with the fraction clamped to [0, 1] (a no-op when None)."""
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(min(max(fraction, 0.0), 1.0), message)
+
+    return report
+
+
+def cancel_checker(cancel: CancelFn | None) -> Callable[[], None]:
+    """A call that raises `Cancelled` once `cancel()` is True (a no-op when None)."""
+
+    def check() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("analysis cancelled")
+
+    return check
+
+
+def lung_step(volume: np.ndarray, spacing, method: str, lung_labels: np.ndarray | None, report: ProgressFn,
+              cancel: CancelFn | None, timings: dict[str, float]) -> np.ndarray:
+    """The first step of both screening paths: the given lung labels, else `segment_lung_labels` by `method`
+    (progress 0.02-0.28), timed as `timings["lung_segmentation"]`."""
+    report(0.02, "segmenting the lungs")
+    t = time.perf_counter()
+    if lung_labels is None:
+        lung_labels = segment_lung_labels(volume, spacing, method, progress=lambda f, m: report(0.02 + 0.26 * f, m),
+                                          cancel=cancel)
+    timings["lung_segmentation"] = time.perf_counter() - t
+    return lung_labels
+
+
+def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice], window: HUWindow = LUNG_WINDOW) -> np.ndarray:
+    """What a slice model sees of axial slice `index`: the lung crop in its HU `window` (the model's
+    `SlicePreprocess.hu_window`; the light SqueezeNet's lung window by default), in [0, 1].
+
+    Training sets built from CT volumes must use this too, so the model sees the same pictures.
+    """
+    return window(volume[index][box])
+
+
+def lung_crop_box(lungs: np.ndarray, margin: float = ScreeningConfig.crop_margin) -> tuple[slice, slice]:
+    """In-plane bounding box of all lung voxels, grown by `margin` of its size (the whole slice if no lung)."""
+    ys, xs = np.nonzero(lungs.any(axis=0))
+    if len(ys) == 0:
+        return slice(None), slice(None)
+    ny, nx = lungs.shape[1:]
+    my, mx = int((ys.max() - ys.min()) * margin), int((xs.max() - xs.min()) * margin)
+    return (slice(max(0, ys.min() - my), min(ny, ys.max() + my + 1)),
+            slice(max(0, xs.min() - mx), min(nx, xs.max() + mx + 1)))
+
+
+def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:
+    """Abnormal density inside the lungs, vessels removed, where the heat map is high (labels 3 and 4)."""
+    out = np.zeros(volume.shape, np.uint8)
+    hot = heat >= cfg.cam_threshold
+    box = bounding_box(hot)
+    if box is None:
+        return out
+    v = volume[box]  # work only where the heat map is high
+    lo, hi = cfg.ggo_hu[0], cfg.consolidation_hu[1]
+    candidate = lungs[box] & hot[box] & (v >= lo) & (v <= hi)
+    r = max(1, int(round(cfg.vessel_opening_mm / 2 / min(spacing[1], spacing[2]))))
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= r * r  # in-plane only: thick slices must not erase lesions
+    opened = opening_2d(candidate, disk)
+    sub = out[box]
+    sub[opened & (v < cfg.ggo_hu[1])] = 3
+    sub[opened & (v >= cfg.consolidation_hu[0])] = 4
+    return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of a 3D mask (None when there is none)."""
+    box = []
+    for axes in ((1, 2), (0, 2), (0, 1)):
+        idx = np.flatnonzero(mask.any(axis=axes))
+        if len(idx) == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def opening_2d(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Binary opening of every (y, x) plane of a 3D mask by a symmetric 2D footprint, outside = False.
+
+    Equal to `ndimage.binary_opening(mask, footprint[None])`, about 4x faster: one AND (then OR) of
+    shifted views per footprint element instead of a per-voxel neighbourhood walk.
+    """
+
+    def shifted(m: np.ndarray, op) -> np.ndarray:
+        ry, rx = footprint.shape[0] // 2, footprint.shape[1] // 2
+        _, ny, nx = m.shape
+        pad = np.pad(m, ((0, 0), (ry, ry), (rx, rx)))
+        out: np.ndarray | None = None
+        for dy, dx in zip(*np.nonzero(footprint)):
+            view = pad[:, dy : dy + ny, dx : dx + nx]
+            if out is None:
+                out = view.copy()
+            else:
+                op(out, view, out=out)
+        assert out is not None
+        return out
+
+    return shifted(shifted(mask, np.logical_and), np.logical_or)
+
+
+def per_slice_count(mask: np.ndarray) -> np.ndarray:
+    """Number of True voxels in each axial slice (a loop of 2D counts: faster than a summed bool axis)."""
+    return np.array([np.count_nonzero(s) for s in mask], np.int64)
+
+
+def zone_burden(lung_labels: np.ndarray, lesions: np.ndarray, spacing) -> list[ZoneInvolvement]:
+    """Lesion volume and % involvement of the upper, middle and lower third of each lung."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lesion_slices = {int(k) for k in np.flatnonzero(lesions.any(axis=(1, 2)))}
+    out = []
+    for lung, value in (("right", 2), ("left", 1)):
+        lung_n = np.zeros(len(lung_labels), np.int64)
+        lesion_n = np.zeros(len(lung_labels), np.int64)
+        for k, lab in enumerate(lung_labels):
+            m = lab == value
+            lung_n[k] = np.count_nonzero(m)
+            if k in lesion_slices and lung_n[k]:
+                lesion_n[k] = np.count_nonzero(m & lesions[k])
+        zs = np.flatnonzero(lung_n)
+        if len(zs) == 0:
+            continue
+        edges = np.linspace(zs.min(), zs.max() + 1, 4)
+        # z increases toward the head: the top third is "upper"
+        for zone, (a, b) in zip(("lower", "middle", "upper"), zip(edges[:-1], edges[1:])):
+            sl = slice(int(round(a)), int(round(b)))
+            lung_ml = float(lung_n[sl].sum()) * voxel_ml
+            lesion_ml = float(lesion_n[sl].sum()) * voxel_ml
+            pct = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else 0.0
+            out.append(ZoneInvolvement(lung, zone, round(lung_ml, 3), round(lesion_ml, 3), round(pct, 3),
+                                       zone_score(pct)))
+    return out

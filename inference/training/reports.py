@@ -1,0 +1,31 @@
+"""Reports a trainer writes beside the weights: the validation ROC plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from inference.core.metrics import roc_curve
+
+
+def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:
+    """A small ROC plot drawn with Pillow (no plotting library needed)."""
+    from PIL import Image, ImageDraw
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    size, m = 360, 40
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    span = size - 2 * m
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return m + x * span, size - m - y * span
+
+    d.rectangle([xy(0, 1), xy(1, 0)], outline="black")
+    d.line([xy(0, 0), xy(1, 1)], fill=(170, 170, 170))
+    d.line([xy(float(a), float(b)) for a, b in zip(fpr, tpr)], fill=(200, 30, 30), width=2)
+    d.text((m, 10), f"ROC (validation), AUC {auc:.3f}", fill="black")
+    d.text((size // 2 - 40, size - m + 12), "false-positive rate", fill="black")
+    d.text((4, m - 14), "TPR", fill="black")
+    img.save(path)
