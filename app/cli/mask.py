@@ -73,20 +73,14 @@ def run_convert(args: argparse.Namespace) -> int:
             from viewer.io.seg import load_source_datasets
 
             sources = load_source_datasets(args.reference, vol, series=args.series)
-        touched = None
-        if in_nifti:
-            from viewer.io.nifti_labels import load_label_map_nifti
+        from viewer.io.label_maps import read_label_map
 
-            notes: list[str] = []
-            labels, table, touched = load_label_map_nifti(args.input, vol,
-                                                          allow_other_series=args.allow_other_series,
-                                                          allow_resample=args.resample, warnings=notes)
-            for note in notes:
-                print(f"warning: {note}", file=sys.stderr)
-        else:
-            from viewer.io.seg import read_dicom_seg
-
-            labels, table = read_dicom_seg(args.input, vol, sources, allow_other_series=args.allow_other_series)
+        notes: list[str] = []
+        labels, table, touched = read_label_map(args.input, vol, sources=sources,
+                                                allow_other_series=args.allow_other_series,
+                                                allow_resample=args.resample, warnings=notes)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr)
     except ValueError as exc:
         return fail(str(exc))
     try:

@@ -33,10 +33,10 @@ import numpy as np
 
 from viewer.core.errors import LoadError
 from viewer.io.atomic_files import write_text_atomic
+from viewer.io.label_maps import read_label_map
 from viewer.io.nifti_labels import (
     SIDECAR_SUFFIX,
     is_touched_file,
-    load_label_map_nifti,
     read_sidecar,
     sidecar_document,
     write_label_image,
@@ -188,14 +188,9 @@ def _export_case(case: CaseSource, folder: Path) -> dict[str, Any]:
     vol = open_volume(case.ct)
     touched = None
     notes: list[str] = []  # e.g. a touched mask not trusted because the labels changed after it was saved
-    if case.mask.suffix.lower() == ".dcm":
-        from viewer.io.seg import load_source_datasets, read_dicom_seg
-
-        if not case.ct.is_dir():
-            raise ValueError(f"{case.mask}: a DICOM SEG needs its CT as a DICOM series folder")
-        labels, table = read_dicom_seg(case.mask, vol, load_source_datasets(case.ct, vol))
-    else:
-        labels, table, touched = load_label_map_nifti(case.mask, vol, warnings=notes)
+    if case.mask.suffix.lower() == ".dcm" and not case.ct.is_dir():
+        raise ValueError(f"{case.mask}: a DICOM SEG needs its CT as a DICOM series folder")
+    labels, table, touched = read_label_map(case.mask, vol, warnings=notes)
     folder.mkdir(parents=True, exist_ok=True)
     write_volume(vol, folder / "ct.nii.gz")
     write_label_image(folder / "labels.nii.gz", labels, vol)

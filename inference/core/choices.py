@@ -2,7 +2,7 @@
 
 `lunglens --help` must not import torch or numpy, so the CLI reads its option choices here instead of
 from the modules that implement them; those modules can import the same tuples from here, and tests
-check that the copies that remain (registry names, training-config defaults) agree.
+check that the copies that remain (the training-config defaults) agree with the recipes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ NORMALIZATIONS: tuple[str, ...] = ("per-image", "fixed")
 #: how slice probabilities become a case probability (`inference.screening`)
 AGGREGATIONS: tuple[str, ...] = ("top-k mean", "max", "mean")
 
-#: the models the registry ships, sorted as `inference.models.list_models()` lists them (the two
-#: squeezenet-* variants are the paper's bypass ablations, without shipped weights)
-BUILTIN_MODELS: tuple[str, ...] = (
-    "decovnet", "light-squeezenet", "lung-unet", "squeezenet-no-bypass", "squeezenet-simple-bypass",
-)
 #: the slice model the CLI uses unless told otherwise
 DEFAULT_SLICE_MODEL = "light-squeezenet"
 #: the models `lunglens train` trains, in the order it lists them

@@ -106,13 +106,17 @@ def read_label_map(path: str | Path, reference: Volume, *, sources: Sequence[Dat
                    warnings: list[str] | None = None) -> tuple[np.ndarray, LabelTable, np.ndarray | None]:
     """Read a label map onto `reference`'s grid (as the CT was loaded): (uint8 labels, table, touched or None).
 
-    A NIfTI with its sidecar (`load_label_map_nifti`; `allow_resample` applies) or a DICOM SEG
-    (`read_dicom_seg`, against `sources`: the CT's DICOM images, read from `reference.source` when not given).
+    A NIfTI with its sidecar (`load_label_map_nifti`; `allow_resample` applies) or, for any other file but a
+    volume format, a DICOM SEG (`read_dicom_seg`, against `sources`: the CT's DICOM images, read from
+    `reference.source` when not given; DICOM files are often named by UID, so no suffix is required).
     A label map of another series is refused unless `allow_other_series`. Notes for the user (e.g. a touched
     mask dropped because the labels changed after the save) go to `warnings`. Raises ValueError.
     """
     path = Path(path)
-    if file_format(path) == "nifti":
+    name = path.name.lower()
+    if volume_suffix(path) and not name.endswith((".nii.gz", ".nii")):
+        raise ValueError(f"{path}: a label map is a NIfTI (.nii.gz, .nii) or a DICOM SEG (.dcm)")
+    if name.endswith((".nii.gz", ".nii")):
         return load_label_map_nifti(path, reference, allow_other_series=allow_other_series,
                                     allow_resample=allow_resample, warnings=warnings)
     if sources is None:
