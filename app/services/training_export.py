@@ -173,7 +173,7 @@ def export_training(
             agg["voxels"] += entry["voxels"]
     dataset = {
         "format": FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": str(Path(root).resolve()),
         "n_cases": len(rows),
         "labels": dict(sorted(labels.items(), key=lambda kv: int(kv[0]))),

@@ -264,7 +264,7 @@ def sidecar_document(
         **table.to_dict(),
         "provenance": {
             "software": f"LungLens {lunglens_version()}",
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "series_instance_uid": md.series_instance_uid,
             "study_instance_uid": md.study_instance_uid,
             "frame_of_reference_uid": md.frame_of_reference_uid,

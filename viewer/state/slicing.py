@@ -19,7 +19,7 @@ from enum import Enum
 import numpy as np
 
 
-class Orientation(str, Enum):
+class Orientation(str, Enum):  # noqa: UP042 - StrEnum would change str() of the members
     AXIAL = "axial"
     CORONAL = "coronal"
     SAGITTAL = "sagittal"
