@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
 from app.cli.progress_bar import ProgressBar
@@ -102,21 +104,13 @@ def _register_decovnet(models: argparse._SubParsersAction) -> None:
 
 def run_decovnet(args: argparse.Namespace) -> int:
     """0 on success, 1 when the data folder does not follow the layout (or a checkpoint does not fit)."""
-    from app.services.volume_dataset import read_ct
-    from inference.training.datasets.volumes import DatasetError
     from inference.training.recipes.decovnet import VolumeTrainConfig, train
 
     cfg = VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
                             z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction,
                             augment=not args.no_augment, device=args.device, threads=args.threads,
                             model_name=args.name, resume=args.resume, time_limit_min=args.time_limit)
-    try:  # read_ct reads DICOM series folders too; its LoadError is reported by `app.cli.main`
-        result = train(args.data, args.out, cfg, reader=read_ct, log=print)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"wrote {result.weights} and {result.card}")
-    return EXIT_OK
+    return _train_on_volumes(train, args, cfg)
 
 
 # -- lung-unet ----------------------------------------------------------------------------------
@@ -144,14 +138,21 @@ def _register_lung_unet(models: argparse._SubParsersAction) -> None:
 
 def run_lung_unet(args: argparse.Namespace) -> int:
     """0 on success, 1 when the data cannot be used."""
-    from app.services.volume_dataset import read_ct
-    from inference.training.datasets.volumes import DatasetError
     from inference.training.recipes.lung_unet import TrainConfig, train
 
     cfg = TrainConfig(epochs=args.epochs, slices_per_epoch=args.slices_per_epoch, batch_size=args.batch_size,
                       lr=args.lr, limit=args.limit, seed=args.seed, threads=args.threads,
                       time_limit_min=args.time_limit)
-    try:
+    return _train_on_volumes(train, args, cfg)
+
+
+def _train_on_volumes(train: Callable[..., Any], args: argparse.Namespace, cfg: object) -> int:
+    """Run a recipe that reads CT volumes (case folders, volume files or DICOM series); a folder that does not
+    follow the layout is exit code 1."""
+    from app.services.volume_dataset import read_ct
+    from inference.training.datasets.volumes import DatasetError
+
+    try:  # read_ct reads DICOM series folders too; its LoadError is reported by `app.cli.main`
         result = train(args.data, args.out, cfg, reader=read_ct, log=print)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,12 +1,24 @@
-"""Reports a trainer writes beside the weights: the validation ROC plot."""
+"""What a training run reports: its result (best epoch, metrics, files written) and the validation ROC plot."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from inference.core.metrics import roc_curve
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a training run: the best epoch, its validation metrics, the history and the files written."""
+
+    best_epoch: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    weights: Path | None = None
+    card: Path | None = None
 
 
 def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:

@@ -16,7 +16,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from inference.core.metrics import binary_metrics
 from inference.models._api import sha256_of
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.slices import read_split
-from inference.training.reports import write_roc_png
+from inference.training.reports import TrainResult, write_roc_png
 from inference.transforms.common import ResizeSquare, normalizer
 from inference.transforms.images import load_grey
 
@@ -63,15 +63,6 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: all cores
     classes: tuple[str, ...] = CLASSES
-
-
-@dataclass
-class TrainResult:
-    best_epoch: int
-    metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    weights: Path | None = None
-    card: Path | None = None
 
 
 def preload(paths, pre_size: int) -> torch.Tensor:

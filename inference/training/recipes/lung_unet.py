@@ -38,6 +38,7 @@ from inference.lungs.unet import SquareFit, window
 from inference.models._api import sha256_of
 from inference.models.lung_unet import MODEL_NAME, SIZE, WINDOW_HU, lung_unet
 from inference.training.datasets.volumes import CT_FILE, DatasetError, Reader, read_nifti
+from inference.training.reports import TrainResult
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
@@ -85,15 +86,6 @@ class SliceSet:
     volume: np.ndarray  # (N,) volume index
     has_lung: np.ndarray  # (N,) bool
     volumes: list[dict] = field(default_factory=list)  # name, source, slices
-
-
-@dataclass
-class TrainResult:
-    best_epoch: int
-    metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    weights: Path | None = None
-    card: Path | None = None
 
 
 # ----------------------------------------------------------------------------------------------
