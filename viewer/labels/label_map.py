@@ -168,10 +168,10 @@ class LabelMap:
     def empty(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
               table: LabelTable | None = None, **kwargs: Any) -> LabelMap:
         """An all-background label map of `shape`."""
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three sizes >= 1, got {shape}")
-        return cls(np.zeros(shape, np.uint8), spacing, table, copy=False, **kwargs)
+        dims = tuple(int(n) for n in shape)
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"shape must be three sizes >= 1, got {dims}")
+        return cls(np.zeros(dims, np.uint8), spacing, table, copy=False, **kwargs)
 
     # -- state --------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class LabelMap:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self._array.shape  # type: ignore[return-value]
+        return self._array.shape
 
     @property
     def full_box(self) -> Box:
@@ -589,7 +589,7 @@ def _check_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, f
         raise ValueError(f"spacing must be three positive numbers, got {spacing!r}") from None
     if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
         raise ValueError(f"spacing must be three positive numbers, got {spacing!r}")
-    return sp  # type: ignore[return-value]
+    return sp
 
 
 def _merge(shape: tuple[int, int, int], diffs: list[VoxelDiff]) -> VoxelDiff | None:

@@ -193,7 +193,7 @@ def smooth(labels: LabelMap, value: int, radius_mm: float, *, method: str = "clo
     se = ball(float(radius_mm), labels.spacing)
     reach = tuple(n // 2 for n in se.shape)
     # closing can reach 2 radii beyond the label before eroding back; the others stay within 1
-    sl = _label_box(labels, value, tuple(2 * r + 1 for r in reach))  # type: ignore[arg-type]
+    sl = _label_box(labels, value, tuple(2 * r + 1 for r in reach))
     if sl is None:
         return None
     cur = labels.array[sl] == value

@@ -27,7 +27,7 @@ HU_PRESETS: dict[str, tuple[float, float]] = {"ggo": (-750.0, -300.0), "consolid
 PLANES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}  # the array axis normal to the plane
 BRUSH_SHAPES = (*PLANES, "sphere")
 HURange = tuple[float, float] | str | None
-Point = Sequence[float]
+Point = Sequence[float] | np.ndarray
 
 
 def resolve_hu_range(hu_range: HURange) -> tuple[float, float] | None:
@@ -85,7 +85,8 @@ def _constrain(mask: np.ndarray, hu: np.ndarray | None, sl: tuple[slice, ...], h
     return mask
 
 
-def _box_of(sl: tuple[slice, slice, slice]) -> Box:
+def _box_of(sl: tuple[slice, ...]) -> Box:
+    """The (z0, z1, y0, y1, x0, x1) box of three slices."""
     return sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, sl[2].start, sl[2].stop
 
 
@@ -140,6 +141,12 @@ class Brush:
     A drag: `labels.begin_stroke()`, `dab` at the press, `line(previous, current)` per move,
     `labels.end_stroke()` at the release; or `stroke(points)` for a whole path.
     """
+
+    diameter_mm: float
+    value: int
+    shape: str
+    hu_range: tuple[float, float] | None
+    overwrite: frozenset[int] | None
 
     def __init__(self, diameter_mm: float, value: int, *, shape: str = "axial", hu_range: HURange = None,
                  overwrite: Collection[int] | None = None) -> None:
@@ -301,7 +308,7 @@ def flood_fill(labels: LabelMap, hu: np.ndarray | None, seed: Point, value: int,
     sl3 = tuple(x if isinstance(x, slice) else slice(x, x + 1) for x in sl)
     if fixed is not None:
         mask = np.expand_dims(mask, fixed)
-    return labels.write(_box_of(sl3), mask, value, overwrite=overwrite, name="fill")  # type: ignore[arg-type]
+    return labels.write(_box_of(sl3), mask, value, overwrite=overwrite, name="fill")
 
 
 def grow_region(passable: Callable[[tuple[slice, ...]], np.ndarray], seed: np.ndarray, shape: tuple[int, ...],
@@ -343,7 +350,7 @@ def grow_region(passable: Callable[[tuple[slice, ...]], np.ndarray], seed: np.nd
 
 
 def polygon_fill(labels: LabelMap, hu: np.ndarray | None, plane: str, slice_index: int,
-                 vertices: Sequence[Sequence[float]], value: int, *, hu_range: HURange = None,
+                 vertices: Sequence[Sequence[float]] | np.ndarray, value: int, *, hu_range: HURange = None,
                  overwrite: Collection[int] | None = None) -> Box | None:
     """Fill a closed polygon (lasso) on one slice.
 
@@ -375,7 +382,7 @@ def polygon_fill(labels: LabelMap, hu: np.ndarray | None, plane: str, slice_inde
     sl_l.insert(k, slice(int(slice_index), int(slice_index) + 1))
     sl = tuple(sl_l)
     mask = _constrain(np.expand_dims(mask, k), hu, sl, rng)
-    return labels.write(_box_of(sl), mask, value, overwrite=overwrite, name="polygon")  # type: ignore[arg-type]
+    return labels.write(_box_of(sl), mask, value, overwrite=overwrite, name="polygon")
 
 
 def rasterize_polygon(vertices: np.ndarray, row_range: tuple[int, int], col_range: tuple[int, int]) -> np.ndarray:
