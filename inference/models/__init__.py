@@ -4,7 +4,7 @@
 """
 
 from inference.core.types import UnknownModelError
-from inference.models import decovnet, light_squeezenet, lung_unet  # noqa: F401 - they register themselves
+from inference.models import dcn, decovnet, light_squeezenet, lung_unet  # noqa: F401 - they register themselves
 from inference.models._api import (
     INPUT_KINDS,
     MODELS_DIR,
