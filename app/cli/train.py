@@ -1,4 +1,4 @@
-"""`lunglens train MODEL`: train the light SqueezeNet, DeCoVNet or the lung U-Net on a labelled folder.
+"""`lunglens train MODEL`: train the light SqueezeNet, DeCoVNet, the lung U-Net or DCN on a labelled folder.
 
 The options and their defaults come from `inference.core.choices`, so `--help` imports no torch; the
 recipes in `inference.training.recipes` are imported only to train.
@@ -14,7 +14,7 @@ from typing import Any
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
 from app.cli.progress_bar import ProgressBar
-from inference.core.choices import DECOVNET_TRAIN, LIGHT_SQUEEZENET_TRAIN, LUNG_UNET_TRAIN, NORMALIZATIONS
+from inference.core.choices import DCN_TRAIN, DECOVNET_TRAIN, LIGHT_SQUEEZENET_TRAIN, LUNG_UNET_TRAIN, NORMALIZATIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,12 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_light_squeezenet(models)
     _register_decovnet(models)
     _register_lung_unet(models)
+    _register_dcn(models)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train the model `args.model` names."""
     return {"light-squeezenet": run_light_squeezenet, "decovnet": run_decovnet,
-            "lung-unet": run_lung_unet}[args.model](args)
+            "lung-unet": run_lung_unet, "dcn": run_dcn}[args.model](args)
 
 
 # -- light-squeezenet ---------------------------------------------------------------------------
@@ -144,6 +145,54 @@ def run_lung_unet(args: argparse.Namespace) -> int:
                       lr=args.lr, limit=args.limit, seed=args.seed, threads=args.threads,
                       time_limit_min=args.time_limit)
     return _train_on_volumes(train, args, cfg)
+
+
+# -- dcn ----------------------------------------------------------------------------------------
+
+
+def _register_dcn(models: argparse._SubParsersAction) -> None:
+    d = DCN_TRAIN
+    p = models.add_parser("dcn", help="DCN lesion segmenter + classifier on radiologists' masks (COVID-SemiSeg)",
+                          description="Train DCN (dual-branch combination network) on slices with lesion masks "
+                                      "in the COVID-SemiSeg layout: DIR/Imgs/<stem>.jpg and "
+                                      "DIR/GT-multiclass/<stem>.png (0 background, 1 GGO, 2 consolidation; "
+                                      "DIR/GT/ binary masks when that is missing). One fold is held out for "
+                                      "validation; --cv trains every fold and reports mean +- sd Dice.")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (x0.95 per epoch)")
+    fold = p.add_mutually_exclusive_group()
+    fold.add_argument("--fold", type=int, default=d["fold"], metavar="K", help="the held-out fold (0-based)")
+    fold.add_argument("--cv", action="store_true",
+                      help="cross-validate: train every fold; the weights in --out are fold 0's")
+    p.add_argument("--folds", type=int, default=d["folds"])
+    p.add_argument("--size", type=int, default=d["size"], help="input side, a multiple of 16 (the paper: 512)")
+    p.add_argument("--base", type=int, default=d["base"], help="network width (the paper: 64)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads (0: default)")
+    p.add_argument("--time-limit", type=float, default=d["time_limit_min"], metavar="MIN",
+                   help="stop after the epoch that passes MIN minutes (with --cv: the whole run's)")
+    p.set_defaults(func=run)
+
+
+def run_dcn(args: argparse.Namespace) -> int:
+    """0 on success, 1 when the data folder does not follow the layout."""
+    from inference.training.datasets.volumes import DatasetError
+    from inference.training.recipes.dcn import DCNTrainConfig, cross_validate, train
+
+    cfg = DCNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
+                         base=args.base, folds=args.folds, fold=args.fold, seed=args.seed, threads=args.threads,
+                         time_limit_min=args.time_limit)
+    if not os.path.isdir(args.data):
+        return fail(f"{args.data}: no such folder")
+    try:
+        result = (cross_validate if args.cv else train)(args.data, args.out, cfg, log=print)
+    except (DatasetError, ValueError) as exc:
+        return fail(str(exc))
+    print(f"wrote {result.weights} and {result.card}")
+    return EXIT_OK
 
 
 def _train_on_volumes(train: Callable[..., Any], args: argparse.Namespace, cfg: object) -> int:

@@ -23,7 +23,7 @@ AGGREGATIONS: tuple[str, ...] = ("top-k mean", "max", "mean")
 #: the slice model the CLI uses unless told otherwise
 DEFAULT_SLICE_MODEL = "light-squeezenet"
 #: the models `lunglens train` trains, in the order it lists them
-TRAINABLE_MODELS: tuple[str, ...] = ("light-squeezenet", "decovnet", "lung-unet")
+TRAINABLE_MODELS: tuple[str, ...] = ("light-squeezenet", "decovnet", "lung-unet", "dcn")
 
 # Training defaults the CLI shows, keyed by the field of the recipe's config dataclass
 # (tests check them against `TrainConfig()` / `VolumeTrainConfig()`).
@@ -38,4 +38,9 @@ DECOVNET_TRAIN: dict[str, object] = {
 LUNG_UNET_TRAIN: dict[str, object] = {
     "epochs": 12, "slices_per_epoch": 1024, "batch_size": 16, "lr": 2e-3, "limit": 0, "seed": 0, "threads": 0,
     "time_limit_min": 0.0,
+}
+#: `inference.training.recipes.dcn.DCNTrainConfig`
+DCN_TRAIN: dict[str, object] = {
+    "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 256, "base": 64, "folds": 5, "fold": 0, "seed": 0,
+    "threads": 0, "time_limit_min": 0.0,
 }

@@ -17,20 +17,19 @@ threshold method) leave the trachea and main bronchi out of the lungs, and so do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
-from torch.nn import functional as F
 
 from inference.core.device import select_device
 from inference.core.types import CancelFn, ProgressFn
 from inference.lungs.common import LungMasks, Steps, bbox, checked_input, fill_holes_2d
 from inference.models._api import get_model
 from inference.models.lung_unet import MODEL_NAME, SIZE, WINDOW_HU
+from inference.transforms.fit import SquareFit
 
 __all__ = ["MODEL_NAME", "SIZE", "WINDOW_HU", "SquareFit", "postprocess", "predict_labels", "segment_lungs_unet",
            "window"]
@@ -44,40 +43,6 @@ def window(hu: torch.Tensor) -> torch.Tensor:
     """HU -> [0, 1] over WINDOW_HU (float32)."""
     lo, hi = WINDOW_HU
     return ((hu.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class SquareFit:
-    """Where an (ny, nx) slice lies in the SIZE x SIZE model input: physical aspect kept, centred, padded."""
-
-    shape: tuple[int, int]  # CT slice (ny, nx)
-    inner: tuple[int, int]  # its resized (h, w) inside the square
-    offset: tuple[int, int]  # (top, left) of the resized slice
-    size: int = SIZE
-
-    @classmethod
-    def of(cls, shape: tuple[int, int], spacing_yx: tuple[float, float], size: int = SIZE) -> SquareFit:
-        hy, wx = shape[0] * spacing_yx[0], shape[1] * spacing_yx[1]
-        side = max(hy, wx)
-        h = int(min(size, max(1, round(size * hy / side))))
-        w = int(min(size, max(1, round(size * wx / side))))
-        return cls((int(shape[0]), int(shape[1])), (h, w), ((size - h) // 2, (size - w) // 2), size)
-
-    def to_model(self, slices: torch.Tensor) -> torch.Tensor:
-        """(n, c, ny, nx) -> (n, c, size, size): bilinear (antialiased) resize, zero padding."""
-        x = slices.float()
-        if self.inner != self.shape:
-            x = F.interpolate(x, size=self.inner, mode="bilinear", antialias=True, align_corners=False)
-        (h, w), (top, left) = self.inner, self.offset
-        return F.pad(x, (left, self.size - w - left, top, self.size - h - top))
-
-    def from_model(self, out: torch.Tensor) -> torch.Tensor:
-        """(n, c, size, size) -> (n, c, ny, nx): crop the slice's square part, bilinear resize."""
-        (h, w), (top, left) = self.inner, self.offset
-        crop = out[..., top:top + h, left:left + w]
-        if self.inner == self.shape:
-            return crop
-        return F.interpolate(crop, size=self.shape, mode="bilinear", align_corners=False)
 
 
 @lru_cache(maxsize=4)
@@ -123,7 +88,7 @@ def segment_lungs_unet(hu: np.ndarray, spacing: tuple[float, float, float], *, p
 def predict_labels(net: nn.Module, hu: np.ndarray, spacing: tuple[float, float, float],
                    device: torch.device | str = "cpu", step: Steps | None = None, batch: int = BATCH) -> np.ndarray:
     """The net's uint8 labels (0 background, 1 left, 2 right) on the CT grid, before post-processing."""
-    fit = SquareFit.of(hu.shape[1:], spacing[1:])  # type: ignore[arg-type]
+    fit = SquareFit.of(hu.shape[1:], spacing[1:], SIZE)  # type: ignore[arg-type]
     out = np.empty(hu.shape, np.uint8)
     n = hu.shape[0]
     for k0 in range(0, n, batch):

@@ -70,7 +70,7 @@ class SlicePreprocess:
 @dataclass(frozen=True)
 class LungSlicePreprocess:
     """The lung U-Net's input: each axial CT slice windowed to [0, 1], fitted (physical aspect kept) into a
-    size x size square padded with air (`inference.lungs.unet.SquareFit` does the fitting)."""
+    size x size square padded with air (`inference.transforms.fit.SquareFit` does the fitting)."""
 
     window_hu: tuple[float, float]
     size: int

@@ -30,6 +30,7 @@ from torch import nn
 
 from inference.core.device import select_device
 from inference.core.metrics import binary_metrics
+from inference.core.types import ProgressFn
 from inference.explain.cam import grad_cam
 from inference.explain.lesion_localization import LocalizationConfig, hit_rate, localize
 from inference.models._api import sha256_of
@@ -42,7 +43,6 @@ from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedV
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
 
-ProgressFn = Callable[[float, str], None]
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from inference.core.metrics import binary_metrics
+from inference.core.types import ProgressFn
 from inference.models._api import sha256_of
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.slices import read_split
@@ -133,7 +134,7 @@ def train(
     builder: Callable[..., nn.Module] | None = None,
     model_name: str = "light-squeezenet",
     log: Callable[[str], None] = _log,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train on the `train` split, select the epoch with the best validation ROC AUC, write weights and card."""
     cfg = cfg or TrainConfig()

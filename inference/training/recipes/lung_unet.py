@@ -133,7 +133,7 @@ def _loader(read: Reader, path: Path) -> Callable[[], tuple[np.ndarray, tuple[fl
 def prepare_volume(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """A volume's slices as the net sees them (N, S, S) float16 and its pseudo-labels (N, S, S) uint8."""
     labels = segment_lungs(hu, spacing).label_map()
-    fit = SquareFit.of(hu.shape[1:], spacing[1:])  # type: ignore[arg-type]
+    fit = SquareFit.of(hu.shape[1:], spacing[1:], SIZE)  # type: ignore[arg-type]
     images, labs = [], []
     for k0 in range(0, hu.shape[0], 32):
         x = window(torch.from_numpy(np.ascontiguousarray(hu[k0:k0 + 32])))[:, None]

@@ -82,12 +82,14 @@ def test_train_has_one_subcommand_per_trainable_model():
 
 
 def test_training_defaults_match_the_recipes():
+    from inference.training.recipes.dcn import DCNTrainConfig
     from inference.training.recipes.decovnet import VolumeTrainConfig
     from inference.training.recipes.light_squeezenet import TrainConfig as SliceTrainConfig
     from inference.training.recipes.lung_unet import TrainConfig as LungTrainConfig
 
     for shown, config in ((choices.LIGHT_SQUEEZENET_TRAIN, SliceTrainConfig()),
-                          (choices.DECOVNET_TRAIN, VolumeTrainConfig()), (choices.LUNG_UNET_TRAIN, LungTrainConfig())):
+                          (choices.DECOVNET_TRAIN, VolumeTrainConfig()), (choices.LUNG_UNET_TRAIN, LungTrainConfig()),
+                          (choices.DCN_TRAIN, DCNTrainConfig())):
         assert {k: getattr(config, k) for k in shown} == shown, type(config).__name__
 
 

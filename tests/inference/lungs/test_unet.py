@@ -68,9 +68,9 @@ def test_structure_and_parameter_count():
 
 
 def test_square_fit_keeps_the_physical_aspect():
-    fit = SquareFit.of((100, 200), (2.0, 1.0))  # 200 x 200 mm: a square
+    fit = SquareFit.of((100, 200), (2.0, 1.0), SIZE)  # 200 x 200 mm: a square
     assert fit.inner == (SIZE, SIZE) and fit.offset == (0, 0)
-    fit = SquareFit.of((100, 200), (1.0, 1.0))
+    fit = SquareFit.of((100, 200), (1.0, 1.0), SIZE)
     assert fit.inner == (SIZE // 2, SIZE) and fit.offset == (SIZE // 4, 0)
     x = torch.rand(3, 2, 100, 200)
     square = fit.to_model(x)

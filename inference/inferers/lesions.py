@@ -1,0 +1,160 @@
+"""Running a lesion segmenter (DCN) on a CT volume: GGO / consolidation labels, its heat map, slice probabilities.
+
+Per axial slice that contains lung: the in-plane lung bounding box of the whole volume (grown by
+CROP_MARGIN of its size, as the screening crop) is windowed with the model's pre-processing (HU window ->
+[0, 1]), fitted into its size x size input with the physical aspect kept (`SquareFit`), and run in
+batches. The segmentation logits are mapped back to the crop bilinearly, argmax'ed and kept inside the
+lungs; the heat map is the mean of the LA 2 and LA 3 attention maps (the paper's best), mapped back the
+same way; the slice probability is the classification branch's softmax of the positive class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from inference.core.device import select_device
+from inference.core.types import CancelFn, Cancelled, ProgressFn
+from inference.models._api import ModelSpec, WeightsError, get_model
+from inference.models.dcn import DCNPreprocess
+from inference.transforms.fit import SquareFit
+
+__all__ = ["CROP_MARGIN", "HEAT_MAPS", "LesionResult", "LesionSegmenter"]
+
+CROP_MARGIN = 0.12  # of the lung box's size on each side; the screening crop's margin (ScreeningConfig)
+HEAT_MAPS = (1, 2)  # the LA maps averaged into the heat map: LA 2 and LA 3, 0-based
+
+
+@dataclass(frozen=True)
+class LesionResult:
+    """A lesion segmenter's output on the CT grid (z, y, x)."""
+
+    labels: np.ndarray  # uint8: 0 background, 1 GGO, 2 consolidation; lesions only inside the lungs
+    heat: np.ndarray  # float32 in [0, 1]: the lesion-attention heat map (0 in slices without lung)
+    slice_probability: np.ndarray  # float32 (z,): P(positive class) per slice, NaN for slices without lung
+
+
+class LesionSegmenter:
+    """A registered lesion segmenter ready to run on CT volumes in HU.
+
+    Args:
+        spec_or_name: a registered name or a `ModelSpec` of input kind "segmentation" with `DCNPreprocess`.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
+        module: an already built network (tests, a trainer) instead of the shipped weights; it must return
+            an object with `logits` (N, classes), `seg_logits` (N, 3, H, W) and `attention` (LA maps, each
+            (N, 1, h, w)), as `DCNOutput`.
+        batch_size: slices per forward pass.
+
+    Raises:
+        WeightsError: no module given and the model has no shipped weights (or they fail the hash check).
+    """
+
+    def __init__(self, spec_or_name: str | ModelSpec = "dcn", *, device: str = "auto",
+                 module: nn.Module | None = None, batch_size: int = 8) -> None:
+        self.spec = get_model(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+        if self.spec.input_kind != "segmentation":
+            raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not CT volumes to segment")
+        if not isinstance(self.spec.transforms, DCNPreprocess):
+            raise ValueError(f"model {self.spec.name!r} has no lesion-segmentation pre-processing in its entry")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.preprocess: DCNPreprocess = self.spec.transforms
+        self.batch_size = batch_size
+        self.positive_index = self.spec.classes.index(self.spec.positive_class)
+        if module is None:
+            if self.spec.weights is None:
+                raise WeightsError(f"model {self.spec.name!r} has no shipped weights yet: train it and pass the "
+                                   "network as `module`, or choose another model")
+            module = self.spec.build(pretrained=True)
+        self.device = select_device(device)
+        self.model = module.to(self.device, memory_format=torch.channels_last).eval()
+
+    @property
+    def engine(self) -> str:
+        return f"{self.device} (torch)"
+
+    def segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LesionResult:
+        """Lesion labels, heat map and slice probabilities of a (z, y, x) HU volume.
+
+        Args:
+            volume_hu: (z, y, x) Hounsfield units.
+            spacing: voxel size (z, y, x) in mm.
+            lungs: (z, y, x) lung mask (bool or labels, non-zero = lung) on the same grid.
+            progress: called with (fraction, message); the fraction never decreases and ends at 1.0.
+            cancel: returns True to stop; checked before every batch.
+
+        Raises:
+            Cancelled: `cancel()` returned True.
+            ValueError: shapes or spacing do not fit.
+        """
+        volume_hu = np.asarray(volume_hu)
+        lungs = np.asarray(lungs).astype(bool, copy=False)
+        if volume_hu.ndim != 3 or lungs.shape != volume_hu.shape:
+            raise ValueError(f"need a 3-D volume and a lung mask of its shape, got {volume_hu.shape} and "
+                             f"{lungs.shape}")
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be three positive sizes (z, y, x) in mm, got {spacing}")
+        report = _Progress(progress)
+        report(0.0, f"Segmenting lesions ({self.spec.name})")
+        labels = np.zeros(volume_hu.shape, np.uint8)
+        heat = np.zeros(volume_hu.shape, np.float32)
+        probability = np.full(volume_hu.shape[0], np.nan, np.float32)
+        box = _lung_box(lungs)
+        indices = np.flatnonzero(lungs.any(axis=(1, 2)))
+        if box is not None:
+            crop = (volume_hu[:, box[0], box[1]], lungs[:, box[0], box[1]])
+            fit = SquareFit.of(crop[0].shape[1:], (float(spacing[1]), float(spacing[2])), self.preprocess.size)
+            n = len(indices)
+            for k0 in range(0, n, self.batch_size):
+                if cancel is not None and cancel():
+                    raise Cancelled()
+                idx = indices[k0:k0 + self.batch_size]
+                report(0.95 * k0 / n, f"{self.spec.name}: slices {k0 + 1}-{k0 + len(idx)} of {n}")
+                lab, hm, p = self._run(crop[0][idx], fit)
+                labels[idx, box[0], box[1]] = lab * crop[1][idx]
+                heat[idx, box[0], box[1]] = hm
+                probability[idx] = p
+        report(1.0, "Lesions segmented")
+        return LesionResult(labels, heat, probability)
+
+    @torch.inference_mode()
+    def _run(self, hu: np.ndarray, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One batch of cropped HU slices -> labels (uint8), heat (float32) on the crop, slice probabilities."""
+        x = self.preprocess.window(torch.from_numpy(np.ascontiguousarray(hu)))[:, None]
+        x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        labels = fit.from_model(out.seg_logits.float()).argmax(dim=1).to(torch.uint8)
+        size = (fit.size, fit.size)
+        maps = [F.interpolate(out.attention[i].float(), size=size, mode="bilinear", align_corners=False)
+                for i in HEAT_MAPS]
+        heat = fit.from_model(torch.stack(maps).mean(dim=0)).clamp_(0.0, 1.0)[:, 0]
+        p = torch.softmax(out.logits.float(), dim=1)[:, self.positive_index]
+        return labels.cpu().numpy(), heat.cpu().numpy(), p.cpu().numpy()
+
+
+def _lung_box(lungs: np.ndarray) -> tuple[slice, slice] | None:
+    """In-plane bounding box of all lung voxels grown by CROP_MARGIN of its size (clipped); None without lung."""
+    ys, xs = np.nonzero(lungs.any(axis=0))
+    if len(ys) == 0:
+        return None
+    ny, nx = lungs.shape[1:]
+    my, mx = int((ys.max() - ys.min()) * CROP_MARGIN), int((xs.max() - xs.min()) * CROP_MARGIN)
+    return (slice(max(0, ys.min() - my), min(ny, ys.max() + my + 1)),
+            slice(max(0, xs.min() - mx), min(nx, xs.max() + mx + 1)))
+
+
+class _Progress:
+    """Progress reports with a fraction that never decreases."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self.progress, self.last = progress, 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.last = max(self.last, min(1.0, fraction))
+        if self.progress is not None:
+            self.progress(self.last, message)

@@ -1,0 +1,355 @@
+"""Training DCN (paper 4) on radiologists' lesion masks (COVID-SemiSeg layout), with k-fold validation.
+
+Data: the slices of `read_lesion_slices(data_dir)` (8-bit JPEGs exported with the window
+`EXPORT_WINDOW_HU`, GGO / consolidation masks), split by `kfold` (seeded) into `folds` folds; one fold is
+held out for validation (`fold`), `cross_validate` runs every fold. Optional `extra` slices, arrays
+`(image01, labels, is_covid)` from the caller (e.g. `inference.training.datasets.phantom_lesions` on
+phantoms), always train. Every slice is padded to a square and resized to `size` (labels: nearest) once.
+
+Targets: segmentation = the mask; classification = 1 (COVID) for the COVID-SemiSeg slices (all have
+lesions) and the extra slices flagged COVID, 0 for the others. COVID-SemiSeg holds no negatives, so
+without `extra` the classification branch only ever sees COVID slices.
+
+Each epoch: every positive slice once and a fresh random draw of negatives (`negatives_per_positive` x
+the positives: the paper's under-sampling), augmented on the fly (flips, 90-degree rotations: the
+slices are transposed, see `lesion_slices`; scale; intensity gain and offset). Loss `dcn_loss`
+(w = 1 for slices with lesion pixels, lambda 1), Adam 1e-3 x 0.95 per epoch (the paper); the segmentation
+head starts with a background prior (`background_prior`, not in the paper). After each
+epoch the held-out fold is scored: per-slice Dice of lesion vs background, mean over slices (as Inf-Net
+reports), and per-class Dice (GGO, consolidation; pooled over the fold's pixels), at the model's size.
+The epoch with the best mean Dice is kept and written in fp16. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from inference.core.types import ProgressFn
+from inference.models._api import sha256_of
+from inference.models.dcn import DCN, MODEL_NAME, SEG_CLASSES, dcn_loss
+from inference.training.datasets.lesion_slices import kfold, read_lesion_slices
+from inference.training.datasets.phantom_lesions import EXPORT_WINDOW_HU, ExtraSlice
+from inference.training.datasets.volumes import DatasetError
+from inference.training.reports import TrainResult
+
+#: where progress goes unless the caller passes its own `log` (the CLI prints it)
+_log = logging.getLogger(__name__).info
+
+
+@dataclass
+class DCNTrainConfig:
+    epochs: int = 60
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_decay: float = 0.95  # per epoch (the paper)
+    size: int = 256  # model input side; reduced from the paper's 512 for CPU training
+    base: int = 64  # U-Net / ResNet width (64: the paper's)
+    folds: int = 5
+    fold: int = 0  # the held-out fold (cross_validate runs them all)
+    seed: int = 0
+    threads: int = 0  # 0: leave torch's default
+    time_limit_min: float = 0.0  # stop after the epoch that passes this (0: no limit)
+    negatives_per_positive: float = 1.0  # negatives drawn per epoch, relative to the positives
+    flip_p: float = 0.5  # each of the two axes
+    rot90: bool = True  # a random multiple of 90 degrees
+    scale: tuple[float, float] = (0.85, 1.15)
+    intensity: float = 0.1  # gain in 1 +- this, offset in +- half of it (grey units)
+    background_prior: float = 3.0  # initial background logit bias of the segmentation head (lesion p ~ 0.05)
+
+
+@dataclass
+class _Slices:
+    """Pre-processed slices: images (N, S, S) float32 in [0, 1], labels (N, S, S) uint8, class (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    covid: torch.Tensor
+
+
+def square(image: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """Pad to a centred square with 0 and resize to size x size (bilinear, or nearest for labels)."""
+    h, w = image.shape
+    n = max(h, w)
+    sq = np.zeros((n, n), np.float32)
+    y0, x0 = (n - h) // 2, (n - w) // 2
+    sq[y0:y0 + h, x0:x0 + w] = image
+    t = torch.from_numpy(sq)[None, None]
+    if nearest:
+        return F.interpolate(t, size=(size, size), mode="nearest-exact")[0, 0].numpy()
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0, 0].numpy()
+
+
+def _prepare(items: Sequence[tuple[np.ndarray, np.ndarray, bool]], size: int) -> _Slices:
+    if not items:
+        return _Slices(torch.zeros(0, size, size), torch.zeros(0, size, size, dtype=torch.uint8),
+                       torch.zeros(0, dtype=torch.long))
+    images = np.stack([square(np.asarray(im, np.float32), size) for im, _, _ in items])
+    labels = np.stack([square(np.asarray(lab, np.float32), size, nearest=True) for _, lab, _ in items])
+    covid = torch.tensor([int(bool(c)) for _, _, c in items], dtype=torch.long)
+    return _Slices(torch.from_numpy(images).clamp_(0, 1), torch.from_numpy(labels).to(torch.uint8), covid)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: DCNTrainConfig,
+            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips, 90-degree rotations, scale (labels nearest) and intensity jitter of a batch (N, S, S)."""
+    xs, ys = [], []
+    for i in range(len(x)):
+        a, b = x[i], y[i]
+        if cfg.rot90:
+            k = int(torch.randint(4, (1,), generator=gen))
+            a, b = torch.rot90(a, k, (0, 1)), torch.rot90(b, k, (0, 1))
+        for dim in (0, 1):
+            if float(torch.rand(1, generator=gen)) < cfg.flip_p:
+                a, b = a.flip(dim), b.flip(dim)
+        xs.append(a)
+        ys.append(b)
+    x, y = torch.stack(xs)[:, None].float(), torch.stack(ys)[:, None].float()
+    n = len(x)
+    lo, hi = math.log(cfg.scale[0]), math.log(cfg.scale[1])
+    zoom = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen))
+    mat = torch.zeros(n, 2, 3)
+    mat[:, 0, 0] = mat[:, 1, 1] = 1.0 / zoom
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    gain = 1 + cfg.intensity * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
+    offset = 0.5 * cfg.intensity * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
+    return (x * gain + offset).clamp(0.0, 1.0), y[:, 0].round().long()
+
+
+def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slice Dice of lesion (any class > 0) vs background, (N,); 1 where both are empty."""
+    p, t = (pred > 0).flatten(1), (target > 0).flatten(1)
+    inter, denom = (p & t).sum(1).double(), (p.sum(1) + t.sum(1)).double()
+    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val: _Slices, batch_size: int = 8) -> dict[str, float]:
+    """Mean per-slice lesion Dice, its sd, per-class Dice (pooled) and the mean P(COVID) of the fold."""
+    model.eval()
+    preds, probs = [], []
+    for i in range(0, len(val.images), batch_size):
+        out = model(val.images[i:i + batch_size, None])
+        preds.append(out.seg_logits.argmax(1))
+        probs.append(out.logits.softmax(1)[:, 1])
+    pred, target = torch.cat(preds), val.labels.long()
+    dice = slice_dice(pred, target)
+    m = {"dice_mean": float(dice.mean()), "dice_sd": float(dice.std(unbiased=False))}
+    for k, name in enumerate(SEG_CLASSES[1:], start=1):
+        p, t = pred == k, target == k
+        denom = int(p.sum() + t.sum())
+        m[f"dice_{name.lower()}"] = float(2 * (p & t).sum() / denom) if denom else 1.0
+    m["p_covid_mean"] = float(torch.cat(probs).mean())
+    return m
+
+
+def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def train(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
+          extra: Sequence[ExtraSlice] | None = None, progress: ProgressFn | None = None,
+          log: Callable[[str], None] = _log) -> TrainResult:
+    """Train DCN with fold `cfg.fold` held out; write `dcn.pt` (fp16), `dcn.card.json`, `dcn.history.json`.
+
+    Raises:
+        DatasetError: `data_dir` does not follow the COVID-SemiSeg layout or has fewer slices than folds.
+    """
+    cfg = cfg or DCNTrainConfig()
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(Path(data_dir), Path(out), cfg, extra or (), progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
+                   extra: Sequence[ExtraSlice] | None = None, progress: ProgressFn | None = None,
+                   log: Callable[[str], None] = _log) -> TrainResult:
+    """Train every fold into `out/fold<k>/`; the shipped files in `out` are fold `cfg.fold`'s, and its card
+    gains the cross-validated Dice (mean +- sd over the folds' mean per-slice Dice). `time_limit_min` is
+    the whole run's, shared evenly by the folds still to run."""
+    cfg = cfg or DCNTrainConfig()
+    out = Path(out)
+    t0, results = time.time(), []
+    for k in range(cfg.folds):
+        left = cfg.time_limit_min - (time.time() - t0) / 60 if cfg.time_limit_min else 0.0
+        fold_cfg = replace(cfg, fold=k, time_limit_min=max(left / (cfg.folds - k), 1e-3) if left else 0.0)
+        sub = None if progress is None else (lambda f, msg, k=k: progress((k + f) / cfg.folds, f"fold {k}: {msg}"))
+        log(f"fold {k + 1}/{cfg.folds}")
+        results.append(train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, progress=sub, log=log))
+    dices = np.array([r.metrics["dice_mean"] for r in results])
+    cv = {"folds": cfg.folds, "dice_mean": round(float(dices.mean()), 4), "dice_sd": round(float(dices.std()), 4),
+          "per_fold": [round(float(d), 4) for d in dices]}
+    for name in SEG_CLASSES[1:]:
+        vals = np.array([r.metrics[f"dice_{name.lower()}"] for r in results])
+        cv[f"dice_{name.lower()}_mean"], cv[f"dice_{name.lower()}_sd"] = (round(float(vals.mean()), 4),
+                                                                          round(float(vals.std()), 4))
+    shipped = results[cfg.fold]
+    assert shipped.weights is not None and shipped.card is not None
+    card = json.loads(shipped.card.read_text())
+    card["cross_validation"] = cv
+    card["shipped_fold"] = cfg.fold
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped.weights, out / shipped.weights.name)
+    (out / shipped.card.name).write_text(json.dumps(card, indent=2))
+    shutil.copyfile(shipped.card.with_name(f"{MODEL_NAME}.history.json"), out / f"{MODEL_NAME}.history.json")
+    log(f"{cfg.folds}-fold Dice {cv['dice_mean']:.4f} +- {cv['dice_sd']:.4f} "
+        f"(GGO {cv['dice_ggo_mean']:.4f}, consolidation {cv['dice_consolidation_mean']:.4f})")
+    metrics = {**shipped.metrics, "cv_dice_mean": cv["dice_mean"], "cv_dice_sd": cv["dice_sd"]}
+    return TrainResult(shipped.best_epoch, metrics, shipped.history, out / shipped.weights.name,
+                       out / shipped.card.name)
+
+
+def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[ExtraSlice],
+           progress: ProgressFn | None, log: Callable[[str], None]) -> TrainResult:
+    t_start = time.time()
+    if cfg.size <= 0 or cfg.size % 16:
+        raise ValueError(f"size must be a positive multiple of 16, got {cfg.size}")
+    torch.manual_seed(cfg.seed)
+    data = read_lesion_slices(data_dir)
+    if len(data) < cfg.folds or not 0 <= cfg.fold < cfg.folds:
+        raise DatasetError(f"{data_dir}: {len(data)} slices cannot make {cfg.folds} folds "
+                           f"with fold {cfg.fold} held out")
+    train_idx, val_idx = kfold(len(data), cfg.folds, cfg.seed)[cfg.fold]
+    items = [(s.image, s.labels, True) for s in data.slices]
+    tr = _prepare([items[i] for i in train_idx] + list(extra), cfg.size)
+    val = _prepare([items[i] for i in val_idx], cfg.size)
+    pos = np.flatnonzero(tr.covid.numpy() == 1)
+    neg = np.flatnonzero(tr.covid.numpy() == 0)
+    log(f"{len(train_idx)} training and {len(val_idx)} validation slices of {data_dir.name} (fold {cfg.fold} of "
+        f"{cfg.folds}); {len(extra)} extra slices ({len(neg)} negatives); size {cfg.size}")
+
+    model = DCN(base=cfg.base)
+    with torch.no_grad():  # a background prior (as RetinaNet's): lesions start rare, not at 1/3 of every pixel
+        model.seg.head.bias.copy_(torch.tensor([cfg.background_prior, 0.0, 0.0]))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    rng = np.random.default_rng([cfg.seed, 3])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result = TrainResult(best_epoch=-1, metrics={})
+    best, best_state = -1.0, None
+    n_neg = min(len(neg), int(round(cfg.negatives_per_positive * len(pos))))
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0, running = time.time(), 0.0
+        order = rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]).astype(np.int64))
+        steps = max(1, math.ceil(len(order) / cfg.batch_size))
+        for step in range(steps):
+            idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x, y = augment(tr.images[idx], tr.labels[idx], cfg, gen)
+            loss = dcn_loss(model(x), y, tr.covid[idx], (y > 0).flatten(1).any(1))
+            opt.zero_grad(set_to_none=True)
+            loss.total.backward()
+            opt.step()
+            running += float(loss.total.detach())
+            if progress is not None:
+                progress((epoch + (step + 1) / steps) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
+        sched.step()
+        m = evaluate(model, val, cfg.batch_size)
+        m.update(epoch=epoch + 1, loss=running / steps, lr=opt.param_groups[0]["lr"], seconds=time.time() - t0)
+        result.history.append(m)
+        log(f"epoch {epoch + 1:3d}  loss {m['loss']:.4f}  val Dice {m['dice_mean']:.4f}  GGO {m['dice_ggo']:.4f}  "
+            f"consolidation {m['dice_consolidation']:.4f}  ({m['seconds']:.0f} s)")
+        if m["dice_mean"] > best:
+            best, best_state = m["dice_mean"], copy.deepcopy(model.state_dict())
+            result.best_epoch, result.metrics = epoch + 1, m
+        if cfg.time_limit_min and time.time() - t_start > 60 * cfg.time_limit_min:
+            log(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
+            break
+    if best_state is None:
+        raise DatasetError("no epoch ran (epochs must be >= 1)")
+    return _finish(out, cfg, result, model, best_state, val, data_dir, len(train_idx), len(val_idx), len(extra),
+                   len(neg), time.time() - t_start, log)
+
+
+def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, state: dict[str, torch.Tensor],
+            val: _Slices, data_dir: Path, n_train: int, n_val: int, n_extra: int, n_neg: int, seconds: float,
+            log: Callable[[str], None]) -> TrainResult:
+    """Write fp16 weights, the card and the history; the card's fp16 Dice is re-measured from the fp16 weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    half = _fp16(state)
+    weights = out / f"{MODEL_NAME}.pt"
+    torch.save(half, weights)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    fp16 = evaluate(model, val, cfg.batch_size)
+    result.weights, result.card = weights, out / f"{MODEL_NAME}.card.json"
+    card = {
+        "name": MODEL_NAME,
+        "architecture": f"DCN (Gao et al., MedIA 2021): U-Net segmentation branch + ResNet-50 classification "
+                        f"branch joined by 4 lesion-attention modules; width base {cfg.base}",
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "classes": ["NonCOVID", "COVID"],
+        "segmentation_classes": list(SEG_CLASSES),
+        "weights_file": weights.name,
+        "weights_dtype": "float16",
+        "sha256": sha256_of(weights),
+        "preprocessing": {
+            "input": "axial CT slice, one grey channel in [0, 1]",
+            "ct_window_hu": list(EXPORT_WINDOW_HU),
+            "window_note": "the window the COVID-SemiSeg JPEGs were exported with (estimated by histogram "
+                           "matching, tests/benchmarks/eval_export_window.py); use it at inference too",
+            "pad_to_square": True,
+            "resize": cfg.size,
+            "labels_resize": "nearest",
+        },
+        "training_data": {
+            "dataset": f"COVID-SemiSeg (Inf-Net) training slices from {data_dir.name}: {n_train} train, "
+                       f"{n_val} validation (fold {cfg.fold} of {cfg.folds}, seed {cfg.seed})",
+            "extra_slices": n_extra,
+            "extra_negatives": n_neg,
+            "classification_labels": "COVID (1) = every COVID-SemiSeg slice and extra slices flagged COVID; "
+                                     "NonCOVID (0) = extra slices not flagged",
+            "terms": "COVID-SemiSeg: non-commercial research use only; not shipped with LungLens and not "
+                     "redistributed. Phantom slices are synthetic.",
+        },
+        "selection": "epoch with the best mean per-slice Dice (lesion vs background) on the held-out fold",
+        "best_epoch": result.best_epoch,
+        "validation_metrics": {k: round(result.metrics[k], 4)
+                               for k in ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")},
+        "validation_metrics_fp16": {k: round(fp16[k], 4)
+                                    for k in ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")},
+        "metrics_note": "Dice at the model's input size on resized labels; mean over slices as Inf-Net reports; "
+                        "per-class Dice pooled over the fold's pixels",
+        "deviations": [
+            f"input {cfg.size} x {cfg.size} instead of the paper's 512 x 512 (CPU training)",
+            "trained on CPU",
+            "from scratch: no ImageNet-pretrained ResNet-50 can be downloaded here",
+            *([f"width base {cfg.base} instead of 64"] if cfg.base != 64 else []),
+            f"segmentation head initialized with a background prior (bias {cfg.background_prior}); without it the "
+            "Dice-only loss collapsed on small phantom lesions",
+        ],
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "trained_on": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                      f"{torch.get_num_threads()} thread(s)",
+        "training_minutes": round(seconds / 60, 1),
+        "intended_use": "research and education: lesion (GGO, consolidation) segmentation and COVID slice "
+                        "classification on axial CT slices; a research tool, never a diagnosis",
+        "limitations": "about 50 annotated slices from one source; no radiologist-labelled negatives in "
+                       "COVID-SemiSeg; not validated on independent real scans here",
+        "not_for_clinical_diagnosis": True,
+    }
+    result.card.write_text(json.dumps(card, indent=2))
+    (out / f"{MODEL_NAME}.history.json").write_text(json.dumps(result.history, indent=2))
+    log(f"best epoch {result.best_epoch}: {json.dumps(card['validation_metrics'])}")
+    return result
