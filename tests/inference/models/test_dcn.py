@@ -30,13 +30,7 @@ LA_PARAMETERS = 5_549_124
 DCN_PARAMETERS = 60_088_649
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches: on a busy CPU more threads only wait for each other (20x slower here with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def count(module: nn.Module) -> int:

@@ -21,13 +21,7 @@ DICE_FLOOR = 0.08
 FAST = dict(size=64, base=8, epochs=20, folds=3, batch_size=4, lr=3e-3, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches: on a busy CPU more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _phantom(seed: int):
