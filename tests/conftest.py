@@ -59,3 +59,18 @@ def user_dirs(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("LUNGLENS_RECOVERY_DIR", str(tmp_path / "recovery"))
     return tmp_path
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch):
+    """One torch thread, kept when a model picks its device: tiny batches on a busy 2-core CPU only wait for
+    each other with more threads (20x slower here)."""
+    import torch
+
+    import inference.core.device as device_module
+
+    monkeypatch.setattr(device_module, "use_all_cores", lambda: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

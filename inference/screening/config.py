@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.transforms.crop import LUNG_CROP_MARGIN
+
 SCREENING_INPUT_KINDS = ("slice", "volume")  # input kinds of the models that screen a CT
 
 
@@ -17,7 +19,7 @@ class ScreeningConfig:
     min_top: int = 3
     min_lung_area_mm2: float = 400.0
     min_slice_gap_mm: float = 3.0  # thin slices: every n-th, at most this far apart; the rest take the nearest map
-    crop_margin: float = 0.12
+    crop_margin: float = LUNG_CROP_MARGIN
     ggo_hu: tuple[float, float] = (-750.0, -300.0)
     consolidation_hu: tuple[float, float] = (-300.0, 50.0)
     vessel_opening_mm: float = 3.0

@@ -57,17 +57,6 @@ def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice], window
     return window(volume[index][box])
 
 
-def lung_crop_box(lungs: np.ndarray, margin: float = ScreeningConfig.crop_margin) -> tuple[slice, slice]:
-    """In-plane bounding box of all lung voxels, grown by `margin` of its size (the whole slice if no lung)."""
-    ys, xs = np.nonzero(lungs.any(axis=0))
-    if len(ys) == 0:
-        return slice(None), slice(None)
-    ny, nx = lungs.shape[1:]
-    my, mx = int((ys.max() - ys.min()) * margin), int((xs.max() - xs.min()) * margin)
-    return (slice(max(0, ys.min() - my), min(ny, ys.max() + my + 1)),
-            slice(max(0, xs.min() - mx), min(nx, xs.max() + mx + 1)))
-
-
 def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:
     """Abnormal density inside the lungs, vessels removed, where the heat map is high (labels 3 and 4)."""
     out = np.zeros(volume.shape, np.uint8)

@@ -21,6 +21,15 @@ class TrainResult:
     card: Path | None = None
 
 
+def save_atomic(obj: object, path: Path) -> None:
+    """`torch.save` through a temporary file: an interrupted save leaves the previous file intact."""
+    import torch  # reports stays importable without torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:
     """A small ROC plot drawn with Pillow (no plotting library needed)."""
     from PIL import Image, ImageDraw

@@ -36,13 +36,13 @@ from inference.screening.config import ScreeningConfig, aggregate
 from inference.screening.steps import (
     cancel_checker,
     lesion_mask,
-    lung_crop_box,
     lung_step,
     per_slice_count,
     progress_reporter,
     slice_image,
     zone_burden,
 )
+from inference.transforms.crop import lung_crop_box
 
 
 def run_slices(

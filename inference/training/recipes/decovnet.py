@@ -37,7 +37,7 @@ from inference.models._api import sha256_of
 from inference.models.decovnet import CAM_DEPTHS, decovnet
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.volumes import CLASSES, DatasetError, Reader, VolumeCase, find_cases, split_cases
-from inference.training.reports import write_roc_png
+from inference.training.reports import save_atomic, write_roc_png
 from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedVolume, VolumePreprocessor, to_ct_grid
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
@@ -199,7 +199,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
         if key > best:
             best = key
             result.best_epoch, result.metrics = epoch + 1, m
-            _save_atomic({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
+            save_atomic({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / "best_fp32.pt")
         save_checkpoint(out / CHECKPOINT, cfg, model, opt, gen, result, epoch + 1, best, [c.name for c in val_cases])
         if cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60 and epoch + 1 < cfg.epochs:
             log(f"time limit reached after epoch {epoch + 1}; `--resume` continues from here")
@@ -215,16 +215,10 @@ def save_checkpoint(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: t
                     gen: torch.Generator, result: VolumeTrainResult, epochs_done: int,
                     best: tuple[float, float, float], val_names: Sequence[str]) -> None:
     """Everything `resume_from` needs, written atomically (an interrupted save leaves the previous one)."""
-    _save_atomic({"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+    save_atomic({"epochs_done": epochs_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
                   "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best": list(best),
                   "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
                   "settings": {**cfg.must_match(), "val_cases": list(val_names)}}, path)
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def resume_from(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,

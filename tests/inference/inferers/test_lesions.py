@@ -8,7 +8,6 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-import inference.core.device as device_module
 from inference.core.types import Cancelled
 from inference.inferers.lesions import LesionResult, LesionSegmenter
 from inference.models._api import WeightsError, get_model
@@ -17,14 +16,7 @@ from inference.models.dcn import DCN, DCNOutput
 SPACING = (5.0, 0.7, 0.7)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One torch thread: the machine is shared, and device selection would otherwise take every core."""
-    monkeypatch.setattr(device_module, "use_all_cores", lambda: None)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class GreyStub(nn.Module):
@@ -37,22 +29,28 @@ class GreyStub(nn.Module):
         return DCNOutput(logits, seg, attention)
 
 
+def _hu(grey: float) -> int:
+    """The HU value the model's window turns into `grey`."""
+    lo, hi = get_model("dcn").transforms.window_hu
+    return int(round(lo + grey * (hi - lo)))
+
+
 def _phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(HU, lungs, consolidation blob, GGO blob): a 12 x 150 x 210 body with two lungs in slices 2-9 and a
     bright heart between them (outside the lungs, inside the crop)."""
     nz, ny, nx = 12, 150, 210
     z, y, x = np.mgrid[:nz, :ny, :nx]
-    hu = np.full((nz, ny, nx), -1000, np.int16)  # air around the body
-    hu[((y - 75) / 70) ** 2 + ((x - 105) / 100) ** 2 <= 1] = -750  # grey 0.15: no lesion for the stub
-    hu[(y - 75) ** 2 + (x - 105) ** 2 <= 6**2] = 0  # the heart, grey 0.9, 8+ px from the lungs
+    hu = np.full((nz, ny, nx), _hu(0.0), np.int16)  # air around the body
+    hu[((y - 75) / 70) ** 2 + ((x - 105) / 100) ** 2 <= 1] = _hu(0.15)  # no lesion for the stub
+    hu[(y - 75) ** 2 + (x - 105) ** 2 <= 6**2] = _hu(0.9)  # the heart, 8+ px from the lungs
     in_z = (z >= 2) & (z <= 9)
     lungs = in_z & ((((y - 75) / 45) ** 2 + ((x - 60) / 35) ** 2 <= 1)
                     | (((y - 75) / 45) ** 2 + ((x - 150) / 35) ** 2 <= 1))
-    hu[lungs] = -850  # grey 0.05
+    hu[lungs] = _hu(0.05)
     blob = lungs & (z >= 4) & (z <= 7) & ((y - 70) ** 2 + (x - 60) ** 2 <= 20**2)
-    hu[blob] = 50  # grey 0.95 -> consolidation
+    hu[blob] = _hu(0.95)  # -> consolidation
     ggo = lungs & (z >= 3) & (z <= 6) & ((y - 80) ** 2 + (x - 150) ** 2 <= 14**2)
-    hu[ggo] = -500  # grey 0.4 -> GGO
+    hu[ggo] = _hu(0.4)  # -> GGO
     return hu, lungs, blob, ggo
 
 

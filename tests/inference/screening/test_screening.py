@@ -168,7 +168,7 @@ def test_fast_lesion_post_processing_equals_the_reference_operations():
 
 def _screened_images(clf: SliceClassifier, monkeypatch, ph) -> tuple[list[np.ndarray], np.ndarray, tuple]:
     """The grey images screening hands the classifier, the slices they come from, and the lung crop."""
-    from inference.screening.steps import lung_crop_box
+    from inference.transforms.crop import lung_crop_box
 
     seen: list[np.ndarray] = []
     classify = clf.predict_with_cam

@@ -24,8 +24,9 @@ from inference.models._api import get_model
 from inference.models.light_squeezenet import light_squeezenet
 from inference.screening.config import ScreeningConfig
 from inference.screening.run import run
-from inference.screening.steps import lung_crop_box, slice_image
+from inference.screening.steps import slice_image
 from inference.training.recipes.light_squeezenet import TrainConfig, train
+from inference.transforms.crop import lung_crop_box
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
 SHAPE, SPACING = (48, 128, 128), (4.5, 2.6, 2.6)
