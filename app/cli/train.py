@@ -174,6 +174,13 @@ def _register_dcn(models: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads (0: default)")
     p.add_argument("--time-limit", type=float, default=d["time_limit_min"], metavar="MIN",
                    help="stop after the epoch that passes MIN minutes (with --cv: the whole run's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/dcn.checkpoint.pt (with --cv: each fold's; same settings)")
+    p.add_argument("--negatives", action="append", default=[], metavar="PATH",
+                   help="a CT without COVID-19 (DICOM folder or volume file; repeatable): its lung-cropped slices "
+                        "train the classification branch as negatives")
+    p.add_argument("--negatives-per-positive", type=float, default=d["negatives_per_positive"], metavar="R",
+                   help="negatives drawn per epoch, relative to the positives (the paper's under-sampling)")
     p.set_defaults(func=run)
 
 
@@ -184,15 +191,36 @@ def run_dcn(args: argparse.Namespace) -> int:
 
     cfg = DCNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                          base=args.base, folds=args.folds, fold=args.fold, seed=args.seed, threads=args.threads,
-                         time_limit_min=args.time_limit)
+                         time_limit_min=args.time_limit, resume=args.resume,
+                         negatives_per_positive=args.negatives_per_positive)
     if not os.path.isdir(args.data):
         return fail(f"{args.data}: no such folder")
+    extra, sources = negative_slices(args.negatives)
     try:
-        result = (cross_validate if args.cv else train)(args.data, args.out, cfg, log=print)
+        result = (cross_validate if args.cv else train)(args.data, args.out, cfg, extra=extra,
+                                                        extra_source="; ".join(sources), log=print)
     except (DatasetError, ValueError) as exc:
         return fail(str(exc))
     print(f"wrote {result.weights} and {result.card}")
     return EXIT_OK
+
+
+def negative_slices(paths: list[str]) -> tuple[list, list[str]]:
+    """The lung-cropped slices of each CT in `paths` as negatives, and a line per CT naming it and its count.
+
+    A CT that cannot be read raises the loader's error (reported by `app.cli.main` with the path)."""
+    from app.services.volume_dataset import read_ct
+    from inference.lungs.select import segment_lungs_by
+    from inference.training.datasets.ct_crops import lung_crops
+
+    extra, sources = [], []
+    for path in paths:
+        hu, spacing = read_ct(path)
+        crops = lung_crops(hu, segment_lungs_by("threshold", hu, spacing).lungs, is_covid=False)
+        print(f"{path}: {len(crops)} negative slices")
+        extra += crops
+        sources.append(f"{os.path.basename(os.path.normpath(path))}: {len(crops)} lung-cropped slices (NonCOVID)")
+    return extra, sources
 
 
 def _train_on_volumes(train: Callable[..., Any], args: argparse.Namespace, cfg: object) -> int:

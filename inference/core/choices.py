@@ -41,6 +41,6 @@ LUNG_UNET_TRAIN: dict[str, object] = {
 }
 #: `inference.training.recipes.dcn.DCNTrainConfig`
 DCN_TRAIN: dict[str, object] = {
-    "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 256, "base": 64, "folds": 5, "fold": 0, "seed": 0,
-    "threads": 0, "time_limit_min": 0.0,
+    "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 192, "base": 16, "folds": 5, "fold": 0, "seed": 0,
+    "threads": 0, "time_limit_min": 0.0, "negatives_per_positive": 0.5,
 }

@@ -31,9 +31,9 @@ segmentation branch ("backpropagation between the two branches is cut off"); the
 
 `forward` returns a `DCNOutput`: class logits, segmentation logits and the four attention maps, which
 are this model's heat map. `dcn_loss` is the paper's loss (eq. 5-8), `SliceProbabilityMapping` and
-`resample_probabilities` its patient-level step (section 2.4). Parameters (defaults: one input
-channel, 2 classes, 3 segmentation classes): 31,033,667 (U-Net) + 23,505,858 (ResNet-50) + 5,549,124
-(LA modules) = 60,088,649.
+`resample_probabilities` its patient-level step (section 2.4; `DCN.spm`, trained after the slice
+network as in the paper). Parameters (defaults: one input channel, 2 classes, 3 segmentation classes):
+31,033,667 (U-Net) + 23,505,858 (ResNet-50) + 5,549,124 (LA modules) + 58,881 (SPM) = 60,147,530.
 """
 
 from __future__ import annotations
@@ -53,8 +53,13 @@ from inference.transforms.common import ResizeSquare
 MODEL_NAME = "dcn"
 CLASSES = ("NonCOVID", "COVID")
 SEG_CLASSES = ("background", "GGO", "consolidation")
-WINDOW_HU = (-900.0, 100.0)  # the paper's lung window, -900..100 HU to 8 bits
-SIZE = 256  # model input side, px; reduced from the paper's 512 for CPU training
+PAPER_WINDOW_HU = (-900.0, 100.0)  # the paper's lung window, -900..100 HU to 8 bits
+#: the window the COVID-SemiSeg JPEGs (the training masks' images) were exported with, estimated by histogram
+#: matching (tests/benchmarks/eval_export_window.py); training and inference use it so real CT looks the same
+EXPORT_WINDOW_HU: tuple[float, float] = (-1080.0, 200.0)
+WINDOW_HU = EXPORT_WINDOW_HU
+SIZE = 192  # model input side, px; reduced from the paper's 512 for CPU training
+SHIPPED_BASE = 16  # the shipped network's width (the paper: 64), for CPU training and inference
 RESNET50_BLOCKS = (3, 4, 6, 3)
 #: the U-Net feature each LA module reads (LA 1..4); encN / decN lie at 1 / 2**(N-1) of the input
 LA_SOURCES = ("enc3", "dec3", "dec4", "enc5")
@@ -191,6 +196,11 @@ class DCN(nn.Module):
         seg_channels = {f"{kind}{n}": base * 2 ** (n - 1) for kind in ("enc", "dec") for n in range(1, 6)}
         self.la = nn.ModuleList(LesionAttention(f_c, seg_channels[src])
                                 for f_c, src in zip(self.cls.stage_in_channels, LA_SOURCES))
+        self.spm = SliceProbabilityMapping()  # the patient level; trained after the slice network
+
+    def case_probability(self, slice_probabilities: Sequence[float] | np.ndarray | torch.Tensor) -> float:
+        """P(positive) of a case from its slices' positive-class probabilities (`SliceProbabilityMapping`)."""
+        return self.spm.case_probability(slice_probabilities)
 
     def forward(self, x: torch.Tensor) -> DCNOutput:
         if x.shape[-1] % 16 or x.shape[-2] % 16:
@@ -297,10 +307,11 @@ class SliceProbabilityMapping(nn.Module):
 
 @dataclass(frozen=True)
 class DCNPreprocess:
-    """The DCN's input: a CT slice windowed to [0, 1] (`window_hu`, the paper's 8-bit lung window), padded to
-    a square with 0 and resized to size x size; no further normalization.
+    """The DCN's input: a CT slice windowed to [0, 1] (`window_hu`: the training images' export window, in
+    place of the paper's -900..100 HU), padded to a square with 0 and resized to size x size; no further
+    normalization.
 
-    `size` is 256 here, reduced from the paper's 512 for CPU training; it must be divisible by 16.
+    `size` is 192 here, reduced from the paper's 512 for CPU training; it must be divisible by 16.
     """
 
     window_hu: tuple[float, float] = WINDOW_HU
@@ -324,6 +335,8 @@ class DCNPreprocess:
         return {
             "input": "2D slice, one grey channel in [0, 1] (the paper feeds lung-segmented slices)",
             "ct_window_hu": list(self.window_hu),
+            "window_note": "the COVID-SemiSeg export window, estimated by histogram matching; the paper's is "
+                           f"{PAPER_WINDOW_HU[0]:g}..{PAPER_WINDOW_HU[1]:g} HU",
             "pad_to_square": True,
             "resize": self.size,
             "resize_note": "reduced from the paper's 512 for CPU training",
@@ -331,9 +344,17 @@ class DCNPreprocess:
         }
 
 
-def dcn(num_classes: int = 2, **kwargs: Any) -> DCN:
-    """The registered builder (kwargs: seg_classes, in_channels, base)."""
-    return DCN(num_classes=num_classes, **kwargs)
+def load_slice_network(model: DCN, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict into `model`; a state from before the patient-level step (no `spm.*` keys: the slice
+    network is trained first) leaves the SPM as it is. Any other missing or unexpected key raises."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("spm.") for k in missing):
+        raise RuntimeError(f"state does not fit DCN: missing {missing}, unexpected {unexpected}")
+
+
+def dcn(num_classes: int = 2, base: int = SHIPPED_BASE, **kwargs: Any) -> DCN:
+    """The registered builder: the shipped width `SHIPPED_BASE` unless told (kwargs: seg_classes, in_channels)."""
+    return DCN(num_classes=num_classes, base=base, **kwargs)
 
 
 register_model(ModelSpec(

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: the HU window the COVID-SemiSeg JPEGs were exported with (tests/benchmarks/eval_export_window.py)
-EXPORT_WINDOW_HU: tuple[float, float] = (-1080.0, 200.0)
+from inference.models.dcn import EXPORT_WINDOW_HU
 
 ExtraSlice = tuple[np.ndarray, np.ndarray, bool]
 

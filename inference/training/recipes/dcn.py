@@ -40,11 +40,21 @@ from torch.nn import functional as F
 
 from inference.core.types import ProgressFn
 from inference.models._api import sha256_of
-from inference.models.dcn import DCN, MODEL_NAME, SEG_CLASSES, dcn_loss
+from inference.models.dcn import (
+    DCN,
+    EXPORT_WINDOW_HU,
+    MODEL_NAME,
+    SEG_CLASSES,
+    SHIPPED_BASE,
+    SIZE,
+    dcn_loss,
+    load_slice_network,
+)
 from inference.training.datasets.lesion_slices import kfold, read_lesion_slices
-from inference.training.datasets.phantom_lesions import EXPORT_WINDOW_HU, ExtraSlice
+from inference.training.datasets.phantom_lesions import ExtraSlice
 from inference.training.datasets.volumes import DatasetError
-from inference.training.reports import TrainResult
+from inference.training.recipes.spm import SPMConfig, fit_spm
+from inference.training.reports import TrainResult, save_atomic
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
@@ -56,19 +66,29 @@ class DCNTrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     lr_decay: float = 0.95  # per epoch (the paper)
-    size: int = 256  # model input side; reduced from the paper's 512 for CPU training
-    base: int = 64  # U-Net / ResNet width (64: the paper's)
+    size: int = SIZE  # model input side; reduced from the paper's 512 for CPU training
+    base: int = SHIPPED_BASE  # U-Net / ResNet width (64: the paper's)
     folds: int = 5
     fold: int = 0  # the held-out fold (cross_validate runs them all)
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
     time_limit_min: float = 0.0  # stop after the epoch that passes this (0: no limit)
-    negatives_per_positive: float = 1.0  # negatives drawn per epoch, relative to the positives
+    negatives_per_positive: float = 0.5  # negatives drawn per epoch, relative to the positives
     flip_p: float = 0.5  # each of the two axes
     rot90: bool = True  # a random multiple of 90 degrees
     scale: tuple[float, float] = (0.85, 1.15)
     intensity: float = 0.1  # gain in 1 +- this, offset in +- half of it (grey units)
     background_prior: float = 3.0  # initial background logit bias of the segmentation head (lesion p ~ 0.05)
+    resume: bool = False  # continue from OUT/dcn.checkpoint.pt (written after every epoch)
+
+    def must_match(self) -> dict:
+        """The settings a checkpoint has to share with the run that resumes it."""
+        keep = ("batch_size", "lr", "lr_decay", "size", "base", "folds", "fold", "seed", "negatives_per_positive",
+                "flip_p", "rot90", "scale", "intensity", "background_prior")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+
+
+CHECKPOINT = f"{MODEL_NAME}.checkpoint.pt"
 
 
 @dataclass
@@ -159,12 +179,39 @@ def evaluate(model: nn.Module, val: _Slices, batch_size: int = 8) -> dict[str, f
     return m
 
 
+@torch.no_grad()
+def slice_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+    """P(COVID) of every slice (N, S, S) by the classification branch, float64 (N,)."""
+    model.eval()
+    probs = [model(images[i:i + batch_size, None]).logits.softmax(1)[:, 1] for i in range(0, len(images), batch_size)]
+    return torch.cat(probs).double().numpy() if probs else np.zeros(0)
+
+
 def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
 
 
+def _patient_level(model: DCN, pos: np.ndarray, neg: np.ndarray, seed: int, weights: Path,
+                   log: Callable[[str], None]) -> dict[str, object]:
+    """Fit `model.spm` (`recipes.spm`), rewrite `weights` (fp16) and return the card's patient-level entry."""
+    cfg = SPMConfig(seed=seed)
+    m = fit_spm(model.spm, pos, neg, cfg)
+    torch.save(_fp16(model.state_dict()), weights)
+    log(f"slice probability mapping: composed-case ROC AUC {m['val_roc_auc']:.4f}, accuracy {m['val_accuracy']:.4f} "
+        f"({len(pos)} positive, {len(neg)} negative slices)")
+    return {"method": "slice probability mapping (FC 100-256-128-1, BCE), fitted after the slice network",
+            "training": "cases composed from slice probabilities (no patient-level labels here): positives from "
+                        "held-out annotated slices, negatives from the negative CTs' slices (seen in training, "
+                        "so their probabilities are lower than an unseen CT's)",
+            "positive_slice_p_mean": round(float(np.mean(pos)), 4),
+            "negative_slice_p_mean": round(float(np.mean(neg)), 4),
+            **cfg.describe(),
+            "composed_val_roc_auc": round(m["val_roc_auc"], 4),
+            "composed_val_accuracy": round(m["val_accuracy"], 4)}
+
+
 def train(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
-          extra: Sequence[ExtraSlice] | None = None, progress: ProgressFn | None = None,
+          extra: Sequence[ExtraSlice] | None = None, extra_source: str = "", progress: ProgressFn | None = None,
           log: Callable[[str], None] = _log) -> TrainResult:
     """Train DCN with fold `cfg.fold` held out; write `dcn.pt` (fp16), `dcn.card.json`, `dcn.history.json`.
 
@@ -176,13 +223,14 @@ def train(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(Path(data_dir), Path(out), cfg, extra or (), progress, log)
+        return _train(Path(data_dir), Path(out), cfg, extra or (), extra_source, progress, log)
     finally:
         torch.set_num_threads(threads)
 
 
 def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
-                   extra: Sequence[ExtraSlice] | None = None, progress: ProgressFn | None = None,
+                   extra: Sequence[ExtraSlice] | None = None, extra_source: str = "",
+                   progress: ProgressFn | None = None,
                    log: Callable[[str], None] = _log) -> TrainResult:
     """Train every fold into `out/fold<k>/`; the shipped files in `out` are fold `cfg.fold`'s, and its card
     gains the cross-validated Dice (mean +- sd over the folds' mean per-slice Dice). `time_limit_min` is
@@ -195,7 +243,8 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
         fold_cfg = replace(cfg, fold=k, time_limit_min=max(left / (cfg.folds - k), 1e-3) if left else 0.0)
         sub = None if progress is None else (lambda f, msg, k=k: progress((k + f) / cfg.folds, f"fold {k}: {msg}"))
         log(f"fold {k + 1}/{cfg.folds}")
-        results.append(train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, progress=sub, log=log))
+        results.append(train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, extra_source=extra_source,
+                             progress=sub, log=log))
     dices = np.array([r.metrics["dice_mean"] for r in results])
     cv = {"folds": cfg.folds, "dice_mean": round(float(dices.mean()), 4), "dice_sd": round(float(dices.std()), 4),
           "per_fold": [round(float(d), 4) for d in dices]}
@@ -210,6 +259,10 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
     card["shipped_fold"] = cfg.fold
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped.weights, out / shipped.weights.name)
+    negatives = [e for e in (extra or ()) if not e[2]]
+    if negatives:  # refit the patient level on every fold's held-out slices (out of fold), not one fold's
+        card["patient_level"] = _patient_level_cv(data_dir, out, cfg, negatives, log)
+        card["sha256"] = sha256_of(out / shipped.weights.name)
     (out / shipped.card.name).write_text(json.dumps(card, indent=2))
     shutil.copyfile(shipped.card.with_name(f"{MODEL_NAME}.history.json"), out / f"{MODEL_NAME}.history.json")
     log(f"{cfg.folds}-fold Dice {cv['dice_mean']:.4f} +- {cv['dice_sd']:.4f} "
@@ -219,9 +272,30 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
                        out / shipped.card.name)
 
 
-def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[ExtraSlice],
+def _patient_level_cv(data_dir: str | Path, out: Path, cfg: DCNTrainConfig, negatives: Sequence[ExtraSlice],
+                      log: Callable[[str], None]) -> dict[str, object]:
+    """`_patient_level` for the shipped fold with positives from every fold's model on its own held-out slices."""
+    data = read_lesion_slices(data_dir)
+    items = [(s.image, s.labels, True) for s in data.slices]
+    model, pos = DCN(base=cfg.base), []
+    for k, (_, val_idx) in enumerate(kfold(len(data), cfg.folds, cfg.seed)):
+        _load_weights(model, out / f"fold{k}" / f"{MODEL_NAME}.pt")
+        pos.append(slice_probabilities(model, _prepare([items[i] for i in val_idx], cfg.size).images, cfg.batch_size))
+    _load_weights(model, out / f"{MODEL_NAME}.pt")
+    neg = slice_probabilities(model, _prepare(negatives, cfg.size).images, cfg.batch_size)
+    entry = _patient_level(model, np.concatenate(pos), neg, cfg.seed, out / f"{MODEL_NAME}.pt", log)
+    return {**entry, "positives": f"out-of-fold: each of the {cfg.folds} fold models on its held-out slices"}
+
+
+def _load_weights(model: DCN, path: Path) -> None:
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    load_slice_network(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[ExtraSlice], extra_source: str,
            progress: ProgressFn | None, log: Callable[[str], None]) -> TrainResult:
     t_start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.size <= 0 or cfg.size % 16:
         raise ValueError(f"size must be a positive multiple of 16, got {cfg.size}")
     torch.manual_seed(cfg.seed)
@@ -241,14 +315,21 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     model = DCN(base=cfg.base)
     with torch.no_grad():  # a background prior (as RetinaNet's): lesions start rare, not at 1/3 of every pixel
         model.seg.head.bias.copy_(torch.tensor([cfg.background_prior, 0.0, 0.0]))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # the slice network; the patient-level SPM is fitted after it (`_patient_level`)
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("spm.")], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     rng = np.random.default_rng([cfg.seed, 3])
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult(best_epoch=-1, metrics={})
     best, best_state = -1.0, None
     n_neg = min(len(neg), int(round(cfg.negatives_per_positive * len(pos))))
-    for epoch in range(cfg.epochs):
+    start, spent = 0, 0.0
+    if cfg.resume and (out / CHECKPOINT).is_file():
+        start, best, best_state, spent = _resume(out / CHECKPOINT, cfg, len(tr.images), model, opt, sched, rng, gen,
+                                                 result)
+        log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch}, Dice {best:.4f})")
+    t_start -= spent
+    for epoch in range(start, cfg.epochs):
         model.train()
         t0, running = time.time(), 0.0
         order = rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]).astype(np.int64))
@@ -274,26 +355,61 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
         if m["dice_mean"] > best:
             best, best_state = m["dice_mean"], copy.deepcopy(model.state_dict())
             result.best_epoch, result.metrics = epoch + 1, m
-        if cfg.time_limit_min and time.time() - t_start > 60 * cfg.time_limit_min:
-            log(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
+        save_atomic({"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
+                     "generator": gen.get_state(), "best": best, "best_state": best_state,
+                     "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
+                     "seconds": time.time() - t_start,
+                     "settings": {**cfg.must_match(), "train_slices": len(tr.images)}}, out / CHECKPOINT)
+        if cfg.time_limit_min and time.time() - t_start > 60 * cfg.time_limit_min and epoch + 1 < cfg.epochs:
+            log(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}; `--resume` continues")
             break
     if best_state is None:
         raise DatasetError("no epoch ran (epochs must be >= 1)")
-    return _finish(out, cfg, result, model, best_state, val, data_dir, len(train_idx), len(val_idx), len(extra),
-                   len(neg), time.time() - t_start, log)
+    negatives = _Slices(tr.images[neg], tr.labels[neg], tr.covid[neg])
+    return _finish(out, cfg, result, model, best_state, val, negatives, data_dir, len(train_idx), len(val_idx),
+                   len(extra), extra_source, time.time() - t_start, log)
+
+
+def _resume(path: Path, cfg: DCNTrainConfig, n_train: int, model: nn.Module, opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator, gen: torch.Generator,
+            result: TrainResult) -> tuple[int, float, dict[str, torch.Tensor] | None, float]:
+    """Restore a checkpoint; (epochs done, best Dice, best state, seconds spent). DatasetError when it does not fit."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DatasetError(f"{path}: not a DCN training checkpoint ({exc})") from None
+    want = {**cfg.must_match(), "train_slices": n_train}
+    if state.get("settings") != want:
+        raise DatasetError(f"{path}: trained with {state.get('settings')}, not {want}; resume with the same "
+                           "settings and data or use another --out")
+    load_slice_network(model, state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["numpy_rng"]
+    gen.set_state(state["generator"])
+    result.history = list(state["history"])
+    result.best_epoch, result.metrics = int(state["best_epoch"]), dict(state["best_metrics"])
+    return int(state["epochs_done"]), float(state["best"]), state["best_state"], float(state["seconds"])
 
 
 def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, state: dict[str, torch.Tensor],
-            val: _Slices, data_dir: Path, n_train: int, n_val: int, n_extra: int, n_neg: int, seconds: float,
-            log: Callable[[str], None]) -> TrainResult:
+            val: _Slices, negatives: _Slices, data_dir: Path, n_train: int, n_val: int, n_extra: int,
+            extra_source: str, seconds: float, log: Callable[[str], None]) -> TrainResult:
     """Write fp16 weights, the card and the history; the card's fp16 Dice is re-measured from the fp16 weights."""
     out.mkdir(parents=True, exist_ok=True)
-    half = _fp16(state)
+    load_slice_network(model, state)
+    half = _fp16(model.state_dict())
     weights = out / f"{MODEL_NAME}.pt"
     torch.save(half, weights)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
     fp16 = evaluate(model, val, cfg.batch_size)
     result.weights, result.card = weights, out / f"{MODEL_NAME}.card.json"
+    patient_level: dict[str, object] = {"fitted": False, "why": "no negative slices to fit it on"}
+    if len(negatives.images):
+        patient_level = _patient_level(model, slice_probabilities(model, val.images, cfg.batch_size),
+                                       slice_probabilities(model, negatives.images, cfg.batch_size), cfg.seed,
+                                       weights, log)
     card = {
         "name": MODEL_NAME,
         "architecture": f"DCN (Gao et al., MedIA 2021): U-Net segmentation branch + ResNet-50 classification "
@@ -304,6 +420,7 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
         "weights_file": weights.name,
         "weights_dtype": "float16",
         "sha256": sha256_of(weights),
+        "patient_level": patient_level,
         "preprocessing": {
             "input": "axial CT slice, one grey channel in [0, 1]",
             "ct_window_hu": list(EXPORT_WINDOW_HU),
@@ -317,7 +434,8 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
             "dataset": f"COVID-SemiSeg (Inf-Net) training slices from {data_dir.name}: {n_train} train, "
                        f"{n_val} validation (fold {cfg.fold} of {cfg.folds}, seed {cfg.seed})",
             "extra_slices": n_extra,
-            "extra_negatives": n_neg,
+            "extra_negatives": len(negatives.images),
+            "extra_source": extra_source or "none",
             "classification_labels": "COVID (1) = every COVID-SemiSeg slice and extra slices flagged COVID; "
                                      "NonCOVID (0) = extra slices not flagged",
             "terms": "COVID-SemiSeg: non-commercial research use only; not shipped with LungLens and not "

@@ -10,7 +10,9 @@ from torch import nn
 from inference.models import WeightsError, get_model
 from inference.models.dcn import (
     DCN,
+    EXPORT_WINDOW_HU,
     LA_SOURCES,
+    SHIPPED_BASE,
     DCNOutput,
     DCNPreprocess,
     LesionAttention,
@@ -27,7 +29,8 @@ from inference.screening.run import screening_models
 UNET_PARAMETERS = 31_033_667
 RESNET50_PARAMETERS = 23_505_858
 LA_PARAMETERS = 5_549_124
-DCN_PARAMETERS = 60_088_649
+SPM_PARAMETERS = 58_881
+DCN_PARAMETERS = 60_147_530
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,8 +95,9 @@ def test_classification_branch_is_resnet50(full):
 
 def test_parameter_counts(full):
     assert count(full.la) == LA_PARAMETERS
-    assert count(full) == UNET_PARAMETERS + RESNET50_PARAMETERS + LA_PARAMETERS == DCN_PARAMETERS
-    assert get_model("dcn").parameter_count() == DCN_PARAMETERS
+    assert count(full.spm) == SPM_PARAMETERS
+    assert count(full) == UNET_PARAMETERS + RESNET50_PARAMETERS + LA_PARAMETERS + SPM_PARAMETERS == DCN_PARAMETERS
+    assert get_model("dcn").parameter_count() == count(DCN(base=SHIPPED_BASE)) < DCN_PARAMETERS / 10
 
 
 def test_la_modules_pair_features_of_matching_scale(full):
@@ -252,8 +256,9 @@ def test_registry_entry():
     assert spec.positive_class == "COVID" and spec.weights is None and "Gao" in spec.description
     assert isinstance(spec.transforms, DCNPreprocess)
     pre = spec.preprocessing
-    assert pre["ct_window_hu"] == [-900.0, 100.0] and pre["resize"] == 256 and "512" in pre["resize_note"]
-    assert "dcn" not in {m.name for m in screening_models()}  # not offered for CT screening yet
+    assert pre["ct_window_hu"] == [-1080.0, 200.0] == list(EXPORT_WINDOW_HU) and "-900" in pre["window_note"]
+    assert pre["resize"] == 192 and "512" in pre["resize_note"]
+    assert "dcn" in {m.name for m in screening_models()}
     with pytest.raises(WeightsError, match="no shipped weights"):
         spec.build()
     model = spec.build(pretrained=False, base=8)
@@ -263,9 +268,9 @@ def test_registry_entry():
 def test_preprocess():
     pre = DCNPreprocess()
     batch = pre([np.full((30, 50), 0.5, np.float32), np.ones((300, 200), np.float32)])
-    assert batch.shape == (2, 1, 256, 256) and batch.dtype == torch.float32
+    assert batch.shape == (2, 1, 192, 192) and batch.dtype == torch.float32
     assert float(batch.max()) <= 1.0 + 1e-6 and float(batch.min()) >= 0.0
-    assert torch.allclose(pre.window(torch.tensor([-1000.0, -400.0, 500.0])), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(pre.window(torch.tensor([-1200.0, -440.0, 500.0])), torch.tensor([0.0, 0.5, 1.0]))
     with pytest.raises(ValueError):
         DCNPreprocess(size=250)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
+from inference.models._api import sha256_of
+from inference.models.dcn import DCN
+from inference.training.datasets.ct_crops import lung_crops
 from inference.training.datasets.phantom_lesions import EXPORT_WINDOW_HU, lesion_labels, volume_slices, window01
+from inference.training.datasets.volumes import DatasetError
 from inference.training.recipes.dcn import DCNTrainConfig, augment, cross_validate, slice_dice, train
 from viewer.synthetic.phantom import make_phantom
 
 SHAPE, SPACING = (16, 64, 64), (18.0, 3.5, 3.5)  # small volumes whose lesions still span several pixels
 # held-out mean per-slice Dice after FAST: measured 0.147, 0.144, 0.220 (seeds 0, 1, 2); untrained ~0.02-0.05
 DICE_FLOOR = 0.08
-FAST = dict(size=64, base=8, epochs=20, folds=3, batch_size=4, lr=3e-3, seed=0)
+FAST = dict(size=64, base=8, epochs=20, folds=3, batch_size=4, lr=3e-3, seed=0, negatives_per_positive=1.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -130,6 +134,54 @@ def test_cli_trains_dcn(semiseg, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "dcn.pt").is_file()
     assert json.loads((tmp_path / "dcn.card.json").read_text())["config"]["fold"] == 1
     assert "wrote" in capsys.readouterr().out
+
+
+def test_resume_continues_the_same_run(semiseg, negatives, tmp_path):
+    """Stopped by the time limit after epoch 1 and resumed: the same two epochs as one uninterrupted run."""
+    cfg = DCNTrainConfig(**{**FAST, "epochs": 2})
+    whole = train(semiseg, tmp_path / "whole", cfg, extra=negatives, log=lambda _: None)
+    train(semiseg, tmp_path / "split", replace(cfg, time_limit_min=1e-6), extra=negatives, log=lambda _: None)
+    assert len(json.loads((tmp_path / "split" / "dcn.history.json").read_text())) == 1
+    logs: list[str] = []
+    resumed = train(semiseg, tmp_path / "split", replace(cfg, resume=True), extra=negatives, log=logs.append)
+    assert any("resumed after epoch 1" in m for m in logs)
+    assert len(resumed.history) == len(whole.history) == 2
+    for a, b in zip(resumed.history, whole.history):
+        assert {**a, "seconds": 0} == pytest.approx({**b, "seconds": 0})
+    with pytest.raises(DatasetError, match="resume with the same settings"):
+        train(semiseg, tmp_path / "split", replace(cfg, resume=True, lr=1e-4), extra=negatives, log=lambda _: None)
+
+
+def test_patient_level_is_fitted_and_shipped_with_the_weights(semiseg, negatives, tmp_path):
+    res = train(semiseg, tmp_path, DCNTrainConfig(**{**FAST, "epochs": 1}), extra=negatives, log=lambda _: None)
+    card = json.loads(res.card.read_text())
+    level = card["patient_level"]
+    assert 0.0 <= level["composed_val_roc_auc"] <= 1.0 and level["composed_cases"] > 0
+    state = torch.load(res.weights, weights_only=True)
+    model = DCN(base=8)
+    model.load_state_dict(state)  # strict: the SPM is in the file
+    assert torch.equal(state["spm.net.0.weight"].float(), model.spm.net[0].weight.data)
+    assert card["sha256"] == sha256_of(res.weights)
+    alone = train(semiseg, tmp_path / "alone", DCNTrainConfig(**{**FAST, "epochs": 1}), log=lambda _: None)
+    assert json.loads(alone.card.read_text())["patient_level"]["fitted"] is False
+
+
+def test_lung_crops_cut_the_lung_box_in_the_export_window():
+    hu = np.full((6, 40, 50), -1080.0, np.float32)
+    lungs = np.zeros(hu.shape, bool)
+    lungs[1:5, 10:30, 5:45] = True
+    lungs[1, 10:12, 5:7] = False  # a small slice: under the share, left out
+    lungs[1] = False
+    lungs[1, 10:12, 5:7] = True
+    hu[lungs] = 200.0
+    crops = lung_crops(hu, lungs, is_covid=False)
+    assert len(crops) == 3  # slices 2-4
+    image, labels, covid = crops[0]
+    assert image.shape == labels.shape == (20 + 2 * 2, 40 + 2 * 4)  # the box grown by 12 % of its size
+    assert image.max() == 1.0 and image.min() == 0.0 and not labels.any() and covid is False
+    assert lung_crops(hu, np.zeros_like(lungs), True) == []
+    with pytest.raises(ValueError, match="shape"):
+        lung_crops(hu, lungs[:-1], True)
 
 
 def test_config_fields_are_the_cli_defaults():
