@@ -10,7 +10,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from app.cli import convert, demo, export_training, info, mask, models, predict, screen, train, view
+from app.cli import (
+    convert,
+    demo,
+    export_training,
+    info,
+    mask,
+    models,
+    predict,
+    screen,
+    segment_lesions,
+    train,
+    view,
+)
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, fail
 from inference.core.choices import HEATMAP_METHODS, LUNG_METHODS, PRECISIONS
 from inference.core.choices import NORMALIZATIONS as SLICE_NORMALIZATIONS
@@ -22,7 +34,7 @@ __all__ = [
 ]
 
 #: the command modules, in the order `lunglens --help` lists them
-COMMANDS = (info, convert, view, models, predict, screen, train, mask, export_training, demo)
+COMMANDS = (info, convert, view, models, predict, segment_lesions, screen, train, mask, export_training, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model", default=DEFAULT_SLICE_MODEL,
-                   help="a registered slice or volume model, e.g. light-squeezenet or decovnet (see `lunglens models`)")
+                   help="a registered screening model: slice (light-squeezenet), volume (decovnet) or lesion "
+                        "segmenter with a case probability (dcn); see `lunglens models`")
     p.add_argument("--lungs", default="threshold", choices=LUNG_METHODS,
                    help="lung mask method: threshold (classic, no weights) or unet (the 2D lung U-Net's weights)")
     add_runtime_options(p)

@@ -30,7 +30,8 @@ def _has_weights(spec: ModelSpec) -> bool:
 
 
 def usable_models() -> list[str]:
-    """Registered screening models (slice or volume input) whose weights are installed (the ones a user can run)."""
+    """Registered screening models (slice, volume, lesion segmenter) whose weights are installed (the ones a user
+    can run)."""
     return [m.name for m in screening_models() if _has_weights(m)]
 
 
@@ -46,7 +47,7 @@ def usable_lung_methods() -> list[str]:
 
 
 #: how the AI dock names the heat maps of `inference.inferers.slice.HEATMAP_METHODS`
-HEATMAP_NAMES = {"grad-cam": "Grad-CAM", "cam": "CAM (paper)"}
+HEATMAP_NAMES = {"grad-cam": "Grad-CAM", "cam": "CAM (paper)", "lesion-attention": "lesion attention (LA 2-3)"}
 
 
 def heatmap_choices() -> list[tuple[str, str]]:
@@ -60,6 +61,13 @@ def is_slice_model(name: str) -> bool:
         return get_model(name).input_kind == "slice"
     except UnknownModelError:
         return False
+
+
+def _by_kind(pred: Prediction) -> str:
+    """" (GGO 12.3 mL, consolidation 4.5 mL)" for models that tell lesion kinds apart, else ""."""
+    if not pred.lesion_ml_by_kind:
+        return ""
+    return " (" + ", ".join(f"{k} {v:.1f} mL" for k, v in pred.lesion_ml_by_kind.items()) + ")"
 
 
 class AnalyzeWorker(Worker):
@@ -147,7 +155,7 @@ class ResultsPanel(QtWidgets.QWidget):
         self.prediction = pred
         self.headline.setText(
             f"P(COVID) = {pred.positive_probability:.2f}  ({pred.model}, {pred.aggregation}, {pred.device})\n"
-            f"lesions {pred.lesion_ml:.1f} mL, {pred.involvement_percent():.1f} % of the lungs "
+            f"lesions {pred.lesion_ml:.1f} mL{_by_kind(pred)}, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
             f"severity {pred.severity}/30; heat map {HEATMAP_NAMES.get(pred.heatmap_method, pred.heatmap_method)}; "
             f"{pred.timings.get('total', 0):.1f} s")

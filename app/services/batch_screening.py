@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.core.types import InferenceError
+from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
 from inference.inferers.volume import VolumeClassifier
 from inference.screening.run import ScreeningConfig, load_model, run
@@ -76,9 +78,10 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
            backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
            lungs: str = "threshold",
            progress: ProgressFn | None = None, log: Callable[[str], None] = _log.info,
-           classifier: SliceClassifier | VolumeClassifier | None = None) -> tuple[list[dict], list[dict]]:
-    """Screen every case with a slice or volume model; write results.csv/json (ranked by probability) and
-    per-case NIfTI masks. `lungs`: the lung mask method ("threshold" or "unet").
+           classifier: SliceClassifier | VolumeClassifier | LesionSegmenter | None = None,
+           ) -> tuple[list[dict], list[dict]]:
+    """Screen every case with a slice or volume model or a lesion segmenter (DCN); write results.csv/json
+    (ranked by probability) and per-case NIfTI masks. `lungs`: the lung mask method ("threshold" or "unet").
 
     A volume model (DeCoVNet) classifies no single slices: its `slices` column is 0.
     """
@@ -107,7 +110,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
                 write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
             summary = pred.summary()
             write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
-        except (LoadError, ValueError, OSError, RuntimeError) as exc:
+        except (LoadError, InferenceError, ValueError, OSError, RuntimeError) as exc:
             errors.append({"source": case.source, "series": case.series, "error": str(exc)})
             log(f"skipped {case.name}: {exc}")
             continue

@@ -46,6 +46,7 @@ class Prediction:
     lesion_centre: tuple[float, float, float] | None = None  # (z, y, x) voxel of the localized lesion
     localization: dict[str, Any] = field(default_factory=dict)  # how the lesion was localized (volume models)
     heatmap_method: str = ""  # how `heatmap` was made, e.g. "grad-cam" or "cam"
+    lesion_ml_by_kind: dict[str, float] = field(default_factory=dict)  # e.g. {"GGO": .., "consolidation": ..}
 
     @property
     def positive_probability(self) -> float:
@@ -75,6 +76,8 @@ class Prediction:
             "input_kind": self.input_kind,
             "slices_classified": int(len(self.slice_indices)),
             "lesion_ml": round(self.lesion_ml, 2),
+            **({"lesion_ml_by_kind": {k: round(v, 2) for k, v in self.lesion_ml_by_kind.items()}}
+               if self.lesion_ml_by_kind else {}),
             "involvement_percent": round(self.involvement_percent(), 2),
             "involvement_left_percent": round(self.involvement_percent("left"), 2),
             "involvement_right_percent": round(self.involvement_percent("right"), 2),

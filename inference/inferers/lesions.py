@@ -1,7 +1,7 @@
 """Running a lesion segmenter (DCN) on a CT volume: GGO / consolidation labels, its heat map, slice probabilities.
 
 Per axial slice that contains lung: the in-plane lung bounding box of the whole volume (grown by
-CROP_MARGIN of its size, as the screening crop) is windowed with the model's pre-processing (HU window ->
+`LUNG_CROP_MARGIN` of its size, as the screening crop) is windowed with the model's pre-processing (HU window ->
 [0, 1]), fitted into its size x size input with the physical aspect kept (`SquareFit`), and run in
 batches. The segmentation logits are mapped back to the crop bilinearly, argmax'ed and kept inside the
 lungs; the heat map is the mean of the LA 2 and LA 3 attention maps (the paper's best), mapped back the
@@ -21,12 +21,13 @@ from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
 from inference.models.dcn import DCNPreprocess
+from inference.transforms.crop import lung_crop_box
 from inference.transforms.fit import SquareFit
 
-__all__ = ["CROP_MARGIN", "HEAT_MAPS", "LesionResult", "LesionSegmenter"]
+__all__ = ["HEATMAP_METHOD", "HEAT_MAPS", "LesionResult", "LesionSegmenter"]
 
-CROP_MARGIN = 0.12  # of the lung box's size on each side; the screening crop's margin (ScreeningConfig)
 HEAT_MAPS = (1, 2)  # the LA maps averaged into the heat map: LA 2 and LA 3, 0-based
+HEATMAP_METHOD = "lesion-attention"
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class LesionSegmenter:
                  module: nn.Module | None = None, batch_size: int = 8) -> None:
         self.spec = get_model(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
         if self.spec.input_kind != "segmentation":
-            raise ValueError(f"model {self.spec.name!r} takes {self.spec.input_kind}s, not CT volumes to segment")
+            raise ValueError(f"model {self.spec.name!r} is a {self.spec.input_kind} model, not a lesion segmenter")
         if not isinstance(self.spec.transforms, DCNPreprocess):
             raise ValueError(f"model {self.spec.name!r} has no lesion-segmentation pre-processing in its entry")
         if batch_size < 1:
@@ -76,6 +77,36 @@ class LesionSegmenter:
     @property
     def engine(self) -> str:
         return f"{self.device} (torch)"
+
+    def heatmap_methods(self) -> tuple[str, ...]:
+        """The heat map this model makes: its lesion-attention maps."""
+        return (HEATMAP_METHOD,)
+
+    def check_heatmap(self, method: str | None = None) -> str:
+        """`method` (None: the lesion-attention map) if this model makes it; ValueError otherwise."""
+        if method not in (None, HEATMAP_METHOD):
+            raise ValueError(f"model {self.spec.name!r} makes its lesion-attention heat map only, not {method!r} "
+                             "(leave --heatmap out)")
+        return HEATMAP_METHOD
+
+    def case_probability(self, slice_probabilities: np.ndarray) -> float:
+        """P(positive) of a case from its slice probabilities: the model's slice probability mapping."""
+        if len(slice_probabilities) == 0:
+            raise ValueError("no slice probabilities: no slice with lung was classified")
+        return float(self.model.case_probability(np.asarray(slice_probabilities, np.float64)))
+
+    def segment_images(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """Lesion labels (uint8, the image's size) and P(positive) of 2D grey images in [0, 1] that are already
+        windowed (e.g. 8-bit exports), each fitted into the model input with its aspect kept."""
+        out = []
+        for image in images:
+            im = np.asarray(image, np.float32)
+            if im.ndim != 2 or min(im.shape) < 2:
+                raise ValueError(f"need a 2-D grey image of at least 2 x 2 pixels, got shape {im.shape}")
+            fit = SquareFit.of(im.shape, (1.0, 1.0), self.preprocess.size)
+            labels, _, p = self._forward(torch.from_numpy(im)[None, None], fit)
+            out.append((labels[0], float(p[0])))
+        return out
 
     def segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LesionResult:
@@ -104,9 +135,9 @@ class LesionSegmenter:
         labels = np.zeros(volume_hu.shape, np.uint8)
         heat = np.zeros(volume_hu.shape, np.float32)
         probability = np.full(volume_hu.shape[0], np.nan, np.float32)
-        box = _lung_box(lungs)
         indices = np.flatnonzero(lungs.any(axis=(1, 2)))
-        if box is not None:
+        if len(indices):
+            box = lung_crop_box(lungs)
             crop = (volume_hu[:, box[0], box[1]], lungs[:, box[0], box[1]])
             fit = SquareFit.of(crop[0].shape[1:], (float(spacing[1]), float(spacing[2])), self.preprocess.size)
             n = len(indices)
@@ -122,10 +153,13 @@ class LesionSegmenter:
         report(1.0, "Lesions segmented")
         return LesionResult(labels, heat, probability)
 
-    @torch.inference_mode()
     def _run(self, hu: np.ndarray, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One batch of cropped HU slices -> labels (uint8), heat (float32) on the crop, slice probabilities."""
-        x = self.preprocess.window(torch.from_numpy(np.ascontiguousarray(hu)))[:, None]
+        return self._forward(self.preprocess.window(torch.from_numpy(np.ascontiguousarray(hu)))[:, None], fit)
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, 1, ny, nx) grey in [0, 1] -> labels (uint8), heat (float32) and P(positive), on the input grid."""
         x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
         out = self.model(x)
         labels = fit.from_model(out.seg_logits.float()).argmax(dim=1).to(torch.uint8)
@@ -135,17 +169,6 @@ class LesionSegmenter:
         heat = fit.from_model(torch.stack(maps).mean(dim=0)).clamp_(0.0, 1.0)[:, 0]
         p = torch.softmax(out.logits.float(), dim=1)[:, self.positive_index]
         return labels.cpu().numpy(), heat.cpu().numpy(), p.cpu().numpy()
-
-
-def _lung_box(lungs: np.ndarray) -> tuple[slice, slice] | None:
-    """In-plane bounding box of all lung voxels grown by CROP_MARGIN of its size (clipped); None without lung."""
-    ys, xs = np.nonzero(lungs.any(axis=0))
-    if len(ys) == 0:
-        return None
-    ny, nx = lungs.shape[1:]
-    my, mx = int((ys.max() - ys.min()) * CROP_MARGIN), int((xs.max() - xs.min()) * CROP_MARGIN)
-    return (slice(max(0, ys.min() - my), min(ny, ys.max() + my + 1)),
-            slice(max(0, xs.min() - mx), min(nx, xs.max() + mx + 1)))
 
 
 class _Progress:

@@ -1,5 +1,6 @@
 """Screening a CT volume: the front door, which loads a registered model and sends the volume to the pipeline
-of the model's input kind (`pipelines.slice` for 2D slice models, `pipelines.volume` for 3D ones).
+of the model's input kind (`pipelines.slice` for 2D slice models, `pipelines.volume` for 3D ones,
+`pipelines.lesions` for lesion segmenters with a case-level answer such as DCN).
 
 Input convention: HU array (z, y, x) with z toward the head, y toward posterior, x toward
 the patient's left (the viewer's canonical orientation), and its (z, y, x) spacing in mm.
@@ -13,10 +14,13 @@ import numpy as np
 
 from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, ProgressFn
+from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
 from inference.inferers.volume import VolumeClassifier
 from inference.models._api import ModelSpec, get_model, list_models
+from inference.models.dcn import DCNPreprocess
 from inference.screening.config import SCREENING_INPUT_KINDS, ScreeningConfig
+from inference.screening.pipelines.lesions import run_lesions
 from inference.screening.pipelines.slice import run_slices
 from inference.screening.pipelines.volume import run_volume
 
@@ -24,13 +28,16 @@ __all__ = ["ScreeningConfig", "load_model", "run", "screening_models"]
 
 
 def screening_models() -> list[ModelSpec]:
-    """Registered models that screen a CT (slice or volume input), with shipped weights or not."""
-    return [m for m in list_models() if m.input_kind in SCREENING_INPUT_KINDS]
+    """Registered models that screen a CT (slice or volume input, or a lesion segmenter with a case probability:
+    `DCNPreprocess` in its entry), with shipped weights or not."""
+    return [m for m in list_models()
+            if m.input_kind in SCREENING_INPUT_KINDS or isinstance(m.transforms, DCNPreprocess)]
 
 
 def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "auto",
-               precision: str = "auto") -> SliceClassifier | VolumeClassifier:
-    """A registered screening model ready to run: a `SliceClassifier` or a `VolumeClassifier` by its input kind.
+               precision: str = "auto") -> SliceClassifier | VolumeClassifier | LesionSegmenter:
+    """A registered screening model ready to run: a `SliceClassifier`, `VolumeClassifier` or `LesionSegmenter` by
+    its input kind.
 
     `precision` (slice models): "auto" (mixed precision on CUDA where a probe shows it changes no probability
     by more than 1e-3), "fp32" or "mixed"; see `inference.core.device.PRECISIONS`.
@@ -40,10 +47,14 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
         WeightsError: its weights are missing or altered.
     """
     spec = get_model(model) if isinstance(model, str) else model
-    if spec.input_kind == "volume":
+    if spec.input_kind in ("volume", "segmentation"):
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"model {spec.name!r} runs on torch only (backend {backend!r} is for slice models)")
-        return VolumeClassifier(spec, device=device)
+        if spec.input_kind == "volume":
+            return VolumeClassifier(spec, device=device)
+        if spec.name not in {m.name for m in screening_models()}:
+            raise ValueError(f"model {spec.name!r} segments but gives no case probability: not a screening model")
+        return LesionSegmenter(spec, device=device)
     if spec.input_kind != "slice":
         raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a screening model")
     # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
@@ -53,7 +64,7 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
 def run(
     volume: np.ndarray,
     spacing: tuple[float, float, float],
-    model: str | ModelSpec | SliceClassifier | VolumeClassifier = "light-squeezenet",
+    model: str | ModelSpec | SliceClassifier | VolumeClassifier | LesionSegmenter = "light-squeezenet",
     *,
     device: str = "auto",
     backend: str = "auto",
@@ -81,5 +92,8 @@ def run(
     if isinstance(model, SliceClassifier):
         return run_slices(volume, spacing, model, config=cfg, lung_labels=lung_labels, lungs=lungs,
                           progress=progress, cancel=cancel, started=t0)
+    if isinstance(model, LesionSegmenter):
+        return run_lesions(volume, spacing, model, lungs=lungs, lung_labels=lung_labels, progress=progress,
+                           cancel=cancel)
     return run_volume(volume, spacing, model, lungs=lungs, lung_labels=lung_labels, progress=progress,
                       cancel=cancel, config=cfg)

@@ -50,8 +50,8 @@ def test_choices_module_imports_no_torch_or_numpy():
 def test_every_command_module_registers_and_runs():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = list(sub.choices)
-    assert names == ["info", "convert", "view", "models", "predict", "screen", "train", "mask", "export-training",
-                     "demo"]
+    assert names == ["info", "convert", "view", "models", "predict", "segment-lesions", "screen", "train", "mask",
+                     "export-training", "demo"]
     for module in COMMANDS:
         assert callable(module.register) and callable(module.run), module.__name__
 

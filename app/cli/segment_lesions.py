@@ -1,0 +1,90 @@
+"""`lunglens segment-lesions`: lesion masks (GGO, consolidation) of 2D slice images with a lesion segmenter."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from pathlib import Path
+
+from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
+from app.cli.progress_bar import ProgressBar
+
+DEFAULT_LESION_MODEL = "dcn"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment-lesions", help="lesion masks (GGO, consolidation) of 2D slice images (PNG/JPG)",
+        description="Segment COVID-19 lesions in axial CT slice images that are already windowed (8-bit "
+                    "exports, any size or mode). For each image writes OUT/<stem>.png of the same size: 0 "
+                    "background, 1 ground-glass opacity, 2 consolidation (a second image of the same stem gets "
+                    "<stem>_2.png), and prints its lesion share of the image. An image that cannot be read is "
+                    "reported and skipped. Exit code 1 when any image failed. Not for clinical diagnosis.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders searched recursively")
+    p.add_argument("--model", default=DEFAULT_LESION_MODEL, help="a registered lesion segmenter (default: dcn)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from inference.core.types import InferenceError
+    from inference.inferers.lesions import LesionSegmenter
+    from inference.transforms.images import ImageError, find_images, load_grey
+    from viewer.io.atomic_files import WriteError, write_bytes_atomic
+
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    if missing:
+        return fail(f"{missing[0]}: no such file or folder")
+    try:
+        seg = LesionSegmenter(args.model, device=args.device)
+    except (InferenceError, ValueError) as exc:  # unknown model, not a lesion segmenter, no weights, bad device
+        return fail(str(exc))
+    paths = find_images(args.inputs)
+    if not paths:
+        return fail("no images found (PNG, JPG, BMP or TIFF)")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return fail(f"{out}: cannot create the output folder: {exc}")
+    bar = ProgressBar("segmenting")
+    failed, used = 0, set()
+    for n, path in enumerate(paths, start=1):
+        try:
+            labels, _ = seg.segment_images([load_grey(path)])[0]
+            target = _unique_name(out, Path(path).stem, used)
+            buffer = io.BytesIO()
+            Image.fromarray(labels.astype(np.uint8), mode="L").save(buffer, format="PNG")
+            write_bytes_atomic(target, buffer.getvalue())
+        except (ImageError, ValueError, OSError) as exc:
+            failed += 1
+            bar.close()
+            reason = str(exc) if isinstance(exc, (ImageError, WriteError)) else f"{path}: {exc}"
+            print(f"lunglens: skipped: {reason}", file=sys.stderr)
+            continue
+        bar.close()
+        share = [100.0 * np.count_nonzero(labels == k) / labels.size for k in (1, 2)]
+        print(f"{path}: lesion {share[0] + share[1]:.2f} % of the image (GGO {share[0]:.2f} %, consolidation "
+              f"{share[1]:.2f} %) -> {target}")
+        bar(n / len(paths), f"{n}/{len(paths)} images")
+    bar.close()
+    done = len(paths) - failed
+    print(f"wrote {done} mask(s) to {out} with {seg.spec.name} on {seg.engine}"
+          + (f"; {failed} image(s) skipped (see above)" if failed else ""))
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def _unique_name(out: Path, stem: str, used: set[str]) -> Path:
+    """OUT/<stem>.png, or <stem>_2.png, _3, ... when an earlier image of this run took the name."""
+    name, k = f"{stem}.png", 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}.png"
+    used.add(name)
+    return out / name
