@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
+from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, fail
 from app.cli.progress_bar import ProgressBar
 from inference.core.choices import DCN_TRAIN, DECOVNET_TRAIN, LIGHT_SQUEEZENET_TRAIN, LUNG_UNET_TRAIN, NORMALIZATIONS
 
@@ -166,7 +166,10 @@ def _register_dcn(models: argparse._SubParsersAction) -> None:
     fold = p.add_mutually_exclusive_group()
     fold.add_argument("--fold", type=int, default=d["fold"], metavar="K", help="the held-out fold (0-based)")
     fold.add_argument("--cv", action="store_true",
-                      help="cross-validate: train every fold; the weights in --out are fold 0's")
+                      help="cross-validate: train every fold; the weights in --out are fold 0's (see --final)")
+    p.add_argument("--final", action="store_true",
+                   help="with --cv: then train on every slice for the folds' median best epoch count and ship "
+                        "that model (the cross-validated Dice is its estimate)")
     p.add_argument("--folds", type=int, default=d["folds"])
     p.add_argument("--size", type=int, default=d["size"], help="input side, a multiple of 16 (the paper: 512)")
     p.add_argument("--base", type=int, default=d["base"], help="network width (the paper: 64)")
@@ -195,10 +198,15 @@ def run_dcn(args: argparse.Namespace) -> int:
                          negatives_per_positive=args.negatives_per_positive)
     if not os.path.isdir(args.data):
         return fail(f"{args.data}: no such folder")
+    if args.final and not args.cv:
+        return fail("--final needs --cv (the folds choose its epoch count)", EXIT_USAGE)
     extra, sources = negative_slices(args.negatives)
     try:
-        result = (cross_validate if args.cv else train)(args.data, args.out, cfg, extra=extra,
-                                                        extra_source="; ".join(sources), log=print)
+        if args.cv:
+            result = cross_validate(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources),
+                                    final=args.final, log=print)
+        else:
+            result = train(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources), log=print)
     except (DatasetError, ValueError) as exc:
         return fail(str(exc))
     print(f"wrote {result.weights} and {result.card}")

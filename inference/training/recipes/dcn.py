@@ -89,6 +89,7 @@ class DCNTrainConfig:
 
 
 CHECKPOINT = f"{MODEL_NAME}.checkpoint.pt"
+ALL_SLICES = -1  # `fold` value: train on every slice, hold none out (the final model after cross-validation)
 
 
 @dataclass
@@ -187,6 +188,9 @@ def slice_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int 
     return torch.cat(probs).double().numpy() if probs else np.zeros(0)
 
 
+_DICE_KEYS = ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")
+
+
 def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
 
@@ -229,22 +233,28 @@ def train(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = No
 
 
 def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
-                   extra: Sequence[ExtraSlice] | None = None, extra_source: str = "",
+                   extra: Sequence[ExtraSlice] | None = None, extra_source: str = "", final: bool = False,
                    progress: ProgressFn | None = None,
                    log: Callable[[str], None] = _log) -> TrainResult:
-    """Train every fold into `out/fold<k>/`; the shipped files in `out` are fold `cfg.fold`'s, and its card
-    gains the cross-validated Dice (mean +- sd over the folds' mean per-slice Dice). `time_limit_min` is
-    the whole run's, shared evenly by the folds still to run."""
+    """Train every fold into `out/fold<k>/`; the shipped files in `out` are fold `cfg.fold`'s (`final`: a model
+    trained on every slice for the folds' median best epoch count), and its card gains the cross-validated
+    Dice (mean +- sd over the folds' mean per-slice Dice). `time_limit_min` is the folds' run, shared evenly
+    by the folds still to run. With `cfg.resume`, a fold an earlier run finished (its card, weights and
+    history, no checkpoint) is kept and the others resume from their checkpoints."""
     cfg = cfg or DCNTrainConfig()
     out = Path(out)
     t0, results = time.time(), []
+    steps = cfg.folds + int(final)
     for k in range(cfg.folds):
         left = cfg.time_limit_min - (time.time() - t0) / 60 if cfg.time_limit_min else 0.0
         fold_cfg = replace(cfg, fold=k, time_limit_min=max(left / (cfg.folds - k), 1e-3) if left else 0.0)
-        sub = None if progress is None else (lambda f, msg, k=k: progress((k + f) / cfg.folds, f"fold {k}: {msg}"))
+        sub = None if progress is None else (lambda f, msg, k=k: progress((k + f) / steps, f"fold {k}: {msg}"))
         log(f"fold {k + 1}/{cfg.folds}")
-        results.append(train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, extra_source=extra_source,
-                             progress=sub, log=log))
+        done = _finished_fold(out / f"fold{k}") if cfg.resume else None
+        if done is not None:
+            log(f"fold {k + 1} was finished by an earlier run (best epoch {done.best_epoch}): kept")
+        results.append(done or train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, extra_source=extra_source,
+                                     progress=sub, log=log))
     dices = np.array([r.metrics["dice_mean"] for r in results])
     cv = {"folds": cfg.folds, "dice_mean": round(float(dices.mean()), 4), "dice_sd": round(float(dices.std()), 4),
           "per_fold": [round(float(d), 4) for d in dices]}
@@ -253,10 +263,16 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
         cv[f"dice_{name.lower()}_mean"], cv[f"dice_{name.lower()}_sd"] = (round(float(vals.mean()), 4),
                                                                           round(float(vals.std()), 4))
     shipped = results[cfg.fold]
+    if final:
+        epochs = max(1, int(round(float(np.median([r.best_epoch for r in results])))))
+        log(f"final model: every slice, {epochs} epochs (the folds' median best epoch)")
+        sub = None if progress is None else (lambda f, msg: progress((cfg.folds + f) / steps, f"final: {msg}"))
+        shipped = train(data_dir, out / "final", replace(cfg, fold=ALL_SLICES, epochs=epochs, time_limit_min=0.0),
+                        extra=extra, extra_source=extra_source, progress=sub, log=log)
     assert shipped.weights is not None and shipped.card is not None
     card = json.loads(shipped.card.read_text())
     card["cross_validation"] = cv
-    card["shipped_fold"] = cfg.fold
+    card["shipped_fold"] = "final (every slice)" if final else cfg.fold
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped.weights, out / shipped.weights.name)
     negatives = [e for e in (extra or ()) if not e[2]]
@@ -287,6 +303,16 @@ def _patient_level_cv(data_dir: str | Path, out: Path, cfg: DCNTrainConfig, nega
     return {**entry, "positives": f"out-of-fold: each of the {cfg.folds} fold models on its held-out slices"}
 
 
+def _finished_fold(folder: Path) -> TrainResult | None:
+    """The result of a fold an earlier run finished (card, weights and history; no checkpoint), else None."""
+    card, weights, history = (folder / f"{MODEL_NAME}{s}" for s in (".card.json", ".pt", ".history.json"))
+    if (folder / CHECKPOINT).exists() or not (card.is_file() and weights.is_file() and history.is_file()):
+        return None
+    data = json.loads(card.read_text())
+    return TrainResult(int(data["best_epoch"]), dict(data["validation_metrics"]), json.loads(history.read_text()),
+                       weights, card)
+
+
 def _load_weights(model: DCN, path: Path) -> None:
     state = torch.load(path, weights_only=True, map_location="cpu")
     load_slice_network(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -300,17 +326,21 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
         raise ValueError(f"size must be a positive multiple of 16, got {cfg.size}")
     torch.manual_seed(cfg.seed)
     data = read_lesion_slices(data_dir)
-    if len(data) < cfg.folds or not 0 <= cfg.fold < cfg.folds:
+    if cfg.fold == ALL_SLICES:
+        train_idx, val_idx = np.arange(len(data)), np.zeros(0, np.int64)
+    elif len(data) < cfg.folds or not 0 <= cfg.fold < cfg.folds:
         raise DatasetError(f"{data_dir}: {len(data)} slices cannot make {cfg.folds} folds "
                            f"with fold {cfg.fold} held out")
-    train_idx, val_idx = kfold(len(data), cfg.folds, cfg.seed)[cfg.fold]
+    else:
+        train_idx, val_idx = kfold(len(data), cfg.folds, cfg.seed)[cfg.fold]
     items = [(s.image, s.labels, True) for s in data.slices]
     tr = _prepare([items[i] for i in train_idx] + list(extra), cfg.size)
     val = _prepare([items[i] for i in val_idx], cfg.size)
     pos = np.flatnonzero(tr.covid.numpy() == 1)
     neg = np.flatnonzero(tr.covid.numpy() == 0)
-    log(f"{len(train_idx)} training and {len(val_idx)} validation slices of {data_dir.name} (fold {cfg.fold} of "
-        f"{cfg.folds}); {len(extra)} extra slices ({len(neg)} negatives); size {cfg.size}")
+    held = "none held out" if cfg.fold == ALL_SLICES else f"fold {cfg.fold} of {cfg.folds}"
+    log(f"{len(train_idx)} training and {len(val_idx)} validation slices of {data_dir.name} ({held}); "
+        f"{len(extra)} extra slices ({len(neg)} negatives); size {cfg.size}")
 
     model = DCN(base=cfg.base)
     with torch.no_grad():  # a background prior (as RetinaNet's): lesions start rare, not at 1/3 of every pixel
@@ -347,13 +377,14 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
             if progress is not None:
                 progress((epoch + (step + 1) / steps) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
         sched.step()
-        m = evaluate(model, val, cfg.batch_size)
+        m = evaluate(model, val, cfg.batch_size) if len(val.images) else {}
         m.update(epoch=epoch + 1, loss=running / steps, lr=opt.param_groups[0]["lr"], seconds=time.time() - t0)
         result.history.append(m)
-        log(f"epoch {epoch + 1:3d}  loss {m['loss']:.4f}  val Dice {m['dice_mean']:.4f}  GGO {m['dice_ggo']:.4f}  "
-            f"consolidation {m['dice_consolidation']:.4f}  ({m['seconds']:.0f} s)")
-        if m["dice_mean"] > best:
-            best, best_state = m["dice_mean"], copy.deepcopy(model.state_dict())
+        scores = (f"val Dice {m['dice_mean']:.4f}  GGO {m['dice_ggo']:.4f}  consolidation "
+                  f"{m['dice_consolidation']:.4f}  " if "dice_mean" in m else "")
+        log(f"epoch {epoch + 1:3d}  loss {m['loss']:.4f}  {scores}({m['seconds']:.0f} s)")
+        if "dice_mean" not in m or m["dice_mean"] > best:  # without validation: the last epoch
+            best, best_state = m.get("dice_mean", -1.0), copy.deepcopy(model.state_dict())
             result.best_epoch, result.metrics = epoch + 1, m
         save_atomic({"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
@@ -403,10 +434,12 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
     weights = out / f"{MODEL_NAME}.pt"
     torch.save(half, weights)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
-    fp16 = evaluate(model, val, cfg.batch_size)
+    fp16 = evaluate(model, val, cfg.batch_size) if len(val.images) else {}
     result.weights, result.card = weights, out / f"{MODEL_NAME}.card.json"
     patient_level: dict[str, object] = {"fitted": False, "why": "no negative slices to fit it on"}
-    if len(negatives.images):
+    if len(val.images) < 2:
+        patient_level = {"fitted": False, "why": "no held-out positive slices to fit it on"}
+    elif len(negatives.images):
         patient_level = _patient_level(model, slice_probabilities(model, val.images, cfg.batch_size),
                                        slice_probabilities(model, negatives.images, cfg.batch_size), cfg.seed,
                                        weights, log)
@@ -432,7 +465,8 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
         },
         "training_data": {
             "dataset": f"COVID-SemiSeg (Inf-Net) training slices from {data_dir.name}: {n_train} train, "
-                       f"{n_val} validation (fold {cfg.fold} of {cfg.folds}, seed {cfg.seed})",
+                       + (f"{n_val} validation (fold {cfg.fold} of {cfg.folds}, seed {cfg.seed})"
+                          if cfg.fold != ALL_SLICES else "none held out (every slice trains)"),
             "extra_slices": n_extra,
             "extra_negatives": len(negatives.images),
             "extra_source": extra_source or "none",
@@ -441,12 +475,12 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
             "terms": "COVID-SemiSeg: non-commercial research use only; not shipped with LungLens and not "
                      "redistributed. Phantom slices are synthetic.",
         },
-        "selection": "epoch with the best mean per-slice Dice (lesion vs background) on the held-out fold",
+        "selection": ("epoch with the best mean per-slice Dice (lesion vs background) on the held-out fold"
+                      if cfg.fold != ALL_SLICES else
+                      f"the last of {cfg.epochs} epochs (no held-out slices; cross-validation chose the count)"),
         "best_epoch": result.best_epoch,
-        "validation_metrics": {k: round(result.metrics[k], 4)
-                               for k in ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")},
-        "validation_metrics_fp16": {k: round(fp16[k], 4)
-                                    for k in ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")},
+        "validation_metrics": {k: round(result.metrics[k], 4) for k in _DICE_KEYS if k in result.metrics},
+        "validation_metrics_fp16": {k: round(fp16[k], 4) for k in _DICE_KEYS if k in fp16},
         "metrics_note": "Dice at the model's input size on resized labels; mean over slices as Inf-Net reports; "
                         "per-class Dice pooled over the fold's pixels",
         "deviations": [

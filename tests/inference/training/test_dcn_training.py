@@ -16,7 +16,14 @@ from inference.models.dcn import DCN
 from inference.training.datasets.ct_crops import lung_crops
 from inference.training.datasets.phantom_lesions import EXPORT_WINDOW_HU, lesion_labels, volume_slices, window01
 from inference.training.datasets.volumes import DatasetError
-from inference.training.recipes.dcn import DCNTrainConfig, augment, cross_validate, slice_dice, train
+from inference.training.recipes.dcn import (
+    CHECKPOINT,
+    DCNTrainConfig,
+    augment,
+    cross_validate,
+    slice_dice,
+    train,
+)
 from viewer.synthetic.phantom import make_phantom
 
 SHAPE, SPACING = (16, 64, 64), (18.0, 3.5, 3.5)  # small volumes whose lesions still span several pixels
@@ -150,6 +157,25 @@ def test_resume_continues_the_same_run(semiseg, negatives, tmp_path):
         assert {**a, "seconds": 0} == pytest.approx({**b, "seconds": 0})
     with pytest.raises(DatasetError, match="resume with the same settings"):
         train(semiseg, tmp_path / "split", replace(cfg, resume=True, lr=1e-4), extra=negatives, log=lambda _: None)
+
+
+def test_cross_validation_resumes_finished_folds_and_trains_a_final_model(semiseg, negatives, tmp_path):
+    cfg = DCNTrainConfig(**{**FAST, "epochs": 2})
+    cross_validate(semiseg, tmp_path, cfg, extra=negatives, log=lambda _: None)
+    (tmp_path / "fold1" / CHECKPOINT).unlink()  # as an earlier run without checkpoints left it
+    before = (tmp_path / "fold1" / "dcn.pt").read_bytes()
+    logs: list[str] = []
+    res = cross_validate(semiseg, tmp_path, replace(cfg, resume=True), extra=negatives, final=True, log=logs.append)
+    assert any("fold 2 was finished by an earlier run" in m for m in logs)
+    assert (tmp_path / "fold1" / "dcn.pt").read_bytes() == before
+    assert any("resumed after epoch 2" in m for m in logs)  # folds 0 and 2 from their checkpoints
+    card = json.loads((tmp_path / "dcn.card.json").read_text())
+    assert card["shipped_fold"] == "final (every slice)" and "every slice" in card["training_data"]["dataset"]
+    assert card["validation_metrics"] == {} and card["cross_validation"]["folds"] == 3
+    assert card["patient_level"]["composed_cases"] > 0 and "out-of-fold" in card["patient_level"]["positives"]
+    assert card["sha256"] == sha256_of(tmp_path / "dcn.pt") and res.weights == tmp_path / "dcn.pt"
+    history = json.loads((tmp_path / "final" / "dcn.history.json").read_text())
+    assert 1 <= len(history) <= 2 and "dice_mean" not in history[0]
 
 
 def test_patient_level_is_fitted_and_shipped_with_the_weights(semiseg, negatives, tmp_path):
