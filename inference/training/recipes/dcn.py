@@ -273,6 +273,8 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
     card = json.loads(shipped.card.read_text())
     card["cross_validation"] = cv
     card["shipped_fold"] = "final (every slice)" if final else cfg.fold
+    if final:  # no held-out slices of its own: the folds' figures are its estimate
+        card["validation_metrics"] = {f"cv_{k}": cv[f"{k}_mean"] for k in ("dice", "dice_ggo", "dice_consolidation")}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped.weights, out / shipped.weights.name)
     negatives = [e for e in (extra or ()) if not e[2]]

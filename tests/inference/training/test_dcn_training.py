@@ -171,7 +171,10 @@ def test_cross_validation_resumes_finished_folds_and_trains_a_final_model(semise
     assert any("resumed after epoch 2" in m for m in logs)  # folds 0 and 2 from their checkpoints
     card = json.loads((tmp_path / "dcn.card.json").read_text())
     assert card["shipped_fold"] == "final (every slice)" and "every slice" in card["training_data"]["dataset"]
-    assert card["validation_metrics"] == {} and card["cross_validation"]["folds"] == 3
+    cv = card["cross_validation"]
+    assert cv["folds"] == 3 and card["validation_metrics"] == {
+        "cv_dice": cv["dice_mean"], "cv_dice_ggo": cv["dice_ggo_mean"],
+        "cv_dice_consolidation": cv["dice_consolidation_mean"]}
     assert card["patient_level"]["composed_cases"] > 0 and "out-of-fold" in card["patient_level"]["positives"]
     assert card["sha256"] == sha256_of(tmp_path / "dcn.pt") and res.weights == tmp_path / "dcn.pt"
     history = json.loads((tmp_path / "final" / "dcn.history.json").read_text())
