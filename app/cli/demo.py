@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from app.gui.launch import run_viewer
 
     return run_viewer(str(path / "dicom"), overlays=[str(path / "masks" / "labels.nii.gz")],
-                      screenshot=args.screenshot, layout=args.layout, preset=args.preset, analyze=args.analyze)
+                      screenshot=args.screenshot, layout=args.layout, preset=args.preset, analyze=args.analyze,
+                      model=args.model)
 
 
 def demo_study_path() -> Path:

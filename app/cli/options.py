@@ -13,6 +13,7 @@ def add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("2x2", "1x1", "1+3"), help="view layout")
     p.add_argument("--preset", help="window preset: lung, mediastinum, bone, soft tissue, or one of yours")
     p.add_argument("--analyze", action="store_true", help="run the AI (AI > Analyze) once the CT is loaded")
+    p.add_argument("--model", help="the AI model Analyze uses (default: the first installed, light-squeezenet)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

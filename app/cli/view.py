@@ -31,4 +31,5 @@ def run(args: argparse.Namespace) -> int:
     if args.path is not None and not os.path.exists(args.path):
         return fail(f"{args.path}: no such file or folder")
     return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
-                      layout=args.layout, preset=args.preset, analyze=args.analyze)
+                      layout=args.layout, preset=args.preset, analyze=args.analyze,
+                      model=args.model)

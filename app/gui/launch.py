@@ -54,10 +54,12 @@ def run_viewer(
     size: tuple[int, int] = (1400, 950),
     timeout_s: float = 300.0,
     analyze: bool = False,
+    model: str | None = None,
     echo: Echo = _stdout,
     echo_error: Echo = _stderr,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
+    `model` picks the AI model (one with installed weights) that Analyze, and `analyze`, use.
 
     Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
     the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
@@ -78,6 +80,13 @@ def run_viewer(
         window.layout_box.setCurrentText(layout)
     if preset:
         window.apply_preset(preset)
+    if model:
+        if window.model_box.findText(model) < 0:
+            echo_error(f"lunglens: error: --model {model!r}: choose one with installed weights: "
+                       + ", ".join(window.model_box.itemText(i) for i in range(window.model_box.count())))
+            window.close()
+            return 2
+        window.model_box.setCurrentText(model)
     window.resize(*size)
     window.show()
     status = {"code": 0}

@@ -21,6 +21,11 @@ class TrainResult:
     card: Path | None = None
 
 
+def fp16_state(state: dict) -> dict:
+    """A state dict with its floating-point tensors in float16 (the shipped weights' dtype)."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+
+
 def save_atomic(obj: object, path: Path) -> None:
     """`torch.save` through a temporary file: an interrupted save leaves the previous file intact."""
     import torch  # reports stays importable without torch

@@ -54,7 +54,7 @@ from inference.training.datasets.lesion_slices import kfold, read_lesion_slices
 from inference.training.datasets.phantom_lesions import ExtraSlice
 from inference.training.datasets.volumes import DatasetError
 from inference.training.recipes.spm import SPMConfig, fit_spm
-from inference.training.reports import TrainResult, save_atomic
+from inference.training.reports import TrainResult, fp16_state, save_atomic
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
@@ -161,14 +161,22 @@ def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val: _Slices, batch_size: int = 8) -> dict[str, float]:
-    """Mean per-slice lesion Dice, its sd, per-class Dice (pooled) and the mean P(COVID) of the fold."""
+def evaluate(model: nn.Module, val: _Slices, batch_size: int = 8, *, tta: bool = False) -> dict[str, float]:
+    """Mean per-slice lesion Dice, its sd, per-class Dice (pooled) and the mean P(COVID) of the fold; `tta`:
+    segmentation probabilities averaged over the four flips of each slice (as `LesionSegmenter(tta=True)`)."""
     model.eval()
     preds, probs = [], []
+    flips: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1)) if tta else ((),)
     for i in range(0, len(val.images), batch_size):
-        out = model(val.images[i:i + batch_size, None])
-        preds.append(out.seg_logits.argmax(1))
-        probs.append(out.logits.softmax(1)[:, 1])
+        x = val.images[i:i + batch_size, None]
+        seg = 0.0
+        for dims in flips:
+            out = model(x.flip(dims) if dims else x)
+            s = out.seg_logits.softmax(1)
+            seg = seg + (s.flip(dims) if dims else s)
+            if not dims:
+                probs.append(out.logits.softmax(1)[:, 1])
+        preds.append(seg.argmax(1))
     pred, target = torch.cat(preds), val.labels.long()
     dice = slice_dice(pred, target)
     m = {"dice_mean": float(dice.mean()), "dice_sd": float(dice.std(unbiased=False))}
@@ -191,16 +199,12 @@ def slice_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int 
 _DICE_KEYS = ("dice_mean", "dice_sd", "dice_ggo", "dice_consolidation")
 
 
-def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-
-
 def _patient_level(model: DCN, pos: np.ndarray, neg: np.ndarray, seed: int, weights: Path,
                    log: Callable[[str], None]) -> dict[str, object]:
     """Fit `model.spm` (`recipes.spm`), rewrite `weights` (fp16) and return the card's patient-level entry."""
     cfg = SPMConfig(seed=seed)
     m = fit_spm(model.spm, pos, neg, cfg)
-    torch.save(_fp16(model.state_dict()), weights)
+    torch.save(fp16_state(model.state_dict()), weights)
     log(f"slice probability mapping: composed-case ROC AUC {m['val_roc_auc']:.4f}, accuracy {m['val_accuracy']:.4f} "
         f"({len(pos)} positive, {len(neg)} negative slices)")
     return {"method": "slice probability mapping (FC 100-256-128-1, BCE), fitted after the slice network",
@@ -258,6 +262,12 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
     dices = np.array([r.metrics["dice_mean"] for r in results])
     cv = {"folds": cfg.folds, "dice_mean": round(float(dices.mean()), 4), "dice_sd": round(float(dices.std()), 4),
           "per_fold": [round(float(d), 4) for d in dices]}
+    tta = [json.loads(r.card.read_text()).get("validation_metrics_fp16_tta", {}) for r in results if r.card]
+    if len(tta) == len(results) and all("dice_mean" in t for t in tta):
+        means = np.array([t["dice_mean"] for t in tta])  # the folds' mean per-slice Dice with flip averaging
+        cv["tta_dice_mean"], cv["tta_dice_sd"] = round(float(means.mean()), 4), round(float(means.std()), 4)
+        for key in ("dice_ggo", "dice_consolidation"):
+            cv[f"tta_{key}_mean"] = round(float(np.mean([t[key] for t in tta])), 4)
     for name in SEG_CLASSES[1:]:
         vals = np.array([r.metrics[f"dice_{name.lower()}"] for r in results])
         cv[f"dice_{name.lower()}_mean"], cv[f"dice_{name.lower()}_sd"] = (round(float(vals.mean()), 4),
@@ -432,11 +442,12 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
     """Write fp16 weights, the card and the history; the card's fp16 Dice is re-measured from the fp16 weights."""
     out.mkdir(parents=True, exist_ok=True)
     load_slice_network(model, state)
-    half = _fp16(model.state_dict())
+    half = fp16_state(model.state_dict())
     weights = out / f"{MODEL_NAME}.pt"
     torch.save(half, weights)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
     fp16 = evaluate(model, val, cfg.batch_size) if len(val.images) else {}
+    tta = evaluate(model, val, cfg.batch_size, tta=True) if len(val.images) else {}
     result.weights, result.card = weights, out / f"{MODEL_NAME}.card.json"
     patient_level: dict[str, object] = {"fitted": False, "why": "no negative slices to fit it on"}
     if len(val.images) < 2:
@@ -483,8 +494,10 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
         "best_epoch": result.best_epoch,
         "validation_metrics": {k: round(result.metrics[k], 4) for k in _DICE_KEYS if k in result.metrics},
         "validation_metrics_fp16": {k: round(fp16[k], 4) for k in _DICE_KEYS if k in fp16},
+        "validation_metrics_fp16_tta": {k: round(tta[k], 4) for k in _DICE_KEYS if k in tta},
         "metrics_note": "Dice at the model's input size on resized labels; mean over slices as Inf-Net reports; "
-                        "per-class Dice pooled over the fold's pixels",
+                        "per-class Dice pooled over the fold's pixels; _tta: averaged over the four flips of each "
+                        "slice (segment-lesions does so by default)",
         "deviations": [
             f"input {cfg.size} x {cfg.size} instead of the paper's 512 x 512 (CPU training)",
             "trained on CPU",

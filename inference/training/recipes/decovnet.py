@@ -37,7 +37,7 @@ from inference.models._api import sha256_of
 from inference.models.decovnet import CAM_DEPTHS, decovnet
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.volumes import CLASSES, DatasetError, Reader, VolumeCase, find_cases, split_cases
-from inference.training.reports import save_atomic, write_roc_png
+from inference.training.reports import fp16_state, save_atomic, write_roc_png
 from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedVolume, VolumePreprocessor, to_ct_grid
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
@@ -294,7 +294,7 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     model.load_state_dict(state)
     scores = predict_probabilities(model, x_val, device)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    half = fp16_state(state)
     model.load_state_dict({k: v.float() for k, v in half.items()})
     lossless = bool(np.abs(predict_probabilities(model, x_val, device) - scores).max() <= 1e-3)
     if not lossless:

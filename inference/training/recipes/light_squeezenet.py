@@ -28,7 +28,7 @@ from inference.core.types import ProgressFn
 from inference.models._api import sha256_of
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.slices import read_split
-from inference.training.reports import TrainResult, write_roc_png
+from inference.training.reports import TrainResult, fp16_state, write_roc_png
 from inference.transforms.common import ResizeSquare, normalizer
 from inference.transforms.images import load_grey
 
@@ -209,7 +209,7 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
     """
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     weights = out / f"{model_name}.pt"
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    half = fp16_state(state)
     model.load_state_dict({k: v.float() for k, v in half.items()})
     fp16_scores = predict_scores(model, x_val, cfg.size, cfg.tta, normalize=cfg.normalize)
     fp16 = binary_metrics(y_val, fp16_scores)

@@ -38,7 +38,7 @@ from inference.lungs.unet import SquareFit, window
 from inference.models._api import sha256_of
 from inference.models.lung_unet import MODEL_NAME, SIZE, WINDOW_HU, lung_unet
 from inference.training.datasets.volumes import CT_FILE, DatasetError, Reader, read_nifti
-from inference.training.reports import TrainResult
+from inference.training.reports import TrainResult, fp16_state
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
@@ -404,7 +404,7 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module,
            seconds: float, *, log: Callable[[str], None] = _log) -> TrainResult:
     """Write the shipped files from `out/best_fp32.pt`: weights (fp16 when lossless on val), card, history."""
     state = torch.load(out / "best_fp32.pt", weights_only=True)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    half = fp16_state(state)
     model.load_state_dict({k: v.float() for k, v in half.items()})
     fp16 = evaluate(model, val_batches)
     lossless = abs(fp16["dice_mean"] - result.metrics["dice_mean"]) < 1e-4 and abs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -107,9 +109,21 @@ def test_cancel_and_progress():
     assert not empty.labels.any() and np.isnan(empty.slice_probability).all()
 
 
+def test_flip_averaging_maps_every_flip_back():
+    """A pointwise network gives the same answer on every flip: averaging them must change nothing."""
+    hu, lungs, _, _ = _phantom()
+    plain = LesionSegmenter(get_model("dcn"), device="cpu", module=GreyStub()).segment(hu, SPACING, lungs)
+    tta = LesionSegmenter(get_model("dcn"), device="cpu", module=GreyStub(), tta=True).segment(hu, SPACING, lungs)
+    assert np.array_equal(plain.labels, tta.labels)
+    # the stub's coarse attention maps sample every 2nd-8th pixel, which a flip shifts: near-equal only
+    assert np.abs(plain.heat - tta.heat).mean() < 0.01
+    assert np.allclose(plain.slice_probability, tta.slice_probability, atol=1e-6, equal_nan=True)
+
+
 def test_no_shipped_weights_is_a_clear_error():
+    unshipped = dataclasses.replace(get_model("dcn"), weights=None)
     with pytest.raises(WeightsError, match="'dcn' has no shipped weights yet"):
-        LesionSegmenter("dcn", device="cpu")
+        LesionSegmenter(unshipped, device="cpu")
 
 
 def test_wrong_inputs_are_refused():

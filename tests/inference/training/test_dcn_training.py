@@ -100,6 +100,7 @@ def test_train_writes_fp16_weights_card_and_history(semiseg, negatives, tmp_path
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     card = json.loads(res.card.read_text())
     assert set(card["validation_metrics"]) == {"dice_mean", "dice_sd", "dice_ggo", "dice_consolidation"}
+    assert set(card["validation_metrics_fp16_tta"]) == set(card["validation_metrics"])
     assert card["preprocessing"]["ct_window_hu"] == [-1080.0, 200.0] and card["not_for_clinical_diagnosis"]
     assert any("512" in d for d in card["deviations"]) and any("scratch" in d for d in card["deviations"])
     assert "non-commercial" in card["training_data"]["terms"] and card["training_data"]["extra_negatives"] > 0
@@ -127,7 +128,7 @@ def test_cross_validate_reports_mean_and_sd(semiseg, tmp_path):
     card = json.loads((tmp_path / "dcn.card.json").read_text())
     cv = card["cross_validation"]
     assert cv["folds"] == 3 and len(cv["per_fold"]) == 3 and cv["dice_sd"] >= 0
-    assert {"dice_ggo_mean", "dice_consolidation_mean"} <= set(cv)
+    assert {"dice_ggo_mean", "dice_consolidation_mean", "tta_dice_mean", "tta_dice_ggo_mean"} <= set(cv)
     assert res.metrics["cv_dice_mean"] == cv["dice_mean"]
     assert all((tmp_path / f"fold{k}" / "dcn.pt").is_file() for k in range(3))
     assert (tmp_path / "dcn.pt").is_file() and (tmp_path / "dcn.history.json").is_file()
