@@ -8,7 +8,8 @@ Per 2D slice, two branches run side by side:
   ground-glass opacity (GGO) / consolidation logits at the input size. Every block is the paper's block,
   exactly: 3x3 conv, BN, ReLU, 3x3 conv (no BN or ReLU after the second conv). The paper's lung
   segmenter has the same architecture (3 classes there too: pass `num_classes`). 31.0 M parameters.
-* classification branch (`ResNet50Branch`): ResNet-50 from torchvision's `Bottleneck`: 7x7 stem with
+* classification branch (`ResNet50Branch`): ResNet-50 from torchvision's `Bottleneck` (written out here,
+  state-dict compatible, see `Bottleneck`): 7x7 stem with
   max-pooling, four residual stages of 3, 4, 6 and 3 blocks, global average pooling, a linear layer.
   Random initialization (torchvision's scheme): no pretrained weights can be downloaded here. 23.5 M.
 * a lesion-attention module (`LesionAttention`) before each residual stage, as the paper's eq. 1-3:
@@ -47,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.models._api import ModelSpec, register_model
+from inference.models._api import ModelSpec, WeightsInfo, register_model
 from inference.transforms.common import ResizeSquare
 
 MODEL_NAME = "dcn"
@@ -107,8 +108,39 @@ class UNet(nn.Module):
         return self.head(x), feats
 
 
+class Bottleneck(nn.Module):
+    """torchvision's ResNet `Bottleneck` (v1.5: the stride on the 3x3 conv), layer for layer and with its
+    attribute names, so state dicts are interchangeable (a test checks outputs against torchvision's).
+
+    Written out because importing torchvision costs seconds (it pulls in torch._dynamo) and, under a
+    software OpenGL (Mesa llvmpipe, as on a headless machine), loading the LLVM that torch._dynamo's
+    triton brings while the viewer renders crashed the process.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
 class ResNet50Branch(nn.Module):
-    """The classification branch: ResNet-50 (torchvision `Bottleneck`, stages of `blocks`), stem width `base`.
+    """The classification branch: ResNet-50 (torchvision's `Bottleneck`, stages of `blocks`), stem width `base`.
 
     With base 64 the layers are exactly torchvision's `resnet50` (one input channel here); `stem`,
     `stages` and `head` are called one by one by `DCN` so that an LA module can sit before each stage.
@@ -117,8 +149,6 @@ class ResNet50Branch(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base: int = 64,
                  blocks: Sequence[int] = RESNET50_BLOCKS) -> None:
         super().__init__()
-        from torchvision.models.resnet import Bottleneck  # imported here: torchvision takes seconds to import
-
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, base, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(base),
             nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
@@ -365,7 +395,7 @@ register_model(ModelSpec(
     positive_class="COVID",
     description="DCN, dual-branch combination network (Gao, Su, Jiang et al., Medical Image Analysis 2021): "
                 "U-Net lesion segmentation (GGO, consolidation) + ResNet-50 slice classifier joined by lesion "
-                "attention (no shipped weights yet)",
+                "attention, slice probability mapping for the case; trained on radiologists' masks",
     transforms=DCNPreprocess(),
     notes={
         "segmentation_classes": list(SEG_CLASSES),
@@ -375,4 +405,9 @@ register_model(ModelSpec(
                          "FC 100-256-128-1",
         "pretrained": "none: trained from scratch (no ImageNet weights can be downloaded here)",
     },
+    weights=WeightsInfo(
+        file="dcn.pt",
+        sha256="a0bbe20d06ec1cf750ad8be6c5d07a250df6a682d5fdebf4bb6f8991979a0f83",
+        card="dcn.card.json",
+    ),
 ))

@@ -512,8 +512,8 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
         "training_minutes": round(seconds / 60, 1),
         "intended_use": "research and education: lesion (GGO, consolidation) segmentation and COVID slice "
                         "classification on axial CT slices; a research tool, never a diagnosis",
-        "limitations": "about 50 annotated slices from one source; no radiologist-labelled negatives in "
-                       "COVID-SemiSeg; not validated on independent real scans here",
+        "limitations": "about 50 annotated slices from one source (COVID-SemiSeg), all COVID-19 with lesions; the "
+                       "classification branch's negatives are the CTs given as negatives only",
         "not_for_clinical_diagnosis": True,
     }
     result.card.write_text(json.dumps(card, indent=2))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from inference.models import WeightsError, get_model
+from inference.models import get_model
 from inference.models.dcn import (
     DCN,
     EXPORT_WINDOW_HU,
     LA_SOURCES,
     SHIPPED_BASE,
+    Bottleneck,
     DCNOutput,
     DCNPreprocess,
     LesionAttention,
@@ -72,9 +75,21 @@ def test_unet_blocks_follow_the_paper(full):
     assert count(unet) == UNET_PARAMETERS
 
 
+def test_bottleneck_is_torchvisions():
+    from torchvision.models.resnet import Bottleneck as Reference
+
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        down = nn.Sequential(nn.Conv2d(32, 64, 1, stride=stride, bias=False), nn.BatchNorm2d(64))
+        ref = Reference(32, 16, stride, down).eval()
+        ours = Bottleneck(32, 16, stride, copy.deepcopy(down)).eval()
+        ours.load_state_dict(ref.state_dict())  # strict: the same names and shapes
+        x = torch.rand(2, 32, 12, 12)
+        assert torch.allclose(ours(x), ref(x), atol=1e-6)
+
+
 def test_classification_branch_is_resnet50(full):
     from torchvision.models import resnet50
-    from torchvision.models.resnet import Bottleneck
 
     branch = full.cls
     assert [len(s) for s in branch.stages] == [3, 4, 6, 3]
@@ -253,16 +268,31 @@ def test_short_overfit_reduces_the_loss():
 def test_registry_entry():
     spec = get_model("dcn")
     assert spec.input_kind == "segmentation" and spec.classes == ("NonCOVID", "COVID")
-    assert spec.positive_class == "COVID" and spec.weights is None and "Gao" in spec.description
+    assert spec.positive_class == "COVID" and "Gao" in spec.description
     assert isinstance(spec.transforms, DCNPreprocess)
     pre = spec.preprocessing
     assert pre["ct_window_hu"] == [-1080.0, 200.0] == list(EXPORT_WINDOW_HU) and "-900" in pre["window_note"]
     assert pre["resize"] == 192 and "512" in pre["resize_note"]
     assert "dcn" in {m.name for m in screening_models()}
-    with pytest.raises(WeightsError, match="no shipped weights"):
-        spec.build()
     model = spec.build(pretrained=False, base=8)
     assert isinstance(model, DCN) and not model.training
+
+
+def test_shipped_weights_and_card():
+    spec = get_model("dcn")
+    path = spec.weights.path()
+    assert path.stat().st_size < 120 * 2**20  # the limit for the whole model
+    state = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert any(k.startswith("spm.") for k in state)  # the patient level ships with the slice network
+    model = spec.build()  # hash-checked
+    assert isinstance(model, DCN) and count(model) == spec.parameter_count()
+    card = spec.card()
+    assert card["not_for_clinical_diagnosis"] and card["sha256"] == spec.weights.sha256
+    assert card["preprocessing"]["ct_window_hu"] == list(EXPORT_WINDOW_HU) == list(spec.transforms.window_hu)
+    assert card["preprocessing"]["resize"] == spec.transforms.size
+    assert "non-commercial" in card["training_data"]["terms"]
+    assert any("scratch" in d for d in card["deviations"])
 
 
 def test_preprocess():
