@@ -52,7 +52,7 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
             raise ValueError(f"model {spec.name!r} runs on torch only (backend {backend!r} is for slice models)")
         if spec.input_kind == "volume":
             return VolumeClassifier(spec, device=device)
-        if spec.name not in {m.name for m in screening_models()}:
+        if not isinstance(spec.transforms, DCNPreprocess):
             raise ValueError(f"model {spec.name!r} segments but gives no case probability: not a screening model")
         return LesionSegmenter(spec, device=device)
     if spec.input_kind != "slice":
