@@ -55,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         return fail(str(exc))
     bar.close()
+    from inference.models import get_model
+
+    warning = get_model(args.model).card().get("case_probability_warning")
+    if warning and rows:
+        print(f"warning: {warning}", file=sys.stderr)
     for row in rows:
         print(f"{row['rank']:3d}  p={row['probability']:.3f}  involvement {row['involvement_percent']:5.1f} %  "
               f"severity {row['severity']:2d}  {row['case']}")

@@ -65,6 +65,15 @@ def is_slice_model(name: str) -> bool:
         return False
 
 
+def _card_warning(model: str) -> str:
+    """"\nwarning: ..." when the model's card warns about its case probability, else ""."""
+    try:
+        warning = get_model(model).card().get("case_probability_warning")
+    except UnknownModelError:
+        return ""
+    return f"\nwarning: {warning}" if warning else ""
+
+
 def _by_kind(pred: Prediction) -> str:
     """" (GGO 12.3 mL, consolidation 4.5 mL)" for models that tell lesion kinds apart, else ""."""
     if not pred.lesion_ml_by_kind:
@@ -160,7 +169,7 @@ class ResultsPanel(QtWidgets.QWidget):
             f"lesions {pred.lesion_ml:.1f} mL{_by_kind(pred)}, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
             f"severity {pred.severity}/30; heat map {HEATMAP_NAMES.get(pred.heatmap_method, pred.heatmap_method)}; "
-            f"{pred.timings.get('total', 0):.1f} s")
+            f"{pred.timings.get('total', 0):.1f} s" + _card_warning(pred.model))
         if pred.input_kind == "volume" or len(pred.slice_indices) == 0:
             self.plot_x = np.nonzero(pred.lung_mask.any(axis=(1, 2)))[0]
             y = np.array([pred.heatmap[k].max() for k in self.plot_x], float)  # no copy of the slices

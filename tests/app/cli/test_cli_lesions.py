@@ -51,7 +51,8 @@ def test_screen_with_dcn_writes_its_lesion_mask_heat_map_and_probability(tmp_pat
     path = write_volume(ph.volume, tmp_path / "in" / "case1.nii.gz")
     out = tmp_path / "out"
     assert main(["screen", str(path), "--out", str(out), "--model", "dcn", "--device", "cpu"]) == EXIT_OK
-    assert "p=" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "p=" in printed.out and "not reliable on real CT" in printed.err  # the card's warning
     with open(out / "results.csv", newline="") as fh:
         (row,) = list(csv.DictReader(fh))
     assert 0 <= float(row["probability"]) <= 1 and int(row["slices"]) > 0
