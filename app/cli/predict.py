@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
+from app.cli.image_inputs import image_inputs
 from app.cli.options import add_runtime_options
 from app.cli.progress_bar import ProgressBar
 from inference.core.choices import DEFAULT_SLICE_MODEL
@@ -38,21 +38,18 @@ def run(args: argparse.Namespace) -> int:
     from inference.core.types import InferenceError
     from inference.inferers.slice import SliceClassifier
     from inference.models import get_model
-    from inference.transforms.images import ImageError, find_images, load_grey
+    from inference.transforms.images import ImageError, load_grey
     from viewer.io.atomic_files import WriteError, write_bytes_atomic
 
-    missing = [p for p in args.inputs if not os.path.exists(p)]
-    if missing:
-        return fail(f"{missing[0]}: no such file or folder")
+    paths, why = image_inputs(args.inputs)
+    if why:
+        return fail(why)
     try:
         spec = get_model(args.model)
         clf = SliceClassifier(spec, device=args.device, tta=not args.no_tta, backend=args.backend,
                               precision=args.precision)
     except (InferenceError, ValueError) as exc:  # an unknown model, missing weights, a bad device or backend
         return fail(str(exc))
-    paths = find_images(args.inputs)
-    if not paths:
-        return fail("no images found (PNG, JPG, BMP or TIFF)")
     bar = ProgressBar("predicting")
     failed = 0
     positive = spec.positive_class

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
+from app.cli.image_inputs import image_inputs
 from app.cli.progress_bar import ProgressBar
 
 DEFAULT_LESION_MODEL = "dcn"
@@ -37,19 +37,16 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.core.types import InferenceError
     from inference.inferers.lesions import LesionSegmenter
-    from inference.transforms.images import ImageError, find_images, load_grey
+    from inference.transforms.images import ImageError, load_grey
     from viewer.io.atomic_files import WriteError, write_bytes_atomic
 
-    missing = [p for p in args.inputs if not os.path.exists(p)]
-    if missing:
-        return fail(f"{missing[0]}: no such file or folder")
-    try:
+    try:  # the model first: a wrong choice is reported before the inputs are searched
         seg = LesionSegmenter(args.model, device=args.device, tta=not args.no_tta)
     except (InferenceError, ValueError) as exc:  # unknown model, not a lesion segmenter, no weights, bad device
         return fail(str(exc))
-    paths = find_images(args.inputs)
-    if not paths:
-        return fail("no images found (PNG, JPG, BMP or TIFF)")
+    paths, why = image_inputs(args.inputs)
+    if why:
+        return fail(why)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,14 @@ from typing import Any
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, fail
 from app.cli.progress_bar import ProgressBar
-from inference.core.choices import DCN_TRAIN, DECOVNET_TRAIN, LIGHT_SQUEEZENET_TRAIN, LUNG_UNET_TRAIN, NORMALIZATIONS
+from inference.core.choices import (
+    DCN_TRAIN,
+    DECOVNET_TRAIN,
+    LIGHT_SQUEEZENET_TRAIN,
+    LUNG_UNET_TRAIN,
+    NORMALIZATIONS,
+    SEMISEG_JPEG_QUALITY,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -184,6 +191,11 @@ def _register_dcn(models: argparse._SubParsersAction) -> None:
                         "train the classification branch as negatives")
     p.add_argument("--negatives-per-positive", type=float, default=d["negatives_per_positive"], metavar="R",
                    help="negatives drawn per epoch, relative to the positives (the paper's under-sampling)")
+    p.add_argument("--negatives-jpeg", type=int, default=SEMISEG_JPEG_QUALITY, metavar="Q",
+                   help="store each negative slice as 8-bit JPEG of quality Q and decode it, as the annotated "
+                        f"images were exported (default {SEMISEG_JPEG_QUALITY}; 0: off)")
+    p.add_argument("--ema-decay", type=float, default=d["ema_decay"], metavar="D",
+                   help="score and ship a moving average of the weights, decay D per step (0: off)")
     p.set_defaults(func=run)
 
 
@@ -195,12 +207,16 @@ def run_dcn(args: argparse.Namespace) -> int:
     cfg = DCNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                          base=args.base, folds=args.folds, fold=args.fold, seed=args.seed, threads=args.threads,
                          time_limit_min=args.time_limit, resume=args.resume,
-                         negatives_per_positive=args.negatives_per_positive)
+                         negatives_per_positive=args.negatives_per_positive, ema_decay=args.ema_decay)
+    if not 0.0 <= args.ema_decay < 1.0:
+        return fail(f"--ema-decay must be in [0, 1), got {args.ema_decay}", EXIT_USAGE)
     if not os.path.isdir(args.data):
         return fail(f"{args.data}: no such folder")
     if args.final and not args.cv:
         return fail("--final needs --cv (the folds choose its epoch count)", EXIT_USAGE)
-    extra, sources = negative_slices(args.negatives)
+    if not 0 <= args.negatives_jpeg <= 100:
+        return fail(f"--negatives-jpeg must be 0 (off) or a JPEG quality 1-100, got {args.negatives_jpeg}", EXIT_USAGE)
+    extra, sources = negative_slices(args.negatives, args.negatives_jpeg or None)
     try:
         if args.cv:
             result = cross_validate(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources),
@@ -213,8 +229,9 @@ def run_dcn(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def negative_slices(paths: list[str]) -> tuple[list, list[str]]:
-    """The lung-cropped slices of each CT in `paths` as negatives, and a line per CT naming it and its count.
+def negative_slices(paths: list[str], jpeg_quality: int | None = None) -> tuple[list, list[str]]:
+    """The lung-cropped slices of each CT in `paths` as negatives (`jpeg_quality`: round-tripped through JPEG),
+    and a line per CT naming it and its count.
 
     A CT that cannot be read raises the loader's error (reported by `app.cli.main` with the path)."""
     from app.services.volume_dataset import read_ct
@@ -224,10 +241,13 @@ def negative_slices(paths: list[str]) -> tuple[list, list[str]]:
     extra, sources = [], []
     for path in paths:
         hu, spacing = read_ct(path)
-        crops = lung_crops(hu, segment_lungs_by("threshold", hu, spacing).lungs, is_covid=False)
+        crops = lung_crops(hu, segment_lungs_by("threshold", hu, spacing).lungs, is_covid=False,
+                           jpeg_quality=jpeg_quality)
         print(f"{path}: {len(crops)} negative slices")
         extra += crops
-        sources.append(f"{os.path.basename(os.path.normpath(path))}: {len(crops)} lung-cropped slices (NonCOVID)")
+        jpeg = f", JPEG quality {jpeg_quality}" if jpeg_quality else ""
+        sources.append(f"{os.path.basename(os.path.normpath(path))}: {len(crops)} lung-cropped slices "
+                       f"(NonCOVID{jpeg})")
     return extra, sources
 
 

@@ -66,12 +66,12 @@ def is_slice_model(name: str) -> bool:
 
 
 def _card_warning(model: str) -> str:
-    """"\nwarning: ..." when the model's card warns about its case probability, else ""."""
+    """"warning: ..." when the model's card warns about its case probability, else ""."""
     try:
         warning = get_model(model).card().get("case_probability_warning")
     except UnknownModelError:
         return ""
-    return f"\nwarning: {warning}" if warning else ""
+    return f"warning: {warning}" if warning else ""
 
 
 def _by_kind(pred: Prediction) -> str:
@@ -143,10 +143,14 @@ class ResultsPanel(QtWidgets.QWidget):
         self.table.setHorizontalHeaderLabels(["lung", "zone", "lesion mL", "% involved", "score"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.warning = QtWidgets.QLabel()  # the model card's caveat, on its own line under the headline
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #b35c00;")
+        self.warning.hide()
         self.disclaimer = QtWidgets.QLabel("Research use only: not for clinical diagnosis.")
         self.disclaimer.setStyleSheet("color: #a33;")
         layout = QtWidgets.QVBoxLayout(self)
-        for w in (self.headline, self.plot, self.lesion_button, self.table, self.disclaimer):
+        for w in (self.headline, self.warning, self.plot, self.lesion_button, self.table, self.disclaimer):
             layout.addWidget(w)
         state.cursor_changed.connect(lambda c: self.marker.setPos(c[0]))
         state.volume_changed.connect(lambda _v: self.clear())
@@ -160,6 +164,8 @@ class ResultsPanel(QtWidgets.QWidget):
         self.lesion_button.hide()
         self.table.setRowCount(0)
         self.headline.setText("No analysis yet: AI > Analyze")
+        self.warning.clear()
+        self.warning.hide()
 
     def show_prediction(self, pred: Prediction) -> None:
         self.plot.show()
@@ -169,7 +175,9 @@ class ResultsPanel(QtWidgets.QWidget):
             f"lesions {pred.lesion_ml:.1f} mL{_by_kind(pred)}, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
             f"severity {pred.severity}/30; heat map {HEATMAP_NAMES.get(pred.heatmap_method, pred.heatmap_method)}; "
-            f"{pred.timings.get('total', 0):.1f} s" + _card_warning(pred.model))
+            f"{pred.timings.get('total', 0):.1f} s")
+        self.warning.setText(_card_warning(pred.model))
+        self.warning.setVisible(bool(self.warning.text()))
         if pred.input_kind == "volume" or len(pred.slice_indices) == 0:
             self.plot_x = np.nonzero(pred.lung_mask.any(axis=(1, 2)))[0]
             y = np.array([pred.heatmap[k].max() for k in self.plot_x], float)  # no copy of the slices

@@ -42,5 +42,8 @@ LUNG_UNET_TRAIN: dict[str, object] = {
 #: `inference.training.recipes.dcn.DCNTrainConfig`
 DCN_TRAIN: dict[str, object] = {
     "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 192, "base": 16, "folds": 5, "fold": 0, "seed": 0,
-    "threads": 0, "time_limit_min": 0.0, "negatives_per_positive": 0.5,
+    "threads": 0, "time_limit_min": 0.0, "negatives_per_positive": 0.5, "ema_decay": 0.0,
 }
+#: the JPEG quality of the COVID-SemiSeg images (their quantization tables are libjpeg's at quality 75); DCN's
+#: negative slices are stored and decoded at it (`inference.training.datasets.ct_crops`)
+SEMISEG_JPEG_QUALITY = 75

@@ -15,18 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
-from inference.models.dcn import DCNPreprocess
+from inference.models.dcn import HEAT_MAPS, DCNPreprocess, averaged_outputs
 from inference.transforms.crop import lung_crop_box
 from inference.transforms.fit import SquareFit
 
 __all__ = ["HEATMAP_METHOD", "HEAT_MAPS", "LesionResult", "LesionSegmenter"]
 
-HEAT_MAPS = (1, 2)  # the LA maps averaged into the heat map: LA 2 and LA 3, 0-based
 HEATMAP_METHOD = "lesion-attention"
 
 
@@ -163,22 +161,11 @@ class LesionSegmenter:
     def _forward(self, x: torch.Tensor, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, 1, ny, nx) grey in [0, 1] -> labels (uint8), heat (float32) and P(positive), on the input grid."""
         x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
-        size = (fit.size, fit.size)
-        seg = heat = p = None
-        flips: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1)) if self.tta else ((),)
-        for dims in flips:  # each output is flipped back before it is averaged
-            out = self.model(x.flip(dims) if dims else x)
-            s = torch.softmax(out.seg_logits.float(), dim=1)
-            maps = torch.stack([F.interpolate(out.attention[i].float(), size=size, mode="bilinear",
-                                              align_corners=False) for i in HEAT_MAPS]).mean(dim=0)
-            if dims:
-                s, maps = s.flip(dims), maps.flip(dims)
-            q = torch.softmax(out.logits.float(), dim=1)[:, self.positive_index]
-            seg, heat, p = (s, maps, q) if seg is None else (seg + s, heat + maps, p + q)
-        assert seg is not None and heat is not None and p is not None
-        labels = fit.from_model(seg).argmax(dim=1).to(torch.uint8)
-        heat = fit.from_model(heat / len(flips)).clamp_(0.0, 1.0)[:, 0]
-        return labels.cpu().numpy(), heat.cpu().numpy(), (p / len(flips)).cpu().numpy()
+        out = averaged_outputs(self.model, x, tta=self.tta)
+        labels = fit.from_model(out.seg).argmax(dim=1).to(torch.uint8)
+        heat = fit.from_model(out.heat).clamp_(0.0, 1.0)[:, 0]
+        p = out.p[:, self.positive_index]
+        return labels.cpu().numpy(), heat.cpu().numpy(), p.cpu().numpy()
 
 
 class _Progress:

@@ -248,6 +248,36 @@ class DCN(nn.Module):
         return DCNOutput(self.cls.head(c), seg_logits, tuple(maps))
 
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # test-time flips: none, x, y, both
+HEAT_MAPS = (1, 2)  # the LA maps averaged into the heat map: LA 2 and LA 3, 0-based
+
+
+class AveragedOutput(NamedTuple):
+    """`averaged_outputs`: probabilities, each averaged over the flips and mapped back to the input's grid."""
+
+    seg: torch.Tensor  # (N, seg_classes, H, W) softmax
+    heat: torch.Tensor  # (N, 1, H, W) mean of the `HEAT_MAPS` LA maps, upsampled to the input
+    p: torch.Tensor  # (N, num_classes) slice class softmax
+
+
+def averaged_outputs(model: nn.Module, x: torch.Tensor, *, tta: bool) -> AveragedOutput:
+    """The model's outputs for x (N, 1, H, W); `tta`: averaged over the four `FLIPS`, each flipped back."""
+    flips = FLIPS if tta else FLIPS[:1]
+    seg = heat = p = None
+    for dims in flips:
+        out = model(x.flip(dims) if dims else x)
+        s = torch.softmax(out.seg_logits.float(), dim=1)
+        maps = torch.stack([F.interpolate(out.attention[i].float(), size=x.shape[-2:], mode="bilinear",
+                                          align_corners=False) for i in HEAT_MAPS]).mean(dim=0)
+        if dims:
+            s, maps = s.flip(dims), maps.flip(dims)
+        q = torch.softmax(out.logits.float(), dim=1)
+        seg, heat, p = (s, maps, q) if seg is None else (seg + s, heat + maps, p + q)
+    assert seg is not None and heat is not None and p is not None
+    n = len(flips)
+    return AveragedOutput(seg / n, heat / n, p / n)
+
+
 class DCNLoss(NamedTuple):
     """The loss and its terms (each a scalar tensor): total = dice + lambda * ce."""
 

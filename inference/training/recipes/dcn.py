@@ -47,9 +47,11 @@ from inference.models.dcn import (
     SEG_CLASSES,
     SHIPPED_BASE,
     SIZE,
+    averaged_outputs,
     dcn_loss,
     load_slice_network,
 )
+from inference.training.averaging import ema_update
 from inference.training.datasets.lesion_slices import kfold, read_lesion_slices
 from inference.training.datasets.phantom_lesions import ExtraSlice
 from inference.training.datasets.volumes import DatasetError
@@ -76,19 +78,26 @@ class DCNTrainConfig:
     negatives_per_positive: float = 0.5  # negatives drawn per epoch, relative to the positives
     flip_p: float = 0.5  # each of the two axes
     rot90: bool = True  # a random multiple of 90 degrees
-    scale: tuple[float, float] = (0.85, 1.15)
+    scale: tuple[float, float] = (0.8, 1.25)
+    rotate_deg: float = 20.0  # a random in-plane rotation in +- this, on top of the 90-degree ones
+    elastic: float = 0.03  # peak displacement of a smooth random field, as a fraction of the side (0: off)
     intensity: float = 0.1  # gain in 1 +- this, offset in +- half of it (grey units)
+    gamma: tuple[float, float] = (0.7, 1.4)  # a random gamma on the [0, 1] grey levels
+    noise: float = 0.02  # sd of added Gaussian noise, at most (grey units)
+    ema_decay: float = 0.0  # per step: score and ship a moving average of the weights (0: the weights as trained)
     background_prior: float = 3.0  # initial background logit bias of the segmentation head (lesion p ~ 0.05)
     resume: bool = False  # continue from OUT/dcn.checkpoint.pt (written after every epoch)
 
     def must_match(self) -> dict:
         """The settings a checkpoint has to share with the run that resumes it."""
         keep = ("batch_size", "lr", "lr_decay", "size", "base", "folds", "fold", "seed", "negatives_per_positive",
-                "flip_p", "rot90", "scale", "intensity", "background_prior")
+                "flip_p", "rot90", "scale", "rotate_deg", "elastic", "intensity", "gamma", "noise", "ema_decay",
+                "background_prior")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
 
 
 CHECKPOINT = f"{MODEL_NAME}.checkpoint.pt"
+OUT_OF_FOLD = f"{MODEL_NAME}.oof.json"  # a fold's slice probabilities of its held-out positives and negatives
 ALL_SLICES = -1  # `fold` value: train on every slice, hold none out (the final model after cross-validation)
 
 
@@ -127,7 +136,8 @@ def _prepare(items: Sequence[tuple[np.ndarray, np.ndarray, bool]], size: int) ->
 
 def augment(x: torch.Tensor, y: torch.Tensor, cfg: DCNTrainConfig,
             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, 90-degree rotations, scale (labels nearest) and intensity jitter of a batch (N, S, S)."""
+    """Flips, 90-degree and small rotations, scale, a smooth elastic warp (labels nearest), then gamma, gain,
+    offset and noise on the grey levels of a batch (N, S, S); (N, 1, S, S) images and (N, S, S) labels."""
     xs, ys = [], []
     for i in range(len(x)):
         a, b = x[i], y[i]
@@ -140,17 +150,28 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: DCNTrainConfig,
         xs.append(a)
         ys.append(b)
     x, y = torch.stack(xs)[:, None].float(), torch.stack(ys)[:, None].float()
-    n = len(x)
+    n, side = len(x), x.shape[-1]
     lo, hi = math.log(cfg.scale[0]), math.log(cfg.scale[1])
     zoom = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen))
+    angle = math.radians(cfg.rotate_deg) * (2 * torch.rand(n, generator=gen) - 1)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     mat = torch.zeros(n, 2, 3)
-    mat[:, 0, 0] = mat[:, 1, 1] = 1.0 / zoom
+    mat[:, 0, 0], mat[:, 0, 1], mat[:, 1, 0], mat[:, 1, 1] = cos, -sin, sin, cos
     grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    if cfg.elastic > 0:  # coarse random control points, smoothly upsampled (grid units span 2 per side)
+        coarse = torch.randn(n, 2, 5, 5, generator=gen)
+        field = F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=True)
+        field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+        grid = grid + 2 * cfg.elastic * field.permute(0, 2, 3, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    glo, ghi = math.log(cfg.gamma[0]), math.log(cfg.gamma[1])
+    gamma = torch.exp(glo + (ghi - glo) * torch.rand(n, 1, 1, 1, generator=gen))
     gain = 1 + cfg.intensity * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
     offset = 0.5 * cfg.intensity * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
-    return (x * gain + offset).clamp(0.0, 1.0), y[:, 0].round().long()
+    noise = cfg.noise * torch.rand(n, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    x = x.clamp(0.0, 1.0).pow(gamma) * gain + offset + noise
+    return x.clamp(0.0, 1.0), y[:, 0].round().long()
 
 
 def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -166,17 +187,10 @@ def evaluate(model: nn.Module, val: _Slices, batch_size: int = 8, *, tta: bool =
     segmentation probabilities averaged over the four flips of each slice (as `LesionSegmenter(tta=True)`)."""
     model.eval()
     preds, probs = [], []
-    flips: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1)) if tta else ((),)
     for i in range(0, len(val.images), batch_size):
-        x = val.images[i:i + batch_size, None]
-        seg = 0.0
-        for dims in flips:
-            out = model(x.flip(dims) if dims else x)
-            s = out.seg_logits.softmax(1)
-            seg = seg + (s.flip(dims) if dims else s)
-            if not dims:
-                probs.append(out.logits.softmax(1)[:, 1])
-        preds.append(seg.argmax(1))
+        out = averaged_outputs(model, val.images[i:i + batch_size, None], tta=tta)
+        preds.append(out.seg.argmax(1))
+        probs.append(out.p[:, 1])
     pred, target = torch.cat(preds), val.labels.long()
     dice = slice_dice(pred, target)
     m = {"dice_mean": float(dice.mean()), "dice_sd": float(dice.std(unbiased=False))}
@@ -209,8 +223,8 @@ def _patient_level(model: DCN, pos: np.ndarray, neg: np.ndarray, seed: int, weig
         f"({len(pos)} positive, {len(neg)} negative slices)")
     return {"method": "slice probability mapping (FC 100-256-128-1, BCE), fitted after the slice network",
             "training": "cases composed from slice probabilities (no patient-level labels here): positives from "
-                        "held-out annotated slices, negatives from the negative CTs' slices (seen in training, "
-                        "so their probabilities are lower than an unseen CT's)",
+                        "held-out annotated slices, negatives from held-out blocks of the negative CTs' slices "
+                        "(other slices of the same CTs were trained on)",
             "positive_slice_p_mean": round(float(np.mean(pos)), 4),
             "negative_slice_p_mean": round(float(np.mean(neg)), 4),
             **cfg.describe(),
@@ -287,9 +301,8 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
         card["validation_metrics"] = {f"cv_{k}": cv[f"{k}_mean"] for k in ("dice", "dice_ggo", "dice_consolidation")}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped.weights, out / shipped.weights.name)
-    negatives = [e for e in (extra or ()) if not e[2]]
-    if negatives:  # refit the patient level on every fold's held-out slices (out of fold), not one fold's
-        card["patient_level"] = _patient_level_cv(data_dir, out, cfg, negatives, log)
+    if any(not e[2] for e in (extra or ())):  # refit the patient level on every fold's out-of-fold slices
+        card["patient_level"] = _patient_level_cv(out, cfg, log)
         card["sha256"] = sha256_of(out / shipped.weights.name)
     (out / shipped.card.name).write_text(json.dumps(card, indent=2))
     shutil.copyfile(shipped.card.with_name(f"{MODEL_NAME}.history.json"), out / f"{MODEL_NAME}.history.json")
@@ -300,19 +313,22 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
                        out / shipped.card.name)
 
 
-def _patient_level_cv(data_dir: str | Path, out: Path, cfg: DCNTrainConfig, negatives: Sequence[ExtraSlice],
-                      log: Callable[[str], None]) -> dict[str, object]:
-    """`_patient_level` for the shipped fold with positives from every fold's model on its own held-out slices."""
-    data = read_lesion_slices(data_dir)
-    items = [(s.image, s.labels, True) for s in data.slices]
-    model, pos = DCN(base=cfg.base), []
-    for k, (_, val_idx) in enumerate(kfold(len(data), cfg.folds, cfg.seed)):
-        _load_weights(model, out / f"fold{k}" / f"{MODEL_NAME}.pt")
-        pos.append(slice_probabilities(model, _prepare([items[i] for i in val_idx], cfg.size).images, cfg.batch_size))
+def _patient_level_cv(out: Path, cfg: DCNTrainConfig, log: Callable[[str], None]) -> dict[str, object]:
+    """`_patient_level` for the shipped model, fitted on every fold's out-of-fold slice probabilities (each
+    fold model on its held-out annotated slices and held-out negative slices: `OUT_OF_FOLD`)."""
+    pos, neg = [], []
+    for k in range(cfg.folds):
+        path = out / f"fold{k}" / OUT_OF_FOLD
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing; train the fold again (without --resume) to fit the patient level")
+        oof = json.loads(path.read_text())
+        pos.append(np.asarray(oof["positive"], np.float64))
+        neg.append(np.asarray(oof["negative"], np.float64))
+    model = DCN(base=cfg.base)
     _load_weights(model, out / f"{MODEL_NAME}.pt")
-    neg = slice_probabilities(model, _prepare(negatives, cfg.size).images, cfg.batch_size)
-    entry = _patient_level(model, np.concatenate(pos), neg, cfg.seed, out / f"{MODEL_NAME}.pt", log)
-    return {**entry, "positives": f"out-of-fold: each of the {cfg.folds} fold models on its held-out slices"}
+    entry = _patient_level(model, np.concatenate(pos), np.concatenate(neg), cfg.seed, out / f"{MODEL_NAME}.pt", log)
+    return {**entry, "slices": f"out-of-fold: each of the {cfg.folds} fold models on its held-out annotated "
+                               "slices and its held-out block of negative slices"}
 
 
 def _finished_fold(folder: Path) -> TrainResult | None:
@@ -346,13 +362,14 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     else:
         train_idx, val_idx = kfold(len(data), cfg.folds, cfg.seed)[cfg.fold]
     items = [(s.image, s.labels, True) for s in data.slices]
-    tr = _prepare([items[i] for i in train_idx] + list(extra), cfg.size)
+    train_extra, held_extra = _split_negatives(extra, cfg)
+    tr = _prepare([items[i] for i in train_idx] + train_extra, cfg.size)
     val = _prepare([items[i] for i in val_idx], cfg.size)
     pos = np.flatnonzero(tr.covid.numpy() == 1)
     neg = np.flatnonzero(tr.covid.numpy() == 0)
     held = "none held out" if cfg.fold == ALL_SLICES else f"fold {cfg.fold} of {cfg.folds}"
     log(f"{len(train_idx)} training and {len(val_idx)} validation slices of {data_dir.name} ({held}); "
-        f"{len(extra)} extra slices ({len(neg)} negatives); size {cfg.size}")
+        f"{len(train_extra)} extra slices ({len(neg)} negatives; {len(held_extra)} more held out); size {cfg.size}")
 
     model = DCN(base=cfg.base)
     with torch.no_grad():  # a background prior (as RetinaNet's): lesions start rare, not at 1/3 of every pixel
@@ -360,6 +377,7 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     # the slice network; the patient-level SPM is fitted after it (`_patient_level`)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("spm.")], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     rng = np.random.default_rng([cfg.seed, 3])
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult(best_epoch=-1, metrics={})
@@ -368,7 +386,7 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     start, spent = 0, 0.0
     if cfg.resume and (out / CHECKPOINT).is_file():
         start, best, best_state, spent = _resume(out / CHECKPOINT, cfg, len(tr.images), model, opt, sched, rng, gen,
-                                                 result)
+                                                 result, ema)
         log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch}, Dice {best:.4f})")
     t_start -= spent
     for epoch in range(start, cfg.epochs):
@@ -385,22 +403,26 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
             opt.zero_grad(set_to_none=True)
             loss.total.backward()
             opt.step()
+            if ema is not None:
+                ema_update(ema, model, cfg.ema_decay)
             running += float(loss.total.detach())
             if progress is not None:
                 progress((epoch + (step + 1) / steps) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
         sched.step()
-        m = evaluate(model, val, cfg.batch_size) if len(val.images) else {}
+        scored = ema if ema is not None else model
+        m = evaluate(scored, val, cfg.batch_size) if len(val.images) else {}
         m.update(epoch=epoch + 1, loss=running / steps, lr=opt.param_groups[0]["lr"], seconds=time.time() - t0)
         result.history.append(m)
         scores = (f"val Dice {m['dice_mean']:.4f}  GGO {m['dice_ggo']:.4f}  consolidation "
                   f"{m['dice_consolidation']:.4f}  " if "dice_mean" in m else "")
         log(f"epoch {epoch + 1:3d}  loss {m['loss']:.4f}  {scores}({m['seconds']:.0f} s)")
         if "dice_mean" not in m or m["dice_mean"] > best:  # without validation: the last epoch
-            best, best_state = m.get("dice_mean", -1.0), copy.deepcopy(model.state_dict())
+            best, best_state = m.get("dice_mean", -1.0), copy.deepcopy(scored.state_dict())
             result.best_epoch, result.metrics = epoch + 1, m
         save_atomic({"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
-                     "generator": gen.get_state(), "best": best, "best_state": best_state,
+                     "generator": gen.get_state(), "ema": ema.state_dict() if ema is not None else {},
+                     "best": best, "best_state": best_state,
                      "best_epoch": result.best_epoch, "best_metrics": result.metrics, "history": result.history,
                      "seconds": time.time() - t_start,
                      "settings": {**cfg.must_match(), "train_slices": len(tr.images)}}, out / CHECKPOINT)
@@ -409,14 +431,26 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
             break
     if best_state is None:
         raise DatasetError("no epoch ran (epochs must be >= 1)")
-    negatives = _Slices(tr.images[neg], tr.labels[neg], tr.covid[neg])
+    negatives = _prepare(held_extra, cfg.size) if held_extra else _Slices(tr.images[neg], tr.labels[neg],
+                                                                            tr.covid[neg])
     return _finish(out, cfg, result, model, best_state, val, negatives, data_dir, len(train_idx), len(val_idx),
                    len(extra), extra_source, time.time() - t_start, log)
 
 
+def _split_negatives(extra: Sequence[ExtraSlice], cfg: DCNTrainConfig) -> tuple[list[ExtraSlice], list[ExtraSlice]]:
+    """(training extras, held-out negatives): with a fold held out, the fold's contiguous block of the negative
+    slices (neighbouring slices of one CT stay together) is held out as well, so that the patient level is
+    fitted on slice probabilities of negatives the slice network never saw. Every slice trains the final model."""
+    negatives = [i for i, e in enumerate(extra) if not e[2]]
+    if cfg.fold == ALL_SLICES or len(negatives) < cfg.folds:
+        return list(extra), []
+    held = set(np.array_split(np.asarray(negatives), cfg.folds)[cfg.fold].tolist())
+    return [e for i, e in enumerate(extra) if i not in held], [extra[i] for i in sorted(held)]
+
+
 def _resume(path: Path, cfg: DCNTrainConfig, n_train: int, model: nn.Module, opt: torch.optim.Optimizer,
             sched: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator, gen: torch.Generator,
-            result: TrainResult) -> tuple[int, float, dict[str, torch.Tensor] | None, float]:
+            result: TrainResult, ema: nn.Module | None) -> tuple[int, float, dict[str, torch.Tensor] | None, float]:
     """Restore a checkpoint; (epochs done, best Dice, best state, seconds spent). DatasetError when it does not fit."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
@@ -427,6 +461,8 @@ def _resume(path: Path, cfg: DCNTrainConfig, n_train: int, model: nn.Module, opt
         raise DatasetError(f"{path}: trained with {state.get('settings')}, not {want}; resume with the same "
                            "settings and data or use another --out")
     load_slice_network(model, state["model"])
+    if ema is not None:
+        load_slice_network(ema, state["ema"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     rng.bit_generator.state = state["numpy_rng"]
@@ -453,9 +489,10 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
     if len(val.images) < 2:
         patient_level = {"fitted": False, "why": "no held-out positive slices to fit it on"}
     elif len(negatives.images):
-        patient_level = _patient_level(model, slice_probabilities(model, val.images, cfg.batch_size),
-                                       slice_probabilities(model, negatives.images, cfg.batch_size), cfg.seed,
-                                       weights, log)
+        pos = slice_probabilities(model, val.images, cfg.batch_size)
+        neg = slice_probabilities(model, negatives.images, cfg.batch_size)
+        (out / OUT_OF_FOLD).write_text(json.dumps({"positive": pos.tolist(), "negative": neg.tolist()}))
+        patient_level = _patient_level(model, pos, neg, cfg.seed, weights, log)
     card = {
         "name": MODEL_NAME,
         "architecture": f"DCN (Gao et al., MedIA 2021): U-Net segmentation branch + ResNet-50 classification "

@@ -26,6 +26,7 @@ from torch import nn
 from inference.core.metrics import binary_metrics
 from inference.core.types import ProgressFn
 from inference.models._api import sha256_of
+from inference.training.averaging import ema_update
 from inference.training.datasets.info import read_dataset_info
 from inference.training.datasets.slices import read_split
 from inference.training.reports import TrainResult, fp16_state, write_roc_png
@@ -180,7 +181,7 @@ def train(
             opt.step()
             total += float(loss.detach())
             if ema is not None:
-                _ema_update(ema, model, cfg.ema_decay)
+                ema_update(ema, model, cfg.ema_decay)
             if progress is not None:
                 progress((epoch + (step + 1) / steps) / cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs}")
         scored = ema if ema is not None else model
@@ -258,14 +259,5 @@ def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x
     result.card = out / f"{model_name}.card.json"
     log(f"best epoch {result.best_epoch}: {json.dumps(card['validation_metrics'])}")
     return result
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
-        if e.is_floating_point():
-            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        else:
-            e.copy_(p)
 
 

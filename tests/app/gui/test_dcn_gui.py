@@ -35,7 +35,8 @@ def test_analyze_with_dcn_and_start_from_its_result(qtbot, tmp_path, monkeypatch
     assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
     headline = win.results.headline.text()
     assert "P(COVID)" in headline and "GGO" in headline and "lesion attention" in headline
-    assert "warning: DCN's P(COVID) is not reliable on real CT" in headline  # from its model card
+    warning = win.results.warning  # from its model card, on its own line
+    assert "warning: DCN's P(COVID) is not reliable on real CT" in warning.text() and warning.isVisibleTo(win)
     assert np.array_equal(win.results.plot_x, pred.slice_indices)  # one P(COVID) per slice with lung
     win.annotation.prompt_answer = lambda _kind, _text: "discard"
     panel = win.annotation_panel

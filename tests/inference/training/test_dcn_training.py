@@ -13,12 +13,15 @@ from PIL import Image
 
 from inference.models._api import sha256_of
 from inference.models.dcn import DCN
-from inference.training.datasets.ct_crops import lung_crops
+from inference.training.datasets.ct_crops import jpeg_roundtrip, lung_crops
 from inference.training.datasets.phantom_lesions import EXPORT_WINDOW_HU, lesion_labels, volume_slices, window01
 from inference.training.datasets.volumes import DatasetError
 from inference.training.recipes.dcn import (
+    ALL_SLICES,
     CHECKPOINT,
+    OUT_OF_FOLD,
     DCNTrainConfig,
+    _split_negatives,
     augment,
     cross_validate,
     slice_dice,
@@ -75,13 +78,29 @@ def test_phantom_slices_helpers():
 
 
 def test_augment_keeps_labels_aligned():
-    cfg = DCNTrainConfig(intensity=0.0, scale=(1.0, 1.0))
+    cfg = DCNTrainConfig(intensity=0.0, scale=(1.0, 1.0), rotate_deg=0.0, elastic=0.0, gamma=(1.0, 1.0), noise=0.0)
     x = torch.zeros(4, 16, 16)
     x[:, 2:5, 3:9] = 1.0
     y = (x > 0).to(torch.uint8)
     xa, ya = augment(x, y, cfg, torch.Generator().manual_seed(0))
     assert xa.shape == (4, 1, 16, 16) and ya.shape == (4, 16, 16)
     assert torch.equal(xa[:, 0] > 0.5, ya > 0) and int(ya.sum()) == int(y.sum())
+
+
+def test_augment_warps_image_and_labels_together():
+    """Rotation, scale and the elastic warp move labels with the image; grey-level jitter leaves labels alone."""
+    cfg = DCNTrainConfig(intensity=0.0, gamma=(1.0, 1.0), noise=0.0, rotate_deg=30.0, elastic=0.05)
+    x = torch.zeros(8, 64, 64)
+    x[:, 20:40, 16:44] = 1.0
+    y = (x > 0).to(torch.uint8)
+    xa, ya = augment(x, y, cfg, torch.Generator().manual_seed(1))
+    img, lab = xa[:, 0] > 0.5, ya > 0
+    iou = (img & lab).sum((1, 2)).float() / (img | lab).sum((1, 2)).float()
+    assert float(iou.min()) > 0.9 and not torch.equal(lab, y > 0)  # moved, and moved together
+    jitter = DCNTrainConfig(rot90=False, flip_p=0.0, scale=(1.0, 1.0), rotate_deg=0.0, elastic=0.0)
+    xj, yj = augment(x, y, jitter, torch.Generator().manual_seed(2))
+    assert torch.equal(yj, y.long()) and not torch.equal(xj[:, 0], x)
+    assert 0.0 <= float(xj.min()) <= float(xj.max()) <= 1.0
 
 
 def test_slice_dice():
@@ -176,7 +195,9 @@ def test_cross_validation_resumes_finished_folds_and_trains_a_final_model(semise
     assert cv["folds"] == 3 and card["validation_metrics"] == {
         "cv_dice": cv["dice_mean"], "cv_dice_ggo": cv["dice_ggo_mean"],
         "cv_dice_consolidation": cv["dice_consolidation_mean"]}
-    assert card["patient_level"]["composed_cases"] > 0 and "out-of-fold" in card["patient_level"]["positives"]
+    assert card["patient_level"]["composed_cases"] > 0 and "out-of-fold" in card["patient_level"]["slices"]
+    blocks = [json.loads((tmp_path / f"fold{k}" / OUT_OF_FOLD).read_text()) for k in range(3)]
+    assert sum(len(b["negative"]) for b in blocks) == len(negatives)  # each negative held out once
     assert card["sha256"] == sha256_of(tmp_path / "dcn.pt") and res.weights == tmp_path / "dcn.pt"
     history = json.loads((tmp_path / "final" / "dcn.history.json").read_text())
     assert 1 <= len(history) <= 2 and "dice_mean" not in history[0]
@@ -194,6 +215,31 @@ def test_patient_level_is_fitted_and_shipped_with_the_weights(semiseg, negatives
     assert card["sha256"] == sha256_of(res.weights)
     alone = train(semiseg, tmp_path / "alone", DCNTrainConfig(**{**FAST, "epochs": 1}), log=lambda _: None)
     assert json.loads(alone.card.read_text())["patient_level"]["fitted"] is False
+
+
+def test_negatives_are_held_out_in_contiguous_blocks_per_fold():
+    extra = [(np.full((2, 2), i, np.float32), np.zeros((2, 2), np.uint8), i in (0, 5)) for i in range(12)]
+    held = [_split_negatives(extra, DCNTrainConfig(folds=3, fold=k))[1] for k in range(3)]
+    ids = [[int(e[0][0, 0]) for e in h] for h in held]
+    assert ids == [[1, 2, 3, 4], [6, 7, 8], [9, 10, 11]]  # positives (0, 5) always train
+    kept, none = _split_negatives(extra, DCNTrainConfig(folds=3, fold=ALL_SLICES))
+    assert len(kept) == 12 and none == []
+    kept, held0 = _split_negatives(extra, DCNTrainConfig(folds=3, fold=0))
+    assert len(kept) + len(held0) == 12 and not {id(e) for e in kept} & {id(e) for e in held0}
+
+
+def test_jpeg_roundtrip_quantizes_like_the_annotated_images():
+    rng = np.random.default_rng(0)
+    image = np.clip(0.5 + 0.2 * rng.standard_normal((64, 80)), 0, 1).astype(np.float32)
+    out = jpeg_roundtrip(image)
+    assert out.shape == image.shape and out.dtype == np.float32 and 0.0 <= out.min() <= out.max() <= 1.0
+    assert np.allclose(out * 255, np.rint(out * 255), atol=1e-4)  # 8-bit levels
+    err = float(np.abs(out - image).mean())
+    assert 0.005 < err < 0.15  # lossy at quality 75, yet the same image
+    assert float(np.abs(jpeg_roundtrip(image, 100) - image).mean()) < err
+    hu = np.full((3, 20, 20), 200.0, np.float32)
+    crops = lung_crops(hu, np.ones(hu.shape, bool), False, jpeg_quality=75)
+    assert len(crops) == 3 and np.allclose(crops[0][0], 1.0, atol=2 / 255)
 
 
 def test_lung_crops_cut_the_lung_box_in_the_export_window():
