@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.services.batch_screening import screen
+    from viewer.dicom.scan import skipped_lines
     from inference.core.types import InferenceError
     from inference.screening.run import ScreeningConfig, screening_models
 
@@ -57,13 +58,20 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     from inference.models import get_model
 
+    ok = [r for r in rows if r["status"] == "ok"]
     warning = get_model(args.model).card().get("case_probability_warning")
-    if warning and rows:
+    if warning and ok:
         print(f"warning: {warning}", file=sys.stderr)
-    for row in rows:
+    for row in ok:
         print(f"{row['rank']:3d}  p={row['probability']:.3f}  involvement {row['involvement_percent']:5.1f} %  "
               f"severity {row['severity']:2d}  {row['case']}")
-    for err in errors:
-        print(f"skipped: {err['source']}: {err['error']}", file=sys.stderr)
-    print(f"wrote {Path(args.out) / 'results.csv'} ({len(rows)} case(s), {len(errors)} problem(s))")
-    return EXIT_OK if rows or not errors else EXIT_BAD_INPUT
+    for row in rows[len(ok):]:
+        print(f"  -  {row['status']}  {row['case']} ({row['source']})")
+    for line in skipped_lines([(e["source"], e["error"]) for e in errors]):  # one line per reason
+        print(line, file=sys.stderr)
+    if not rows:
+        return fail(f"no image series found under {', '.join(args.paths)}"
+                    + (f" ({len(errors)} problem(s), see above)" if errors else ""))
+    print(f"wrote {Path(args.out) / 'results.csv'}: {len(ok)} case(s) screened, {len(rows) - len(ok)} not "
+          f"assessable, {len(errors)} other problem(s)")
+    return EXIT_OK if ok else EXIT_BAD_INPUT

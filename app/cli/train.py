@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, fail
@@ -194,6 +195,17 @@ def _register_dcn(models: argparse._SubParsersAction) -> None:
     p.add_argument("--negatives-jpeg", type=int, default=SEMISEG_JPEG_QUALITY, metavar="Q",
                    help="store each negative slice as 8-bit JPEG of quality Q and decode it, as the annotated "
                         f"images were exported (default {SEMISEG_JPEG_QUALITY}; 0: off)")
+    p.add_argument("--self-train", metavar="DIR",
+                   help="self-training: the train split of a COVID-CT-style folder (CT_COVID/, CT_NonCOVID/, "
+                        "Data-split/) trains with --teacher's lesion labels (pseudo-labels) and its own COVID flag")
+    p.add_argument("--teacher", metavar="PATH",
+                   help="with --self-train: DCN weights of the same width (with --cv: an earlier --cv output "
+                        "folder; fold K learns from PATH/foldK/dcn.pt, --final from PATH/dcn.pt)")
+    p.add_argument("--pseudo-per-positive", type=float, default=d["pseudo_per_positive"], metavar="R",
+                   help="with --self-train: pseudo-labelled slices drawn per epoch, relative to the positives")
+    p.add_argument("--last-epoch", action="store_true",
+                   help="keep each fold's last epoch instead of the one best on its held-out slices: a "
+                        "cross-validated Dice free of that selection; --final then trains --epochs epochs")
     p.add_argument("--ema-decay", type=float, default=d["ema_decay"], metavar="D",
                    help="score and ship a moving average of the weights, decay D per step (0: off)")
     p.set_defaults(func=run)
@@ -201,13 +213,16 @@ def _register_dcn(models: argparse._SubParsersAction) -> None:
 
 def run_dcn(args: argparse.Namespace) -> int:
     """0 on success, 1 when the data folder does not follow the layout."""
+    from inference.training.datasets.slices import read_grey_split
     from inference.training.datasets.volumes import DatasetError
-    from inference.training.recipes.dcn import DCNTrainConfig, cross_validate, train
+    from inference.training.recipes.dcn import DCNTrainConfig, SelfTraining, cross_validate, train
+    from inference.transforms.images import ImageError
 
     cfg = DCNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                          base=args.base, folds=args.folds, fold=args.fold, seed=args.seed, threads=args.threads,
                          time_limit_min=args.time_limit, resume=args.resume,
-                         negatives_per_positive=args.negatives_per_positive, ema_decay=args.ema_decay)
+                         negatives_per_positive=args.negatives_per_positive, ema_decay=args.ema_decay,
+                         pseudo_per_positive=args.pseudo_per_positive, select_best=not args.last_epoch)
     if not 0.0 <= args.ema_decay < 1.0:
         return fail(f"--ema-decay must be in [0, 1), got {args.ema_decay}", EXIT_USAGE)
     if not os.path.isdir(args.data):
@@ -216,14 +231,22 @@ def run_dcn(args: argparse.Namespace) -> int:
         return fail("--final needs --cv (the folds choose its epoch count)", EXIT_USAGE)
     if not 0 <= args.negatives_jpeg <= 100:
         return fail(f"--negatives-jpeg must be 0 (off) or a JPEG quality 1-100, got {args.negatives_jpeg}", EXIT_USAGE)
+    if bool(args.self_train) != bool(args.teacher):
+        return fail("--self-train and --teacher go together", EXIT_USAGE)
     extra, sources = negative_slices(args.negatives, args.negatives_jpeg or None)
     try:
+        st = None
+        if args.self_train:
+            images = read_grey_split(args.self_train, "train")
+            st = SelfTraining(images, Path(args.teacher), f"{os.path.basename(os.path.normpath(args.self_train))} "
+                                                          f"train split: {len(images)} images")
         if args.cv:
             result = cross_validate(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources),
-                                    final=args.final, log=print)
+                                    final=args.final, self_training=st, log=print)
         else:
-            result = train(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources), log=print)
-    except (DatasetError, ValueError) as exc:
+            result = train(args.data, args.out, cfg, extra=extra, extra_source="; ".join(sources),
+                           self_training=st, log=print)
+    except (DatasetError, ValueError, FileNotFoundError, ImageError) as exc:
         return fail(str(exc))
     print(f"wrote {result.weights} and {result.card}")
     return EXIT_OK

@@ -17,6 +17,8 @@ from inference.core.types import InferenceError
 from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
 from inference.inferers.volume import VolumeClassifier
+from inference.lungs.select import segment_lung_labels
+from inference.screening.assess import MIN_SLICES, STATUS_OK, lung_problem, prediction_problem, voxel_problem
 from inference.screening.run import ScreeningConfig, load_model, run
 from viewer.core.errors import LoadError
 from viewer.core.progress import ProgressFn
@@ -29,8 +31,9 @@ from viewer.io.volumes import read_volume_file, volume_suffix, write_volume
 
 _log = logging.getLogger(__name__)  # the default `log` of `screen`
 
-CSV_FIELDS = ("rank", "case", "series", "probability", "involvement_percent", "severity", "lesion_ml",
+CSV_FIELDS = ("rank", "case", "status", "series", "probability", "involvement_percent", "severity", "lesion_ml",
               "slices", "seconds", "source")
+NOT_ASSESSABLE = "not assessable"
 
 
 @dataclass
@@ -41,13 +44,15 @@ class Case:
     series: str
     source: str
     entry: SeriesEntry | None = None
+    refusal: str | None = None  # known before loading: why this series cannot be screened
 
     def load(self) -> Volume:
         return load_series(self.entry) if self.entry is not None else read_volume_file(self.source)
 
 
 def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
-    """Every CT image series (or volume file) under `paths`; what cannot be used goes to `errors`."""
+    """Every image series (or volume file) under `paths`, those that cannot be screened with their `refusal`;
+    paths and files that hold no series go to `errors`."""
     cases: list[Case] = []
     for path in paths:
         if not os.path.exists(path):
@@ -61,13 +66,22 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
             if not is_expected_skip(reason):  # text files, DICOMDIR, reports are expected; report the rest
                 errors.append({"source": p, "error": reason})
         for entry in result.series:
-            if not entry.is_ct_stack or entry.n_slices < 3:
-                continue
             md = entry.metadata
             label = md.patient_id or md.patient_name or Path(entry.first.path).parent.name
             name = _safe(f"{label}_{md.series_number or 'x'}_{entry.id[-8:]}")
-            cases.append(Case(name, entry.id, os.path.dirname(entry.first.path), entry))
+            cases.append(Case(name, entry.id, os.path.dirname(entry.first.path), entry, _series_refusal(entry)))
     return cases
+
+
+def _series_refusal(entry: SeriesEntry) -> str | None:
+    """Why a series found by the scan cannot be screened, from its headers alone, or None."""
+    if entry.is_localizer:
+        return "a localizer (scout) image, not cross-sectional CT"
+    if not entry.is_ct_stack:
+        return f"modality {entry.modality}, not CT"
+    if entry.n_slices < MIN_SLICES:
+        return f"too few slices ({entry.n_slices}; at least {MIN_SLICES})"
+    return None
 
 
 def _safe(text: str) -> str:
@@ -100,29 +114,26 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
             if progress is not None:
                 progress((n + f) / max(1, len(cases)), f"{name}: {msg}")
 
+        row: dict = {"case": case.name, "series": case.series, "source": case.source}
         try:
-            volume = case.load()
-            canon = to_canonical(volume)
-            pred = run(canon.array, canon.spacing, clf, config=config, lungs=lungs, progress=case_progress)
-            source, flips = canonical_axes(volume.direction)
-            folder = out / case.name
-            for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
-                write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
-            summary = pred.summary()
-            write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
-        except (LoadError, InferenceError, ValueError, OSError, RuntimeError) as exc:
-            errors.append({"source": case.source, "series": case.series, "error": str(exc)})
-            log(f"skipped {case.name}: {exc}")
+            if case.refusal is not None:
+                raise _NotAssessable(case.refusal)
+            summary = _screen_case(case, out, clf, config, lungs, case_progress)
+        except _NotAssessable as why:
+            rows.append({**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)})
+            log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
             continue
-        rows.append({"case": case.name, "series": case.series, "probability": summary["probability"],
+        except (LoadError, InferenceError, ValueError, OSError, RuntimeError) as exc:
+            rows.append({**row, "status": f"{NOT_ASSESSABLE}: {exc}", "seconds": round(time.perf_counter() - t0, 3)})
+            log(f"{case.name}: {NOT_ASSESSABLE}: {exc}")
+            continue
+        rows.append({**row, "status": STATUS_OK, "probability": summary["probability"],
                      "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],
                      "lesion_ml": summary["lesion_ml"], "slices": summary["slices_classified"],
-                     "seconds": round(time.perf_counter() - t0, 3), "source": case.source})
-    rows.sort(key=lambda r: -r["probability"])
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
+                     "seconds": round(time.perf_counter() - t0, 3)})
+    rows = rank_rows(rows)
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\r\n")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\r\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out / "results.csv", table.getvalue())
@@ -130,3 +141,47 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
                                                         "lungs": lungs, "heatmap": heatmap, "device": clf.engine,
                                                         "cases": rows, "errors": errors}, indent=2))
     return rows, errors
+
+
+class _NotAssessable(Exception):
+    """A case that loads but cannot be screened; the message is the reason."""
+
+
+def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier | LesionSegmenter,
+                 config: ScreeningConfig | None, lungs: str, progress: ProgressFn) -> dict:
+    """Load, check and screen one case; write its masks and prediction.json; its summary.
+
+    Raises:
+        _NotAssessable: the volume or the result fails a rule of `inference.screening.assess`.
+    """
+    volume = case.load()
+    canon = to_canonical(volume)
+    hu, spacing = canon.array, canon.spacing
+    problem = voxel_problem(hu)
+    if problem:
+        raise _NotAssessable(problem)
+    lung_labels = segment_lung_labels(hu, spacing, lungs)
+    problem = lung_problem(lung_labels, spacing, volume.metadata.body_part)
+    if problem:
+        raise _NotAssessable(problem)
+    pred = run(hu, spacing, clf, config=config, lung_labels=lung_labels, progress=progress)
+    problem = prediction_problem(pred)
+    if problem:
+        raise _NotAssessable(problem)
+    source, flips = canonical_axes(volume.direction)
+    folder = out / case.name
+    for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
+        write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
+    summary = pred.summary()
+    write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def rank_rows(rows: list[dict]) -> list[dict]:
+    """Assessed rows by falling probability, ranked 1..n; then the not-assessable rows (no rank, no probability)
+    in the order they were found."""
+    ok = sorted((r for r in rows if r["status"] == STATUS_OK), key=lambda r: -r["probability"])
+    for rank, row in enumerate(ok, start=1):
+        row["rank"] = rank
+    rest = [{**r, "rank": None, "probability": None} for r in rows if r["status"] != STATUS_OK]
+    return ok + rest

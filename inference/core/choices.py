@@ -43,6 +43,7 @@ LUNG_UNET_TRAIN: dict[str, object] = {
 DCN_TRAIN: dict[str, object] = {
     "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 192, "base": 16, "folds": 5, "fold": 0, "seed": 0,
     "threads": 0, "time_limit_min": 0.0, "negatives_per_positive": 0.5, "ema_decay": 0.0,
+    "pseudo_per_positive": 1.0, "select_best": True,
 }
 #: the JPEG quality of the COVID-SemiSeg images (their quantization tables are libjpeg's at quality 75); DCN's
 #: negative slices are stored and decoded at it (`inference.training.datasets.ct_crops`)

@@ -12,12 +12,17 @@ without `extra` the classification branch only ever sees COVID slices.
 
 Each epoch: every positive slice once and a fresh random draw of negatives (`negatives_per_positive` x
 the positives: the paper's under-sampling), augmented on the fly (flips, 90-degree rotations: the
-slices are transposed, see `lesion_slices`; scale; intensity gain and offset). Loss `dcn_loss`
-(w = 1 for slices with lesion pixels, lambda 1), Adam 1e-3 x 0.95 per epoch (the paper); the segmentation
-head starts with a background prior (`background_prior`, not in the paper). After each
-epoch the held-out fold is scored: per-slice Dice of lesion vs background, mean over slices (as Inf-Net
-reports), and per-class Dice (GGO, consolidation; pooled over the fold's pixels), at the model's size.
-The epoch with the best mean Dice is kept and written in fp16. Deterministic for a seed.
+slices are transposed, see `lesion_slices`; small rotations, scale, a smooth elastic warp; gamma, gain,
+offset and noise on the grey levels). With a fold held out, a contiguous block of the negatives is held out
+too, so that the patient level (`_patient_level`) is fitted on out-of-fold slice probabilities only.
+Optional self-training (`SelfTraining`): unlabelled slices with a teacher's labels, drawn per epoch like the
+negatives. Loss `dcn_loss` (w = 1 for slices with lesion pixels, lambda 1), Adam 1e-3 x 0.95 per epoch
+(the paper); the segmentation head starts with a background prior (`background_prior`, not in the paper);
+optionally a moving average of the weights is scored and kept (`ema_decay`). After each epoch the held-out
+fold is scored: per-slice Dice of lesion vs background, mean over slices (as Inf-Net reports), and
+per-class Dice (GGO, consolidation; pooled over the fold's pixels), at the model's size. The epoch with the
+best mean Dice is kept (`select_best`; optimistic, as it is chosen on the slices it is scored on), or the
+last epoch, and written in fp16. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import copy
 import json
 import logging
 import math
+import pickle
 import platform
 import shutil
 import time
@@ -84,6 +90,8 @@ class DCNTrainConfig:
     intensity: float = 0.1  # gain in 1 +- this, offset in +- half of it (grey units)
     gamma: tuple[float, float] = (0.7, 1.4)  # a random gamma on the [0, 1] grey levels
     noise: float = 0.02  # sd of added Gaussian noise, at most (grey units)
+    pseudo_per_positive: float = 1.0  # self-training: pseudo-labelled slices drawn per epoch, relative to the positives
+    select_best: bool = True  # keep the epoch best on the held-out fold (optimistic); False: the last epoch
     ema_decay: float = 0.0  # per step: score and ship a moving average of the weights (0: the weights as trained)
     background_prior: float = 3.0  # initial background logit bias of the segmentation head (lesion p ~ 0.05)
     resume: bool = False  # continue from OUT/dcn.checkpoint.pt (written after every epoch)
@@ -92,13 +100,23 @@ class DCNTrainConfig:
         """The settings a checkpoint has to share with the run that resumes it."""
         keep = ("batch_size", "lr", "lr_decay", "size", "base", "folds", "fold", "seed", "negatives_per_positive",
                 "flip_p", "rot90", "scale", "rotate_deg", "elastic", "intensity", "gamma", "noise", "ema_decay",
-                "background_prior")
+                "pseudo_per_positive", "select_best", "background_prior")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
 
 
 CHECKPOINT = f"{MODEL_NAME}.checkpoint.pt"
 OUT_OF_FOLD = f"{MODEL_NAME}.oof.json"  # a fold's slice probabilities of its held-out positives and negatives
 ALL_SLICES = -1  # `fold` value: train on every slice, hold none out (the final model after cross-validation)
+
+
+@dataclass(frozen=True)
+class SelfTraining:
+    """Unlabelled slices that train with a teacher's labels (pseudo-labels, as Semi-Inf-Net): the teacher's
+    flip-averaged segmentation, fixed for the run; the classification target is the slice's own flag."""
+
+    images: Sequence[tuple[np.ndarray, bool]]  # (grey image in [0, 1], is COVID)
+    teacher: Path  # DCN weights; for `cross_validate` a folder: fold<k>/dcn.pt per fold, dcn.pt for the final
+    source: str = ""
 
 
 @dataclass
@@ -233,26 +251,27 @@ def _patient_level(model: DCN, pos: np.ndarray, neg: np.ndarray, seed: int, weig
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
-          extra: Sequence[ExtraSlice] | None = None, extra_source: str = "", progress: ProgressFn | None = None,
-          log: Callable[[str], None] = _log) -> TrainResult:
+          extra: Sequence[ExtraSlice] | None = None, extra_source: str = "", self_training: SelfTraining | None = None,
+          progress: ProgressFn | None = None, log: Callable[[str], None] = _log) -> TrainResult:
     """Train DCN with fold `cfg.fold` held out; write `dcn.pt` (fp16), `dcn.card.json`, `dcn.history.json`.
 
     Raises:
-        DatasetError: `data_dir` does not follow the COVID-SemiSeg layout or has fewer slices than folds.
+        DatasetError: `data_dir` does not follow the COVID-SemiSeg layout or has fewer slices than folds, or
+            the self-training teacher cannot be read as DCN weights of this width.
     """
     cfg = cfg or DCNTrainConfig()
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(Path(data_dir), Path(out), cfg, extra or (), extra_source, progress, log)
+        return _train(Path(data_dir), Path(out), cfg, extra or (), extra_source, self_training, progress, log)
     finally:
         torch.set_num_threads(threads)
 
 
 def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | None = None, *,
                    extra: Sequence[ExtraSlice] | None = None, extra_source: str = "", final: bool = False,
-                   progress: ProgressFn | None = None,
+                   self_training: SelfTraining | None = None, progress: ProgressFn | None = None,
                    log: Callable[[str], None] = _log) -> TrainResult:
     """Train every fold into `out/fold<k>/`; the shipped files in `out` are fold `cfg.fold`'s (`final`: a model
     trained on every slice for the folds' median best epoch count), and its card gains the cross-validated
@@ -271,8 +290,10 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
         done = _finished_fold(out / f"fold{k}") if cfg.resume else None
         if done is not None:
             log(f"fold {k + 1} was finished by an earlier run (best epoch {done.best_epoch}): kept")
+        st = None if self_training is None else replace(self_training,
+                                                        teacher=self_training.teacher / f"fold{k}" / f"{MODEL_NAME}.pt")
         results.append(done or train(data_dir, out / f"fold{k}", fold_cfg, extra=extra, extra_source=extra_source,
-                                     progress=sub, log=log))
+                                     self_training=st, progress=sub, log=log))
     dices = np.array([r.metrics["dice_mean"] for r in results])
     cv = {"folds": cfg.folds, "dice_mean": round(float(dices.mean()), 4), "dice_sd": round(float(dices.std()), 4),
           "per_fold": [round(float(d), 4) for d in dices]}
@@ -288,11 +309,15 @@ def cross_validate(data_dir: str | Path, out: str | Path, cfg: DCNTrainConfig | 
                                                                           round(float(vals.std()), 4))
     shipped = results[cfg.fold]
     if final:
-        epochs = max(1, int(round(float(np.median([r.best_epoch for r in results])))))
-        log(f"final model: every slice, {epochs} epochs (the folds' median best epoch)")
+        epochs = max(1, int(round(float(np.median([r.best_epoch for r in results]))))) if cfg.select_best \
+            else cfg.epochs
+        log(f"final model: every slice, {epochs} epochs"
+            + (" (the folds' median best epoch)" if cfg.select_best else ""))
         sub = None if progress is None else (lambda f, msg: progress((cfg.folds + f) / steps, f"final: {msg}"))
+        st = None if self_training is None else replace(self_training,
+                                                        teacher=self_training.teacher / f"{MODEL_NAME}.pt")
         shipped = train(data_dir, out / "final", replace(cfg, fold=ALL_SLICES, epochs=epochs, time_limit_min=0.0),
-                        extra=extra, extra_source=extra_source, progress=sub, log=log)
+                        extra=extra, extra_source=extra_source, self_training=st, progress=sub, log=log)
     assert shipped.weights is not None and shipped.card is not None
     card = json.loads(shipped.card.read_text())
     card["cross_validation"] = cv
@@ -347,7 +372,8 @@ def _load_weights(model: DCN, path: Path) -> None:
 
 
 def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[ExtraSlice], extra_source: str,
-           progress: ProgressFn | None, log: Callable[[str], None]) -> TrainResult:
+           self_training: SelfTraining | None, progress: ProgressFn | None,
+           log: Callable[[str], None]) -> TrainResult:
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.size <= 0 or cfg.size % 16:
@@ -367,6 +393,9 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     val = _prepare([items[i] for i in val_idx], cfg.size)
     pos = np.flatnonzero(tr.covid.numpy() == 1)
     neg = np.flatnonzero(tr.covid.numpy() == 0)
+    pseudo, st_info = np.zeros(0, np.int64), {}
+    if self_training is not None and len(self_training.images):
+        tr, pseudo, st_info = _add_pseudo_labelled(tr, self_training, cfg, log)
     held = "none held out" if cfg.fold == ALL_SLICES else f"fold {cfg.fold} of {cfg.folds}"
     log(f"{len(train_idx)} training and {len(val_idx)} validation slices of {data_dir.name} ({held}); "
         f"{len(train_extra)} extra slices ({len(neg)} negatives; {len(held_extra)} more held out); size {cfg.size}")
@@ -383,6 +412,7 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     result = TrainResult(best_epoch=-1, metrics={})
     best, best_state = -1.0, None
     n_neg = min(len(neg), int(round(cfg.negatives_per_positive * len(pos))))
+    n_pseudo = min(len(pseudo), int(round(cfg.pseudo_per_positive * len(pos))))
     start, spent = 0, 0.0
     if cfg.resume and (out / CHECKPOINT).is_file():
         start, best, best_state, spent = _resume(out / CHECKPOINT, cfg, len(tr.images), model, opt, sched, rng, gen,
@@ -392,7 +422,10 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, running = time.time(), 0.0
-        order = rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]).astype(np.int64))
+        drawn = [pos, rng.choice(neg, n_neg, replace=False)]
+        if n_pseudo:
+            drawn.append(rng.choice(pseudo, n_pseudo, replace=False))
+        order = rng.permutation(np.concatenate(drawn).astype(np.int64))
         steps = max(1, math.ceil(len(order) / cfg.batch_size))
         for step in range(steps):
             idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
@@ -416,7 +449,7 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
         scores = (f"val Dice {m['dice_mean']:.4f}  GGO {m['dice_ggo']:.4f}  consolidation "
                   f"{m['dice_consolidation']:.4f}  " if "dice_mean" in m else "")
         log(f"epoch {epoch + 1:3d}  loss {m['loss']:.4f}  {scores}({m['seconds']:.0f} s)")
-        if "dice_mean" not in m or m["dice_mean"] > best:  # without validation: the last epoch
+        if "dice_mean" not in m or not cfg.select_best or m["dice_mean"] > best:  # else the last epoch
             best, best_state = m.get("dice_mean", -1.0), copy.deepcopy(scored.state_dict())
             result.best_epoch, result.metrics = epoch + 1, m
         save_atomic({"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -434,7 +467,34 @@ def _train(data_dir: Path, out: Path, cfg: DCNTrainConfig, extra: Sequence[Extra
     negatives = _prepare(held_extra, cfg.size) if held_extra else _Slices(tr.images[neg], tr.labels[neg],
                                                                             tr.covid[neg])
     return _finish(out, cfg, result, model, best_state, val, negatives, data_dir, len(train_idx), len(val_idx),
-                   len(extra), extra_source, time.time() - t_start, log)
+                   len(extra), extra_source, time.time() - t_start, log, st_info)
+
+
+def _add_pseudo_labelled(tr: _Slices, st: SelfTraining, cfg: DCNTrainConfig,
+                         log: Callable[[str], None]) -> tuple[_Slices, np.ndarray, dict[str, object]]:
+    """`tr` with the self-training slices appended (labels from the teacher), their indices, the card entry."""
+    teacher = DCN(base=cfg.base)
+    try:
+        _load_weights(teacher, st.teacher)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise DatasetError(f"{st.teacher}: not DCN weights of width {cfg.base} to teach with ({exc})") from None
+    images = _prepare([(im, np.zeros(im.shape, np.uint8), covid) for im, covid in st.images], cfg.size)
+    teacher.eval()
+    with torch.no_grad():
+        labels = torch.cat([averaged_outputs(teacher, images.images[i:i + cfg.batch_size, None], tta=True)
+                            .seg.argmax(1).to(torch.uint8) for i in range(0, len(images.images), cfg.batch_size)])
+    share = float((labels > 0).float().mean())
+    log(f"self-training: {len(labels)} slices labelled by {st.teacher} (lesion {100 * share:.1f} % of pixels)")
+    start = len(tr.images)
+    merged = _Slices(torch.cat([tr.images, images.images]), torch.cat([tr.labels, labels]),
+                     torch.cat([tr.covid, images.covid]))
+    info = {"pseudo_labelled_slices": len(labels), "source": st.source or "unnamed",
+            "covid_flagged": int(images.covid.sum()), "teacher_sha256": sha256_of(st.teacher),
+            "pseudo_lesion_pixel_share": round(share, 4),
+            "labels": "the teacher's flip-averaged segmentation (hard labels, fixed for the run); the "
+                      "classification target is the slice's own COVID flag",
+            "per_epoch": f"{cfg.pseudo_per_positive} x the positives, drawn afresh each epoch"}
+    return merged, np.arange(start, len(merged.images)), info
 
 
 def _split_negatives(extra: Sequence[ExtraSlice], cfg: DCNTrainConfig) -> tuple[list[ExtraSlice], list[ExtraSlice]]:
@@ -474,7 +534,8 @@ def _resume(path: Path, cfg: DCNTrainConfig, n_train: int, model: nn.Module, opt
 
 def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, state: dict[str, torch.Tensor],
             val: _Slices, negatives: _Slices, data_dir: Path, n_train: int, n_val: int, n_extra: int,
-            extra_source: str, seconds: float, log: Callable[[str], None]) -> TrainResult:
+            extra_source: str, seconds: float, log: Callable[[str], None],
+            self_training: dict[str, object]) -> TrainResult:
     """Write fp16 weights, the card and the history; the card's fp16 Dice is re-measured from the fp16 weights."""
     out.mkdir(parents=True, exist_ok=True)
     load_slice_network(model, state)
@@ -520,13 +581,17 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
             "extra_slices": n_extra,
             "extra_negatives": len(negatives.images),
             "extra_source": extra_source or "none",
+            "self_training": self_training or "none",
             "classification_labels": "COVID (1) = every COVID-SemiSeg slice and extra slices flagged COVID; "
                                      "NonCOVID (0) = extra slices not flagged",
             "terms": "COVID-SemiSeg: non-commercial research use only; not shipped with LungLens and not "
                      "redistributed. Phantom slices are synthetic.",
         },
-        "selection": ("epoch with the best mean per-slice Dice (lesion vs background) on the held-out fold"
-                      if cfg.fold != ALL_SLICES else
+        "selection": ("epoch with the best mean per-slice Dice (lesion vs background) on the held-out fold "
+                      "(an optimistic estimate: chosen on the slices it is measured on)"
+                      if cfg.fold != ALL_SLICES and cfg.select_best else
+                      f"the last of {cfg.epochs} epochs, fixed in advance (the held-out Dice is not used to choose)"
+                      if not cfg.select_best else
                       f"the last of {cfg.epochs} epochs (no held-out slices; cross-validation chose the count)"),
         "best_epoch": result.best_epoch,
         "validation_metrics": {k: round(result.metrics[k], 4) for k in _DICE_KEYS if k in result.metrics},

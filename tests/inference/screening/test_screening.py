@@ -220,3 +220,54 @@ def test_screening_applies_the_shipped_light_models_window(classifier, monkeypat
     hu = ph.volume.array.astype(np.float32)
     for k, image in zip(slices, seen):
         np.testing.assert_allclose(image, np.clip((hu[k][box] + 1350.0) / 1500.0, 0.0, 1.0), atol=1e-6)
+
+
+def test_every_series_found_is_a_row_and_the_unscreenable_ones_say_why(classifier, tmp_path):
+    """Two-slice and lung-less head series are rows `not assessable: <reason>` with no probability, after every
+    assessed case; files refused by the scan (a NaN rescale slope) are reported; nothing vanishes."""
+    from app.services.batch_screening import screen
+    from viewer.io.volumes import write_volume
+
+    import pydicom
+
+    root = tmp_path / "studies"
+    sick = phantom(40, True)
+
+    def series(name: str, array: np.ndarray, **metadata) -> None:
+        md = dataclasses.replace(sick.volume.metadata, series_instance_uid="", **metadata)
+        write_ct_series(dataclasses.replace(sick.volume, array=array, metadata=md), root / name, uid_seed=name)
+
+    series("sick", sick.volume.array)
+    series("two", sick.volume.array[18:20].copy())
+    head = np.full(SHAPE, -1000.0, np.float32)
+    yy, xx = np.mgrid[:SHAPE[1], :SHAPE[2]]
+    head[:, (yy - 48) ** 2 + (xx - 48) ** 2 < 40 ** 2] = 40.0  # a skull-less head: soft tissue, no lungs
+    series("head", head, body_part="HEAD")
+    series("nan", sick.volume.array)
+    for f in (root / "nan").iterdir():  # a rescale slope that is not a number, as one real series has
+        ds = pydicom.dcmread(f)
+        ds.add_new("RescaleSlope", "LO", "NaN")  # LO: pydicom would refuse "NaN" as DS
+        ds.save_as(f)
+    rows, errors = screen([str(root)], tmp_path / "out", classifier=classifier, log=lambda _m: None)
+    by_source = {Path(r["source"]).name: r for r in rows}
+    assert set(by_source) == {"sick", "two", "head"}
+    # the scan already refuses each file of the NaN series, with the reason: reported, never screened
+    assert len(errors) == SHAPE[0] and all("RescaleSlope 'NaN' is not finite" in e["error"] for e in errors)
+    assert rows[0]["status"] == "ok" and rows[0]["rank"] == 1 and Path(rows[0]["source"]).name == "sick"
+    assert by_source["two"]["status"] == "not assessable: too few slices (2; at least 3)"
+    assert by_source["head"]["status"].startswith("not assessable: ")
+    assert "lung" in by_source["head"]["status"] or "chest" in by_source["head"]["status"]
+    assert all(r["rank"] is None and r["probability"] is None for r in rows[1:])
+    with open(tmp_path / "out" / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["status"] for r in table] == [r["status"] for r in rows]
+    assert table[0]["probability"] != "" and all(r["probability"] == "" == r["rank"] for r in table[1:])
+    assert not (tmp_path / "out" / by_source["two"]["case"]).exists()  # no masks for a case not screened
+
+
+def test_screen_without_any_series_exits_1(tmp_path, capsys):
+    from app.cli import main
+
+    (tmp_path / "notes.txt").write_text("no CT here")
+    assert main(["screen", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert "no image series found under" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from inference.training.recipes.dcn import (
     CHECKPOINT,
     OUT_OF_FOLD,
     DCNTrainConfig,
+    SelfTraining,
     _split_negatives,
     augment,
     cross_validate,
@@ -215,6 +216,23 @@ def test_patient_level_is_fitted_and_shipped_with_the_weights(semiseg, negatives
     assert card["sha256"] == sha256_of(res.weights)
     alone = train(semiseg, tmp_path / "alone", DCNTrainConfig(**{**FAST, "epochs": 1}), log=lambda _: None)
     assert json.loads(alone.card.read_text())["patient_level"]["fitted"] is False
+
+
+def test_self_training_learns_from_a_teachers_labels(semiseg, negatives, tmp_path):
+    """Unlabelled slices train with the teacher's labels; per fold the teacher is that fold's model."""
+    cfg = DCNTrainConfig(**{**FAST, "epochs": 1})
+    cross_validate(semiseg, tmp_path / "teacher", cfg, extra=negatives, log=lambda _: None)
+    unlabelled = [(image, k % 2 == 0) for k, (image, _, _) in enumerate(negatives[:6])]
+    st = SelfTraining(unlabelled, tmp_path / "teacher", "phantoms")
+    logs: list[str] = []
+    res = cross_validate(semiseg, tmp_path / "student", cfg, extra=negatives, self_training=st, log=logs.append)
+    assert sum("self-training: 6 slices labelled by" in m and "fold" in m for m in logs) == 3
+    info = json.loads(res.card.read_text())["training_data"]["self_training"]
+    assert info["pseudo_labelled_slices"] == 6 and info["covid_flagged"] == 3 and info["source"] == "phantoms"
+    assert info["teacher_sha256"] == sha256_of(tmp_path / "teacher" / "fold0" / "dcn.pt")
+    with pytest.raises(DatasetError, match="not DCN weights"):
+        train(semiseg, tmp_path / "bad", cfg, self_training=SelfTraining(unlabelled, semiseg / "Imgs" / "0.jpg"),
+              log=lambda _: None)
 
 
 def test_negatives_are_held_out_in_contiguous_blocks_per_fold():
