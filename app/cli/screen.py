@@ -39,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.services.batch_screening import screen
-    from viewer.dicom.scan import skipped_lines
     from inference.core.types import InferenceError
     from inference.screening.run import ScreeningConfig, screening_models
+    from viewer.dicom.scan import skipped_lines
 
     models = [m.name for m in screening_models()]
     if args.model not in models:

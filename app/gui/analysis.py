@@ -9,6 +9,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from app.gui.workers import Worker
+from app.services.slice_table import slice_table
 from inference.core.choices import DEFAULT_SLICE_MODEL
 from inference.core.prediction import Prediction
 from inference.core.types import Cancelled, InferenceError, UnknownModelError
@@ -183,8 +184,11 @@ class ResultsPanel(QtWidgets.QWidget):
             y = np.array([pred.heatmap[k].max() for k in self.plot_x], float)  # no copy of the slices
             self.plot.setTitle("volumetric model: one P(COVID) per case; heat-map maximum per slice", size="9pt")
             self.plot.setLabel("left", "heat map max")
-        else:
-            self.plot_x, y = pred.slice_indices, pred.slice_probabilities
+        else:  # the per-slice list prediction.json carries
+            table = slice_table(pred, self.state.volume) if self.state.volume is not None else []
+            rows = [r for r in table if r["probability"] is not None]
+            self.plot_x = np.array([r["index"] for r in rows], int)
+            y = np.array([r["probability"] for r in rows], float)
             self.plot.setTitle(None)
             self.plot.setLabel("left", "P(COVID)")
         self.curve.setData(self.plot_x.astype(float), np.asarray(y, float))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.services.slice_table import slice_table
 from inference.core.types import InferenceError
 from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
@@ -172,7 +173,7 @@ def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier 
     folder = out / case.name
     for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
         write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
-    summary = pred.summary()
+    summary = {**pred.summary(), "slices": slice_table(pred, canon)}
     write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
     return summary
 

@@ -99,9 +99,13 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def zone_score(percent: float) -> int:
-    """0 none, 1 under 5 %, 2 5-25 %, 3 25-50 %, 4 50-75 %, 5 over 75 % (the lobar score of Pan et al. 2020)."""
-    if percent <= 0:
+MIN_ZONE_LESION_ML = 0.5  # a zone scores only with at least this much lesion (a 1 cm sphere); less is a speck
+
+
+def zone_score(percent: float, lesion_ml: float | None = None) -> int:
+    """0 none, 1 under 5 %, 2 5-25 %, 3 25-50 %, 4 50-75 %, 5 over 75 % (the lobar score of Pan et al. 2020);
+    0 as well when `lesion_ml` is given and below `MIN_ZONE_LESION_ML`."""
+    if percent <= 0 or (lesion_ml is not None and lesion_ml < MIN_ZONE_LESION_ML):
         return 0
     for score, upper in ((1, 5), (2, 25), (3, 50), (4, 75)):
         if percent < upper:

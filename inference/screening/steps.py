@@ -141,5 +141,5 @@ def zone_burden(lung_labels: np.ndarray, lesions: np.ndarray, spacing) -> list[Z
             lesion_ml = float(lesion_n[sl].sum()) * voxel_ml
             pct = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else 0.0
             out.append(ZoneInvolvement(lung, zone, round(lung_ml, 3), round(lesion_ml, 3), round(pct, 3),
-                                       zone_score(pct)))
+                                       zone_score(pct, lesion_ml)))
     return out

@@ -55,6 +55,11 @@ def test_lesion_burden_and_severity_follow_the_lesion_mask():
     assert upper_right.percent == pytest.approx(100.0) and upper_right.score == 5
     assert sum(z.score for z in zones) == 5
     assert [zone_score(p) for p in (0, 3, 10, 30, 60, 90)] == [0, 1, 2, 3, 4, 5]
+    assert zone_score(3, 0.49) == 0 and zone_score(3, 0.5) == 1  # a speck scores nothing
+    specks = np.zeros(labels.shape, bool)
+    specks[::5, 5, 5] = specks[::5, 5, 15] = True  # a voxel (2 uL) here and there in every zone
+    zones = zone_burden(labels, specks, (2.0, 1.0, 1.0))
+    assert all(z.lesion_ml > 0 for z in zones) and sum(z.score for z in zones) == 0  # severity 0
 
 
 def test_prediction_lies_on_the_volume_grid(classifier):
@@ -225,10 +230,9 @@ def test_screening_applies_the_shipped_light_models_window(classifier, monkeypat
 def test_every_series_found_is_a_row_and_the_unscreenable_ones_say_why(classifier, tmp_path):
     """Two-slice and lung-less head series are rows `not assessable: <reason>` with no probability, after every
     assessed case; files refused by the scan (a NaN rescale slope) are reported; nothing vanishes."""
-    from app.services.batch_screening import screen
-    from viewer.io.volumes import write_volume
-
     import pydicom
+
+    from app.services.batch_screening import screen
 
     root = tmp_path / "studies"
     sick = phantom(40, True)
@@ -263,6 +267,12 @@ def test_every_series_found_is_a_row_and_the_unscreenable_ones_say_why(classifie
     assert [r["status"] for r in table] == [r["status"] for r in rows]
     assert table[0]["probability"] != "" and all(r["probability"] == "" == r["rank"] for r in table[1:])
     assert not (tmp_path / "out" / by_source["two"]["case"]).exists()  # no masks for a case not screened
+    summary = json.loads((tmp_path / "out" / rows[0]["case"] / "prediction.json").read_text())
+    slices = summary["slices"]  # one entry per slice as loaded, inferior first, LPS z of the slice centre
+    assert [s["index"] for s in slices] == list(range(SHAPE[0]))
+    assert np.allclose(np.diff([s["z_mm"] for s in slices]), SPACING[0])
+    assert sum(s["probability"] is not None for s in slices) == summary["slices_classified"] > 0
+    assert slices[0]["probability"] is None  # no lung at the bottom of the phantom
 
 
 def test_screen_without_any_series_exits_1(tmp_path, capsys):
