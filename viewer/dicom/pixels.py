@@ -28,6 +28,9 @@ from viewer.dicom.header import (
     read_dataset,
 )
 
+#: JPEG Lossless (processes 14 and 14 SV1): decoded by GDCM first (faster, and in parallel); voxels identical
+GDCM_FIRST = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+
 
 def syntax_name(uid: str) -> str:
     """Human name of a transfer syntax, with its UID."""
@@ -90,6 +93,11 @@ def read_stored_frames(h: DicomHeader, dataset: pydicom.Dataset | None = None) -
         out = np.empty((h.frames, h.rows, h.columns), dtype=stored_dtype(h))
         read_native_into(h, out)
         return fix_stored_bits(h, out)
+    if h.transfer_syntax in GDCM_FIRST and dataset is None and float(h.slope or 1.0).is_integer():
+        try:
+            return read_with_gdcm(h)
+        except LoadError:
+            pass  # pydicom may still decode it, and names the problem if not
     pydicom_error = ""
     try:
         pydicom.config.convert_wrong_length_to_UN = True
@@ -114,13 +122,23 @@ def read_stored_frames(h: DicomHeader, dataset: pydicom.Dataset | None = None) -
     if h.transfer_syntax == DEFLATED_LE:  # GDCM would inflate it without a bound
         raise LoadError(f"{h.path}: cannot decode pixel data in transfer syntax {syntax_name(h.transfer_syntax)}: "
                         f"{pydicom_error}")
+    return read_with_gdcm(h, f"pydicom: {pydicom_error}; ")
+
+
+def read_with_gdcm(h: DicomHeader, tried: str = "") -> np.ndarray:
+    """All frames of one file as stored values, decoded by GDCM (SimpleITK), which releases the GIL and decodes
+    JPEG Lossless about 2.5x faster than pydicom's plugins; GDCM's rescale is undone exactly (`rint`).
+
+    Raises:
+        LoadError: GDCM cannot decode it, or decodes a pixel count that does not fit the header.
+    """
     try:
         image = sitk.ReadImage(h.path)
         hu = sitk.GetArrayFromImage(image).astype(np.float64)
     except Exception as exc:  # noqa: BLE001
         raise LoadError(
             f"{h.path}: cannot decode pixel data in transfer syntax {syntax_name(h.transfer_syntax)}: "
-            f"pydicom: {pydicom_error}; SimpleITK/GDCM: {_first_line(exc)}"
+            f"{tried}SimpleITK/GDCM: {_first_line(exc)}"
         ) from None
     # GDCM applies the rescale; return stored values like the other paths.
     stored = np.rint((hu - h.intercept) / (h.slope or 1.0))

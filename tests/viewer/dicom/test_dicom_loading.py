@@ -350,3 +350,32 @@ def test_copy_of_same_file_is_reported_as_duplicate(tmp_path):
     vol = open_volume(tmp_path)
     assert vol.shape[0] == 5
     assert any("repeats the position" in w for w in vol.warnings)
+
+
+def test_jpeg_lossless_series_loads_voxel_identical_by_gdcm_and_by_pydicom(tmp_path, monkeypatch):
+    """JPEG Lossless (process 14 SV1, as CT archives and CDs often hold) is decoded by GDCM first; the voxels
+    equal the uncompressed series' and pydicom's decode of the same files."""
+    from viewer.dicom import pixels
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    ph = make_phantom(PhantomConfig(shape=(6, 48, 48), spacing=(5.0, 4.0, 4.0), seed=1))
+    write_ct_series(ph.volume, tmp_path / "raw", uid_seed="raw")
+    (tmp_path / "jpeg").mkdir()
+    for f in sorted((tmp_path / "raw").iterdir()):
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("GDCMImageIO")
+        writer.KeepOriginalImageUIDOn()
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")  # GDCM's JPEG is lossless process 14 SV1
+        writer.SetFileName(str(tmp_path / "jpeg" / f.name))
+        writer.Execute(sitk.ReadImage(str(f)))
+    assert pydicom.dcmread(tmp_path / "jpeg" / "IM00001.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    raw = open_volume(tmp_path / "raw")
+    calls: list[str] = []
+    real = pixels.read_with_gdcm
+    monkeypatch.setattr(pixels, "read_with_gdcm", lambda h, tried="": calls.append(h.path) or real(h, tried))
+    by_gdcm = open_volume(tmp_path / "jpeg")
+    assert len(calls) == 6 and np.array_equal(by_gdcm.array, raw.array) and np.allclose(by_gdcm.affine, raw.affine)
+    monkeypatch.setattr(pixels, "GDCM_FIRST", frozenset())
+    by_pydicom = open_volume(tmp_path / "jpeg")
+    assert len(calls) == 6 and np.array_equal(by_pydicom.array, by_gdcm.array)
