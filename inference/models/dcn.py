@@ -437,7 +437,7 @@ register_model(ModelSpec(
     },
     weights=WeightsInfo(
         file="dcn.pt",
-        sha256="a0bbe20d06ec1cf750ad8be6c5d07a250df6a682d5fdebf4bb6f8991979a0f83",
+        sha256="7d724a62d254da448763c6876104bf687dc5bab368d8fbde590bfbbba405f2ba",
         card="dcn.card.json",
     ),
 ))

@@ -607,6 +607,13 @@ def _finish(out: Path, cfg: DCNTrainConfig, result: TrainResult, model: DCN, sta
             *([f"width base {cfg.base} instead of 64"] if cfg.base != 64 else []),
             f"segmentation head initialized with a background prior (bias {cfg.background_prior}); without it the "
             "Dice-only loss collapsed on small phantom lesions",
+            f"augmentation chosen here: flips, 90-degree and +-{cfg.rotate_deg:g}-degree rotations, scale "
+            f"{cfg.scale[0]:g}-{cfg.scale[1]:g}, elastic warp {cfg.elastic:g}, gamma "
+            f"{cfg.gamma[0]:g}-{cfg.gamma[1]:g}, gain/offset {cfg.intensity:g}, noise {cfg.noise:g}",
+            *([f"the shipped weights are a moving average of the trained ones (EMA, decay {cfg.ema_decay:g} per "
+               "step)"] if cfg.ema_decay else []),
+            *(["negative slices come from DICOM CTs (COVID-SemiSeg has none), stored as JPEG like the annotated "
+               "images"] if n_extra else []),
         ],
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "trained_on": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
