@@ -1,8 +1,10 @@
-"""Options shared by several commands."""
+"""Options, and the checks of their inputs, shared by several commands."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from inference.core.choices import BACKENDS, PRECISIONS
 
@@ -26,3 +28,15 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="slice models: auto = mixed precision on CUDA where a probe shows it moves no probability "
                         "by more than 1e-3, else float32; fp32; mixed (float16 on CUDA, bfloat16 on the CPU, "
                         "still only if the probe agrees)")
+
+
+def image_inputs(inputs: list[str]) -> tuple[list[Path], str]:
+    """(the image files among `inputs`, folders searched recursively, ""), or ([], why) when an input does not
+    exist or no image is found; `predict` and `segment-lesions` check their inputs with it."""
+    from inference.transforms.images import find_images
+
+    missing = [p for p in inputs if not os.path.exists(p)]
+    if missing:
+        return [], f"{missing[0]}: no such file or folder"
+    paths = find_images(list(inputs))
+    return (paths, "") if paths else ([], "no images found (PNG, JPG, BMP or TIFF)")

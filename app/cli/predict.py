@@ -7,8 +7,7 @@ import io
 import sys
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
-from app.cli.image_inputs import image_inputs
-from app.cli.options import add_runtime_options
+from app.cli.options import add_runtime_options, image_inputs
 from app.cli.progress_bar import ProgressBar
 from inference.core.choices import DEFAULT_SLICE_MODEL
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
-from app.cli.image_inputs import image_inputs
+from app.cli.options import image_inputs
 from app.cli.progress_bar import ProgressBar
 
 DEFAULT_LESION_MODEL = "dcn"

@@ -18,7 +18,7 @@ class ScreeningConfig:
     top_fraction: float = 0.1
     min_top: int = 3
     min_lung_area_mm2: float = 400.0
-    min_slice_gap_mm: float = 3.0  # thin slices: every n-th, at most this far apart; the rest take the nearest map
+    slice_gap_mm: float = 4.0  # thin slices: every n-th, about this far apart (3-5 mm); the rest take the nearest map
     crop_margin: float = LUNG_CROP_MARGIN
     ggo_hu: tuple[float, float] = (-750.0, -300.0)
     consolidation_hu: tuple[float, float] = (-300.0, 50.0)

@@ -7,7 +7,7 @@ the patient's left (the viewer's canonical orientation), and its (z, y, x) spaci
 Pipeline (every threshold is a `ScreeningConfig` field):
 1. lungs: `segment_lungs_by(lungs, ...)` ("threshold" by default, or "unet"), unless a lung label map is given;
 2. every axial slice with at least `min_lung_area_mm2` of lung (every n-th where slices are thin,
-   the classified ones at most `min_slice_gap_mm` apart) is cropped to the lungs' bounding box (plus
+   the classified ones about `slice_gap_mm` apart) is cropped to the lungs' bounding box (plus
    a margin, the same box for all slices), windowed to the model's HU window (its `SlicePreprocess`;
    the light SqueezeNet's lung window -1350..150 HU) and classified; the
    heat map of the positive class comes from the same pass (`heatmap`: Grad-CAM of the log-odds at
@@ -24,7 +24,6 @@ Pipeline (every threshold is a `ScreeningConfig` field):
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -83,7 +82,7 @@ def run_slices(
     dz, dy, dx = spacing
     area = per_slice_count(in_lungs) * dy * dx
     lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
-    step = max(1, math.floor(cfg.min_slice_gap_mm / dz + 1e-6))  # classified slices at most the gap apart
+    step = max(1, round(cfg.slice_gap_mm / dz))  # classified slices about the gap apart (4 mm: 3-5 mm)
     slices = lung_slices[::step]
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
@@ -101,7 +100,7 @@ def run_slices(
             heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
         report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
     if step > 1 and len(slices):
-        # slices between two classified ones (at most min_slice_gap_mm away) take the nearest one's map
+        # slices between two classified ones take the nearest one's map
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
         for k, src in zip(lung_slices, nearest):
             if k != src:
