@@ -47,6 +47,7 @@ class Prediction:
     localization: dict[str, Any] = field(default_factory=dict)  # how the lesion was localized (volume models)
     heatmap_method: str = ""  # how `heatmap` was made, e.g. "grad-cam" or "cam"
     lesion_ml_by_kind: dict[str, float] = field(default_factory=dict)  # e.g. {"GGO": .., "consolidation": ..}
+    lesion_method: str = ""  # where the lesion mask comes from: a lesion segmenter's name, or the HU rule
 
     @property
     def positive_probability(self) -> float:
@@ -78,6 +79,7 @@ class Prediction:
             "lesion_ml": round(self.lesion_ml, 2),
             **({"lesion_ml_by_kind": {k: round(v, 2) for k, v in self.lesion_ml_by_kind.items()}}
                if self.lesion_ml_by_kind else {}),
+            "lesion_method": self.lesion_method,
             "involvement_percent": round(self.involvement_percent(), 2),
             "involvement_left_percent": round(self.involvement_percent("left"), 2),
             "involvement_right_percent": round(self.involvement_percent("right"), 2),

@@ -19,7 +19,7 @@ from torch import nn
 from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
-from inference.models.dcn import HEAT_MAPS, DCNPreprocess, averaged_outputs
+from inference.models.dcn import FLIPS, HEAT_MAPS, DCNPreprocess, averaged_outputs
 from inference.transforms.crop import lung_crop_box
 from inference.transforms.fit import SquareFit
 
@@ -108,6 +108,13 @@ class LesionSegmenter:
             out.append((labels[0], float(p[0])))
         return out
 
+    def segment_labels(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
+                       progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
+        """Lesion labels (uint8: 0, 1 GGO, 2 consolidation; inside the lungs) of a (z, y, x) HU volume from the
+        segmentation branch alone: the same labels as `segment`, at about a fifth of its cost, for the screening
+        paths that take their lesion mask from this model. Arguments and errors as `segment`."""
+        return self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=True).labels
+
     def segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LesionResult:
         """Lesion labels, heat map and slice probabilities of a (z, y, x) HU volume.
@@ -123,6 +130,10 @@ class LesionSegmenter:
             Cancelled: `cancel()` returned True.
             ValueError: shapes or spacing do not fit.
         """
+        return self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=False)
+
+    def _segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray,
+                 progress: ProgressFn | None, cancel: CancelFn | None, *, labels_only: bool) -> LesionResult:
         volume_hu = np.asarray(volume_hu)
         lungs = np.asarray(lungs).astype(bool, copy=False)
         if volume_hu.ndim != 3 or lungs.shape != volume_hu.shape:
@@ -146,16 +157,30 @@ class LesionSegmenter:
                     raise Cancelled()
                 idx = indices[k0:k0 + self.batch_size]
                 report(0.95 * k0 / n, f"{self.spec.name}: slices {k0 + 1}-{k0 + len(idx)} of {n}")
-                lab, hm, p = self._run(crop[0][idx], fit)
+                x = self.preprocess.window(torch.from_numpy(np.ascontiguousarray(crop[0][idx])))[:, None]
+                if labels_only:
+                    labels[idx, box[0], box[1]] = self._labels(x, fit) * crop[1][idx]
+                    continue
+                lab, hm, p = self._forward(x, fit)
                 labels[idx, box[0], box[1]] = lab * crop[1][idx]
                 heat[idx, box[0], box[1]] = hm
                 probability[idx] = p
         report(1.0, "Lesions segmented")
         return LesionResult(labels, heat, probability)
 
-    def _run(self, hu: np.ndarray, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One batch of cropped HU slices -> labels (uint8), heat (float32) on the crop, slice probabilities."""
-        return self._forward(self.preprocess.window(torch.from_numpy(np.ascontiguousarray(hu)))[:, None], fit)
+    @torch.inference_mode()
+    def _labels(self, x: torch.Tensor, fit: SquareFit) -> np.ndarray:
+        """(n, 1, ny, nx) grey in [0, 1] -> labels (uint8) on the input grid, from the segmentation branch."""
+        x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        branch = getattr(self.model, "segment_logits", None)  # a stand-in network may only have forward()
+        seg = None
+        for dims in FLIPS if self.tta else FLIPS[:1]:
+            xi = x.flip(dims) if dims else x
+            s = torch.softmax((branch(xi) if branch is not None else self.model(xi).seg_logits).float(), dim=1)
+            s = s.flip(dims) if dims else s
+            seg = s if seg is None else seg + s
+        assert seg is not None
+        return fit.from_model(seg).argmax(dim=1).to(torch.uint8).cpu().numpy()
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

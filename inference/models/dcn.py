@@ -232,6 +232,10 @@ class DCN(nn.Module):
         """P(positive) of a case from its slices' positive-class probabilities (`SliceProbabilityMapping`)."""
         return self.spm.case_probability(slice_probabilities)
 
+    def segment_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The segmentation branch alone: (N, seg_classes, H, W) logits, as `forward(x).seg_logits`."""
+        return self.seg(x)[0]
+
     def forward(self, x: torch.Tensor) -> DCNOutput:
         if x.shape[-1] % 16 or x.shape[-2] % 16:
             raise ValueError(f"DCN needs height and width divisible by 16, got {tuple(x.shape[-2:])}")

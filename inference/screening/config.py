@@ -25,6 +25,8 @@ class ScreeningConfig:
     vessel_opening_mm: float = 3.0
     cam_threshold: float = 0.35
     heatmap: str | None = None  # "grad-cam" | "cam" | None: the model's best (grad-cam); see SliceClassifier
+    lesion_model: str | None = "dcn"  # the lesion segmenter the lesion mask comes from; None: the HU rule gated
+    # by the heat map (`steps.lesion_mask`), also used when that model's weights are not installed
     batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
 
 

@@ -3,6 +3,7 @@ and the burden per lung zone."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,9 @@ import numpy as np
 
 from inference.core.prediction import ZoneInvolvement, zone_score
 from inference.core.types import CancelFn, Cancelled, ProgressFn
+from inference.inferers.lesions import LesionSegmenter
 from inference.lungs.select import segment_lung_labels
+from inference.models._api import WeightsError
 from inference.screening.config import ScreeningConfig
 from inference.transforms.common import LUNG_WINDOW, HUWindow
 
@@ -55,6 +58,39 @@ def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice], window
     Training sets built from CT volumes must use this too, so the model sees the same pictures.
     """
     return window(volume[index][box])
+
+
+HU_RULE = "HU range inside the heat map"  # `lesion_mask`'s method, as prediction.json names it
+
+
+@functools.lru_cache(maxsize=4)
+def _segmenter(name: str, device: str) -> LesionSegmenter | None:
+    """The lesion segmenter `name` on `device`, loaded once per process; None when its weights are missing."""
+    try:
+        return LesionSegmenter(name, device=device)
+    except WeightsError:
+        return None
+
+
+def model_lesions(volume: np.ndarray, spacing, lungs: np.ndarray, cfg: ScreeningConfig, device: str = "auto",
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray | None:
+    """The lesion mask (labels 3 ground glass, 4 consolidation, inside the lungs) from the lesion segmenter
+    `cfg.lesion_model` (DCN's segmentation branch, trained on radiologists' masks), or None when none is set
+    or its weights are not installed (the caller then uses `lesion_mask`)."""
+    seg = _segmenter(cfg.lesion_model, device) if cfg.lesion_model else None
+    if seg is None:
+        return None
+    labels = seg.segment_labels(volume, spacing, lungs, progress=progress, cancel=cancel)
+    out = np.zeros(volume.shape, np.uint8)
+    out[labels == 1], out[labels == 2] = 3, 4
+    return out
+
+
+def lesion_ml_by_kind(lesions: np.ndarray, spacing) -> dict[str, float]:
+    """Ground-glass (label 3) and consolidation (label 4) volume in mL."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return {"GGO": float(np.count_nonzero(lesions == 3) * voxel_ml),
+            "consolidation": float(np.count_nonzero(lesions == 4) * voxel_ml)}
 
 
 def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:

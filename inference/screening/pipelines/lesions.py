@@ -24,7 +24,7 @@ from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, InferenceError, ProgressFn
 from inference.inferers.lesions import LesionSegmenter
 from inference.models._api import ModelSpec
-from inference.screening.steps import cancel_checker, lung_step, progress_reporter, zone_burden
+from inference.screening.steps import cancel_checker, lesion_ml_by_kind, lung_step, progress_reporter, zone_burden
 
 __all__ = ["AGGREGATION", "GGO_LABEL", "CONSOLIDATION_LABEL", "run_lesions"]
 
@@ -78,9 +78,7 @@ def run_lesions(
     probs = res.slice_probability[slices].astype(np.float32)
     p_case = seg.case_probability(probs)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    by_kind = {"GGO": np.count_nonzero(res.labels == 1) * voxel_ml,
-               "consolidation": np.count_nonzero(res.labels == 2) * voxel_ml}
+    by_kind = lesion_ml_by_kind(lesions, spacing)
     timings["burden"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     report(1.0, "done")
@@ -90,5 +88,5 @@ def run_lesions(
         slice_indices=slices, slice_probabilities=probs, heatmap=heat.astype(np.float32),
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=AGGREGATION,
         device=seg.engine, timings=timings, input_kind="segmentation", heatmap_method=seg.check_heatmap(None),
-        lesion_ml_by_kind=by_kind,
+        lesion_ml_by_kind=by_kind, lesion_method=seg.spec.name,
     )

@@ -39,7 +39,16 @@ from inference.explain.lesion_localization import LocalizationConfig, localize
 from inference.inferers.volume import VolumeClassifier
 from inference.models._api import ModelSpec
 from inference.screening.config import ScreeningConfig
-from inference.screening.steps import cancel_checker, lesion_mask, lung_step, progress_reporter, zone_burden
+from inference.screening.steps import (
+    HU_RULE,
+    cancel_checker,
+    lesion_mask,
+    lesion_ml_by_kind,
+    lung_step,
+    model_lesions,
+    progress_reporter,
+    zone_burden,
+)
 from inference.transforms.volume import VolumeGrid, to_ct_grid
 
 __all__ = ["AGGREGATION", "VolumeClassifier", "VolumeScreeningConfig", "run_volume", "sample_map", "work_steps"]
@@ -127,7 +136,11 @@ def run_volume(
     if positive and region is not None:
         hot = heat.copy()
         hot[region] = 1.0
-    lesions = lesion_mask(volume, in_lungs, hot, spacing, cfg.lesions)
+    lesions = model_lesions(volume, spacing, in_lungs, cfg.lesions, str(clf.device), cancel=cancel,
+                            progress=lambda f, m: report(0.9 + 0.08 * f, m))
+    lesion_method = cfg.lesions.lesion_model or HU_RULE
+    if lesions is None:
+        lesions, lesion_method = lesion_mask(volume, in_lungs, hot, spacing, cfg.lesions), HU_RULE
     zones = zone_burden(lung_labels, lesions > 0, spacing)
     timings["lesions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -138,6 +151,7 @@ def run_volume(
         slice_indices=np.zeros(0, np.int64), slice_probabilities=np.zeros(0, np.float32), heatmap=heat,
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=AGGREGATION,
         device=clf.engine, timings=timings, input_kind="volume", heatmap_method=method,
+        lesion_ml_by_kind=lesion_ml_by_kind(lesions, spacing), lesion_method=lesion_method,
         lesion_centre=info.get("centre") if positive else None, localization=info,
     )
 

@@ -281,3 +281,22 @@ def test_screen_without_any_series_exits_1(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no CT here")
     assert main(["screen", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert "no image series found under" in capsys.readouterr().err
+
+
+def test_light_path_takes_its_lesion_mask_from_the_lesion_segmenter(classifier, monkeypatch):
+    """The lesion mask comes from DCN's segmentation branch (trained on radiologists' masks), not from the heat
+    map; without that model (or with lesion_model None) the HU rule inside the heat map stands in, and says so."""
+    from inference.screening import steps
+
+    ph = phantom(41, True)
+    labels = lung_labels(ph)
+    pred = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
+    assert pred.lesion_method == "dcn" and pred.summary()["lesion_method"] == "dcn"
+    assert set(np.unique(pred.lesion_mask)) <= {0, 3, 4} and not (pred.lesion_mask.astype(bool) & (labels == 0)).any()
+    kinds = pred.lesion_ml_by_kind
+    assert set(kinds) == {"GGO", "consolidation"} and sum(kinds.values()) == pytest.approx(pred.lesion_ml, abs=0.05)
+    hu_rule = run(ph.volume.array, SPACING, classifier, lung_labels=labels, config=ScreeningConfig(lesion_model=None))
+    assert hu_rule.lesion_method == "HU range inside the heat map"
+    monkeypatch.setattr(steps, "_segmenter", lambda name, device: None)  # as without DCN's weights
+    missing = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
+    assert missing.lesion_method == hu_rule.lesion_method and np.array_equal(missing.lesion_mask, hu_rule.lesion_mask)

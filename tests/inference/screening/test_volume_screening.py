@@ -20,6 +20,7 @@ from inference.inferers.volume import VolumeClassifier
 from inference.models import WeightsInfo, get_model, sha256_of
 from inference.models._api import _REGISTRY
 from inference.models.decovnet import CAM_DEPTHS, decovnet
+from inference.screening.config import ScreeningConfig
 from inference.screening.pipelines.volume import VolumeScreeningConfig, run_volume, sample_map, work_steps
 from inference.screening.run import load_model, run
 from inference.transforms.volume import WINDOW_HU, VolumePreprocessor, to_ct_grid
@@ -143,16 +144,22 @@ def test_a_cam_on_the_lesion_lands_on_its_ct_voxels_and_localizes_it(spec):
 
     maps = {"res_b": blob(decoy), "clf1": blob(centre), "clf2": blob(centre)}
     _fixed_cam(clf, maps)
-    pred = run_volume(ph.volume.array, ph.config.spacing, clf, lung_labels=labels)
+    paper = VolumeScreeningConfig(lesions=ScreeningConfig(lesion_model=None))  # the paper's mask: HU rule + region
+    pred = run_volume(ph.volume.array, ph.config.spacing, clf, lung_labels=labels, config=paper)
+    assert pred.lesion_method == "HU range inside the heat map"
     peak = np.unravel_index(int(pred.heatmap.argmax()), pred.heatmap.shape)
     assert centre_in_box(peak, lesion.bbox)
     assert pred.localization["depth"] in ("clf1", "clf2") and pred.localization["overlap_ml"] > 0
     assert centre_in_box(pred.lesion_centre, lesion.bbox)
     assert (pred.lesion_mask.astype(bool) & ph.masks["ggo"]).sum() > 0.3 * ph.masks["ggo"].sum()
     negative = _fixed_cam(VolumeClassifier(spec, device="cpu", module=decovnet()), maps, logits=(3.0, -3.0))
-    quiet = run_volume(ph.volume.array, ph.config.spacing, negative, lung_labels=labels)
+    quiet = run_volume(ph.volume.array, ph.config.spacing, negative, lung_labels=labels, config=paper)
     assert quiet.lesion_centre is None and not quiet.localization["positive"]
     assert quiet.heatmap.max() < 0.01 and not quiet.lesion_mask.any()  # heat x P(COVID) ~ 0.0025
+    # by default the lesion mask comes from DCN, whatever DeCoVNet's P(COVID): the lesion is still there
+    default = run_volume(ph.volume.array, ph.config.spacing, negative, lung_labels=labels)
+    assert default.lesion_method == "dcn" and set(np.unique(default.lesion_mask)) <= {0, 3, 4}
+    assert not (default.lesion_mask.astype(bool) & (labels == 0)).any()
 
 
 def test_cancel_stops_the_analysis(classifier, phantom):
