@@ -11,7 +11,8 @@ volume (GGO and consolidation apart where the model tells them apart), involveme
 voxels lying in slices labelled infected (slice-level precision), the share of those lying also in a lung
 with a labelled lobe (left: LLL, LUL; right: RLL, RML, RUL), the share of labelled slices with any lesion
 voxel (slice recall), and the ROC AUC of the per-slice probabilities (labelled infected vs not, slices the
-model classified), per case and pooled over all cases. Lungs: the threshold method. With `--card`, the
+model classified), per case and pooled over all cases, and the same AUC for the lesion share of each slice's
+lung as the slice score. Lungs: the threshold method. With `--card`, the
 first model's figures go under "real_volumes" in that model card. Not part of the test suite.
 """
 
@@ -72,6 +73,11 @@ def evaluate_case(pred, infected: np.ndarray, sides: np.ndarray, spacing) -> dic
     if len(pred.slice_indices):
         y = infected[pred.slice_indices]
         row["slice_auc"] = round(roc_auc(y, pred.slice_probabilities), 4) if 0 < y.sum() < len(y) else None
+    with_lung = np.flatnonzero((lungs > 0).any(axis=(1, 2)))
+    y = infected[with_lung]
+    if 0 < y.sum() < len(y):  # the lesion share of each slice's lung as a slice score
+        share = per_slice[with_lung] / np.maximum((lungs[with_lung] > 0).sum(axis=(1, 2)), 1)
+        row["lesion_share_slice_auc"] = round(roc_auc(y, share), 4)
     return row
 
 
