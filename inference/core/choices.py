@@ -11,6 +11,8 @@ from __future__ import annotations
 LUNG_METHODS: tuple[str, ...] = ("threshold", "unet")
 #: slice models' heat maps, best first (`inference.inferers.slice.HEATMAP_METHODS` maps them to the networks)
 HEATMAP_METHODS: tuple[str, ...] = ("grad-cam", "cam")
+#: where a screening path's lesion mask comes from: DCN's segmentation branch, or the HU rule inside the heat map
+LESION_SOURCES: tuple[str, ...] = ("dcn", "hu-rule")
 #: where a model runs: auto (= torch), torch, or ONNX Runtime on the CPU
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
 #: slice-model arithmetic (`inference.core.device`)

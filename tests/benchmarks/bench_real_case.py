@@ -7,7 +7,8 @@ Two series: a real CT (default: COVID-CT-MD P001, 148 slices of JPEG Lossless) a
 phantom of `bench_loading`. For each, the medians of `--repeat` runs (after a warm-up) of:
 SimpleITK `ImageSeriesReader` (file names known, GDCM's order; the baseline), LungLens's loader
 (`open_volume`: scan, sort, decode, HU), and the whole case as `lunglens screen` does it (load, canonical
-orientation, lung mask, screening with `--model`), with the ratios to the baseline. Not part of the suite.
+orientation, lung mask, screening with `--model`), once with DCN's lesion mask (the default) and once with
+the HU rule (`--lesions hu-rule`), with the ratios to the baseline. Not part of the suite.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from inference.lungs.select import segment_lung_labels
+from inference.screening.config import ScreeningConfig
 from inference.screening.run import load_model, run
 from viewer.core.reorient import to_canonical
 from viewer.io.volumes import open_volume
@@ -61,21 +63,23 @@ def main() -> None:
     series = {"real": Path(args.real),
               "phantom": phantom_series(Path(args.cache), args.slices, args.size) / "dicom"}
     print(f"{os.cpu_count()} CPUs; model {args.model}; medians of {args.repeat} runs\n")
-    print("| series | slices | SimpleITK read | LungLens load | x SimpleITK | whole case | x SimpleITK |")
-    print("|---|---|---|---|---|---|---|")
+    print("| series | slices | SimpleITK read | LungLens load | x SimpleITK | whole case, DCN lesions | x SimpleITK "
+          "| whole case, HU-rule lesions | x SimpleITK |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, folder in series.items():
         n = len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
         t_sitk = median_s(lambda f=folder: sitk_read(f), args.repeat)
         t_load = median_s(lambda f=folder: open_volume(f), args.repeat)
 
-        def whole(f: Path = folder) -> None:
+        def whole(f: Path = folder, lesion_model: str | None = "dcn") -> None:
             vol = to_canonical(open_volume(f))
             lungs = segment_lung_labels(vol.array, vol.spacing, "threshold")
-            run(vol.array, vol.spacing, model, lung_labels=lungs)
+            run(vol.array, vol.spacing, model, lung_labels=lungs, config=ScreeningConfig(lesion_model=lesion_model))
 
-        t_case = median_s(whole, args.repeat)
+        t_dcn = median_s(whole, args.repeat)
+        t_hu = median_s(lambda: whole(lesion_model=None), args.repeat)
         print(f"| {name} ({folder.name}) | {n} | {t_sitk:.2f} s | {t_load:.2f} s | {t_load / t_sitk:.2f} | "
-              f"{t_case:.2f} s | {t_case / t_sitk:.2f} |", flush=True)
+              f"{t_dcn:.2f} s | {t_dcn / t_sitk:.2f} | {t_hu:.2f} s | {t_hu / t_sitk:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

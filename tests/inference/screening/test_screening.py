@@ -300,3 +300,19 @@ def test_light_path_takes_its_lesion_mask_from_the_lesion_segmenter(classifier, 
     monkeypatch.setattr(steps, "_segmenter", lambda name, device: None)  # as without DCN's weights
     missing = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
     assert missing.lesion_method == hu_rule.lesion_method and np.array_equal(missing.lesion_mask, hu_rule.lesion_mask)
+
+
+def test_screen_lesions_option_chooses_the_lesion_source(tmp_path, capsys):
+    from app.cli import main
+    from viewer.io.volumes import write_volume
+
+    path = write_volume(phantom(42, True).volume, tmp_path / "in" / "case.nii.gz")
+    methods = {}
+    for source in ("hu-rule", "dcn"):
+        out = tmp_path / source
+        assert main(["screen", str(path), "--out", str(out), "--lesions", source, "--device", "cpu"]) == 0
+        methods[source] = json.loads((out / "case" / "prediction.json").read_text())["lesion_method"]
+    assert methods == {"hu-rule": "HU range inside the heat map", "dcn": "dcn"}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["screen", str(path), "--out", str(tmp_path / "x"), "--lesions", "magic"])
+    assert exit_info.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
