@@ -9,7 +9,8 @@ Pipeline:
 2. `LesionSegmenter.segment` on every axial slice with lung (the lung crop, the model's window and size):
    GGO / consolidation labels inside the lungs, the mean of the LA 2 and LA 3 attention maps, and P(COVID)
    per slice from the classification branch;
-3. lesion mask: GGO as label 3, consolidation as 4 (the viewer's labels); heat map zero outside the lungs;
+3. lesion mask: GGO as label 3, consolidation as 4 (the viewer's labels); heat map: the attention above the
+   case's lung median (`attention_above_baseline`), zero outside the lungs;
 4. case probability: the model's slice probability mapping of the per-slice probabilities;
 5. burden per zone and severity by `screening.steps.zone_burden`, as for the other models.
 """
@@ -26,10 +27,22 @@ from inference.inferers.lesions import LesionSegmenter
 from inference.models._api import ModelSpec
 from inference.screening.steps import cancel_checker, lesion_ml_by_kind, lung_step, progress_reporter, zone_burden
 
-__all__ = ["AGGREGATION", "GGO_LABEL", "CONSOLIDATION_LABEL", "run_lesions"]
+__all__ = ["AGGREGATION", "CONSOLIDATION_LABEL", "GGO_LABEL", "attention_above_baseline", "run_lesions"]
 
 AGGREGATION = "slice probability mapping"
 GGO_LABEL, CONSOLIDATION_LABEL = 3, 4  # the viewer's lesion labels
+
+
+def attention_above_baseline(attention: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """The heat map from lesion-attention maps: attention above the case's median over the lungs, on the map's
+    own 0..1 scale ((a - median) / (1 - median), clipped), 0 outside the lungs. The LA maps sit near 0.5 over
+    healthy lung, so shown raw they cover every lung voxel; a uniform map becomes 0, focal attention stays."""
+    heat = np.zeros(attention.shape, np.float32)
+    if not lungs.any():
+        return heat
+    base = float(np.median(attention[lungs]))
+    heat[lungs] = np.clip((attention[lungs] - base) / max(1.0 - base, 1e-6), 0.0, 1.0)
+    return heat
 
 
 def run_lesions(
@@ -73,7 +86,7 @@ def run_lesions(
     lesions = np.zeros(volume.shape, np.uint8)
     lesions[res.labels == 1] = GGO_LABEL
     lesions[res.labels == 2] = CONSOLIDATION_LABEL
-    heat = res.heat * in_lungs
+    heat = attention_above_baseline(res.heat, in_lungs)
     slices = np.flatnonzero(~np.isnan(res.slice_probability))
     probs = res.slice_probability[slices].astype(np.float32)
     p_case = seg.case_probability(probs)

@@ -73,3 +73,18 @@ def test_no_lung_is_not_assessable_and_cancel_stops(phantom, segmenter):
         run(phantom.volume.array, phantom.volume.spacing, segmenter, lung_labels=_lungs(phantom), cancel=lambda: True)
     with pytest.raises(ValueError, match="lesion-attention"):
         segmenter.check_heatmap("grad-cam")
+
+
+def test_attention_heat_map_shows_what_stands_above_the_lungs_baseline():
+    from inference.screening.pipelines.lesions import attention_above_baseline
+
+    lungs = np.zeros((2, 8, 8), bool)
+    lungs[:, 1:7, 1:7] = True
+    attention = np.full(lungs.shape, 0.5, np.float32)  # the LA maps' level over healthy lung
+    attention[0, 3, 3] = 1.0
+    attention[1, 4, 4] = 0.75
+    attention[0, 0, 0] = 0.9  # outside the lungs
+    heat = attention_above_baseline(attention, lungs)
+    assert heat[0, 3, 3] == 1.0 and heat[1, 4, 4] == 0.5 and heat[0, 0, 0] == 0.0
+    assert np.count_nonzero(heat) == 2 and heat.dtype == np.float32
+    assert not attention_above_baseline(attention, np.zeros_like(lungs)).any()
