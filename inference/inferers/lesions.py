@@ -180,17 +180,23 @@ class LesionSegmenter:
             s = s.flip(dims) if dims else s
             seg = s if seg is None else seg + s
         assert seg is not None
-        return fit.from_model(seg).argmax(dim=1).to(torch.uint8).cpu().numpy()
+        return _argmax_classes(fit.from_model(seg)).cpu().numpy()
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, fit: SquareFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, 1, ny, nx) grey in [0, 1] -> labels (uint8), heat (float32) and P(positive), on the input grid."""
         x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
         out = averaged_outputs(self.model, x, tta=self.tta)
-        labels = fit.from_model(out.seg).argmax(dim=1).to(torch.uint8)
+        labels = _argmax_classes(fit.from_model(out.seg))
         heat = fit.from_model(out.heat).clamp_(0.0, 1.0)[:, 0]
         p = out.p[:, self.positive_index]
         return labels.cpu().numpy(), heat.cpu().numpy(), p.cpu().numpy()
+
+
+def _argmax_classes(prob: torch.Tensor) -> torch.Tensor:
+    """(n, classes, h, w) -> (n, h, w) uint8 argmax. Channels-last first: torch's CPU argmax over the channel
+    axis of an NCHW tensor is about 5x slower, and it was half of the lesion step's time."""
+    return prob.contiguous(memory_format=torch.channels_last).argmax(dim=1).to(torch.uint8)
 
 
 class _Progress:
