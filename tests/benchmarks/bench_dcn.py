@@ -5,7 +5,8 @@ ratio to the light path's whole case (light SqueezeNet, `pipelines.slice`) in th
 
 Both paths get the same lung labels (segmented once, outside the timings), so the figures compare the models'
 work: DCN segments, attends and classifies every slice with lung; the light path classifies the slices
-(thin slices strided to 3 mm), makes its heat map and thresholds its lesion mask. The shipped weights are used
+(thin slices about 4 mm apart), makes its heat map and takes its lesion mask from DCN's segmentation branch
+(the default since 2026-12-02; before, it thresholded HU inside its heat map). The shipped weights are used
 (`--random`: seeded random weights of the shipped width; the cost does not depend on the weights). Medians of
 `--repeat` runs after a warm-up run. Not part of the suite.
 """
