@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.services.batch_screening import screen
     from inference.core.types import InferenceError
+    from inference.screening.assess import STATUS_OK
     from inference.screening.run import ScreeningConfig, screening_models
     from viewer.dicom.scan import skipped_lines
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     from inference.models import get_model
 
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == STATUS_OK]
     warning = get_model(args.model).card().get("case_probability_warning")
     if warning and ok:
         print(f"warning: {warning}", file=sys.stderr)

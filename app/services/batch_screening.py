@@ -120,13 +120,9 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeeze
             if case.refusal is not None:
                 raise _NotAssessable(case.refusal)
             summary = _screen_case(case, out, clf, config, lungs, case_progress)
-        except _NotAssessable as why:
+        except (_NotAssessable, LoadError, InferenceError, ValueError, OSError, RuntimeError) as why:
             rows.append({**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)})
             log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
-            continue
-        except (LoadError, InferenceError, ValueError, OSError, RuntimeError) as exc:
-            rows.append({**row, "status": f"{NOT_ASSESSABLE}: {exc}", "seconds": round(time.perf_counter() - t0, 3)})
-            log(f"{case.name}: {NOT_ASSESSABLE}: {exc}")
             continue
         rows.append({**row, "status": STATUS_OK, "probability": summary["probability"],
                      "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],

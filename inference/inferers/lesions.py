@@ -19,7 +19,7 @@ from torch import nn
 from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
-from inference.models.dcn import FLIPS, HEAT_MAPS, DCNPreprocess, averaged_outputs
+from inference.models.dcn import HEAT_MAPS, DCNPreprocess, averaged_outputs, flip_average
 from inference.transforms.crop import lung_crop_box
 from inference.transforms.fit import SquareFit
 
@@ -113,7 +113,7 @@ class LesionSegmenter:
         """Lesion labels (uint8: 0, 1 GGO, 2 consolidation; inside the lungs) of a (z, y, x) HU volume from the
         segmentation branch alone: the same labels as `segment`, at about a fifth of its cost, for the screening
         paths that take their lesion mask from this model. Arguments and errors as `segment`."""
-        return self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=True).labels
+        return self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=True)[0]
 
     def segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LesionResult:
@@ -130,10 +130,15 @@ class LesionSegmenter:
             Cancelled: `cancel()` returned True.
             ValueError: shapes or spacing do not fit.
         """
-        return self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=False)
+        labels, heat, probability = self._segment(volume_hu, spacing, lungs, progress, cancel, labels_only=False)
+        assert heat is not None and probability is not None
+        return LesionResult(labels, heat, probability)
 
     def _segment(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray,
-                 progress: ProgressFn | None, cancel: CancelFn | None, *, labels_only: bool) -> LesionResult:
+                 progress: ProgressFn | None, cancel: CancelFn | None, *,
+                 labels_only: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(labels, heat, slice probabilities); `labels_only`: the segmentation branch alone, and no heat map or
+        probabilities (None: a float32 copy of the volume not made)."""
         volume_hu = np.asarray(volume_hu)
         lungs = np.asarray(lungs).astype(bool, copy=False)
         if volume_hu.ndim != 3 or lungs.shape != volume_hu.shape:
@@ -144,8 +149,8 @@ class LesionSegmenter:
         report = _Progress(progress)
         report(0.0, f"Segmenting lesions ({self.spec.name})")
         labels = np.zeros(volume_hu.shape, np.uint8)
-        heat = np.zeros(volume_hu.shape, np.float32)
-        probability = np.full(volume_hu.shape[0], np.nan, np.float32)
+        heat = None if labels_only else np.zeros(volume_hu.shape, np.float32)
+        probability = None if labels_only else np.full(volume_hu.shape[0], np.nan, np.float32)
         indices = np.flatnonzero(lungs.any(axis=(1, 2)))
         if len(indices):
             box = lung_crop_box(lungs)
@@ -158,7 +163,7 @@ class LesionSegmenter:
                 idx = indices[k0:k0 + self.batch_size]
                 report(0.95 * k0 / n, f"{self.spec.name}: slices {k0 + 1}-{k0 + len(idx)} of {n}")
                 x = self.preprocess.window(torch.from_numpy(np.ascontiguousarray(crop[0][idx])))[:, None]
-                if labels_only:
+                if heat is None or probability is None:
                     labels[idx, box[0], box[1]] = self._labels(x, fit) * crop[1][idx]
                     continue
                 lab, hm, p = self._forward(x, fit)
@@ -166,20 +171,19 @@ class LesionSegmenter:
                 heat[idx, box[0], box[1]] = hm
                 probability[idx] = p
         report(1.0, "Lesions segmented")
-        return LesionResult(labels, heat, probability)
+        return labels, heat, probability
 
     @torch.inference_mode()
     def _labels(self, x: torch.Tensor, fit: SquareFit) -> np.ndarray:
         """(n, 1, ny, nx) grey in [0, 1] -> labels (uint8) on the input grid, from the segmentation branch."""
         x = fit.to_model(x).to(self.device).contiguous(memory_format=torch.channels_last)
         branch = getattr(self.model, "segment_logits", None)  # a stand-in network may only have forward()
-        seg = None
-        for dims in FLIPS if self.tta else FLIPS[:1]:
-            xi = x.flip(dims) if dims else x
-            s = torch.softmax((branch(xi) if branch is not None else self.model(xi).seg_logits).float(), dim=1)
-            s = s.flip(dims) if dims else s
-            seg = s if seg is None else seg + s
-        assert seg is not None
+
+        def probabilities(xi: torch.Tensor) -> tuple[torch.Tensor]:
+            logits = branch(xi) if branch is not None else self.model(xi).seg_logits
+            return (torch.softmax(logits.float(), dim=1),)
+
+        (seg,) = flip_average(probabilities, x, tta=self.tta)
         return _argmax_classes(fit.from_model(seg)).cpu().numpy()
 
     @torch.inference_mode()

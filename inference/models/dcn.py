@@ -39,7 +39,7 @@ network as in the paper). Parameters (defaults: one input channel, 2 classes, 3 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -264,22 +264,29 @@ class AveragedOutput(NamedTuple):
     p: torch.Tensor  # (N, num_classes) slice class softmax
 
 
-def averaged_outputs(model: nn.Module, x: torch.Tensor, *, tta: bool) -> AveragedOutput:
-    """The model's outputs for x (N, 1, H, W); `tta`: averaged over the four `FLIPS`, each flipped back."""
+def flip_average(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor, *,
+                 tta: bool) -> tuple[torch.Tensor, ...]:
+    """`fn(x)`'s outputs; `tta`: averaged over the four `FLIPS` of x, each (N, C, H, W) output flipped back
+    first (per-sample outputs such as class probabilities are averaged as they are)."""
     flips = FLIPS if tta else FLIPS[:1]
-    seg = heat = p = None
+    total: list[torch.Tensor] | None = None
     for dims in flips:
-        out = model(x.flip(dims) if dims else x)
-        s = torch.softmax(out.seg_logits.float(), dim=1)
-        maps = torch.stack([F.interpolate(out.attention[i].float(), size=x.shape[-2:], mode="bilinear",
+        outs = [o.flip(dims) if dims and o.ndim == 4 else o for o in fn(x.flip(dims) if dims else x)]
+        total = outs if total is None else [t + o for t, o in zip(total, outs)]
+    assert total is not None
+    return tuple(t / len(flips) for t in total)
+
+
+def averaged_outputs(model: nn.Module, x: torch.Tensor, *, tta: bool) -> AveragedOutput:
+    """The model's outputs for x (N, 1, H, W) as probabilities (`flip_average`)."""
+    def probabilities(xi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = model(xi)
+        maps = torch.stack([F.interpolate(out.attention[i].float(), size=xi.shape[-2:], mode="bilinear",
                                           align_corners=False) for i in HEAT_MAPS]).mean(dim=0)
-        if dims:
-            s, maps = s.flip(dims), maps.flip(dims)
-        q = torch.softmax(out.logits.float(), dim=1)
-        seg, heat, p = (s, maps, q) if seg is None else (seg + s, heat + maps, p + q)
-    assert seg is not None and heat is not None and p is not None
-    n = len(flips)
-    return AveragedOutput(seg / n, heat / n, p / n)
+        return torch.softmax(out.seg_logits.float(), dim=1), maps, torch.softmax(out.logits.float(), dim=1)
+
+    seg, heat, p = flip_average(probabilities, x, tta=tta)
+    return AveragedOutput(seg, heat, p)
 
 
 class DCNLoss(NamedTuple):

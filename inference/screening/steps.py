@@ -60,6 +60,7 @@ def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice], window
     return window(volume[index][box])
 
 
+GGO_LABEL, CONSOLIDATION_LABEL = 3, 4  # the viewer's lesion labels
 HU_RULE = "HU range inside the heat map"  # `lesion_mask`'s method, as prediction.json names it
 
 
@@ -80,17 +81,32 @@ def model_lesions(volume: np.ndarray, spacing, lungs: np.ndarray, cfg: Screening
     seg = _segmenter(cfg.lesion_model, device) if cfg.lesion_model else None
     if seg is None:
         return None
-    labels = seg.segment_labels(volume, spacing, lungs, progress=progress, cancel=cancel)
-    out = np.zeros(volume.shape, np.uint8)
-    out[labels == 1], out[labels == 2] = 3, 4
+    return viewer_labels(seg.segment_labels(volume, spacing, lungs, progress=progress, cancel=cancel))
+
+
+def viewer_labels(labels: np.ndarray) -> np.ndarray:
+    """A segmenter's lesion labels (1 GGO, 2 consolidation) as the viewer's (3 ground glass, 4 consolidation)."""
+    out = np.zeros(labels.shape, np.uint8)
+    out[labels == 1], out[labels == 2] = GGO_LABEL, CONSOLIDATION_LABEL
     return out
+
+
+def lesion_step(volume: np.ndarray, spacing, lungs: np.ndarray, heat: np.ndarray, cfg: ScreeningConfig,
+                device: str, report: ProgressFn, cancel: CancelFn | None) -> tuple[np.ndarray, str]:
+    """The slice and volume paths' lesion mask and how it was made: `model_lesions`, else `lesion_mask` (the HU
+    rule inside `heat`)."""
+    lesions = model_lesions(volume, spacing, lungs, cfg, device, cancel=cancel,
+                            progress=lambda f, m: report(0.9 + 0.08 * f, m))
+    if lesions is None:
+        return lesion_mask(volume, lungs, heat, spacing, cfg), HU_RULE
+    return lesions, str(cfg.lesion_model)
 
 
 def lesion_ml_by_kind(lesions: np.ndarray, spacing) -> dict[str, float]:
     """Ground-glass (label 3) and consolidation (label 4) volume in mL."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    return {"GGO": float(np.count_nonzero(lesions == 3) * voxel_ml),
-            "consolidation": float(np.count_nonzero(lesions == 4) * voxel_ml)}
+    return {"GGO": float(np.count_nonzero(lesions == GGO_LABEL) * voxel_ml),
+            "consolidation": float(np.count_nonzero(lesions == CONSOLIDATION_LABEL) * voxel_ml)}
 
 
 def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:
@@ -108,8 +124,8 @@ def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing
     disk = yy**2 + xx**2 <= r * r  # in-plane only: thick slices must not erase lesions
     opened = opening_2d(candidate, disk)
     sub = out[box]
-    sub[opened & (v < cfg.ggo_hu[1])] = 3
-    sub[opened & (v >= cfg.consolidation_hu[0])] = 4
+    sub[opened & (v < cfg.ggo_hu[1])] = GGO_LABEL
+    sub[opened & (v >= cfg.consolidation_hu[0])] = CONSOLIDATION_LABEL
     return out
 
 

@@ -25,12 +25,18 @@ from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, InferenceError, ProgressFn
 from inference.inferers.lesions import LesionSegmenter
 from inference.models._api import ModelSpec
-from inference.screening.steps import cancel_checker, lesion_ml_by_kind, lung_step, progress_reporter, zone_burden
+from inference.screening.steps import (
+    cancel_checker,
+    lesion_ml_by_kind,
+    lung_step,
+    progress_reporter,
+    viewer_labels,
+    zone_burden,
+)
 
-__all__ = ["AGGREGATION", "CONSOLIDATION_LABEL", "GGO_LABEL", "attention_above_baseline", "run_lesions"]
+__all__ = ["AGGREGATION", "attention_above_baseline", "run_lesions"]
 
 AGGREGATION = "slice probability mapping"
-GGO_LABEL, CONSOLIDATION_LABEL = 3, 4  # the viewer's lesion labels
 
 
 def attention_above_baseline(attention: np.ndarray, lungs: np.ndarray) -> np.ndarray:
@@ -83,9 +89,7 @@ def run_lesions(
 
     report(0.92, "case probability and burden")
     t = time.perf_counter()
-    lesions = np.zeros(volume.shape, np.uint8)
-    lesions[res.labels == 1] = GGO_LABEL
-    lesions[res.labels == 2] = CONSOLIDATION_LABEL
+    lesions = viewer_labels(res.labels)
     heat = attention_above_baseline(res.heat, in_lungs)
     slices = np.flatnonzero(~np.isnan(res.slice_probability))
     probs = res.slice_probability[slices].astype(np.float32)

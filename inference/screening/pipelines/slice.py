@@ -33,12 +33,10 @@ from inference.core.types import CancelFn, ProgressFn
 from inference.inferers.slice import SliceClassifier
 from inference.screening.config import ScreeningConfig, aggregate
 from inference.screening.steps import (
-    HU_RULE,
     cancel_checker,
-    lesion_mask,
     lesion_ml_by_kind,
+    lesion_step,
     lung_step,
-    model_lesions,
     per_slice_count,
     progress_reporter,
     slice_image,
@@ -111,11 +109,7 @@ def run_slices(
     timings["classification"] = time.perf_counter() - t
     check()
     t = time.perf_counter()
-    lesions = model_lesions(volume, spacing, in_lungs, cfg, str(clf.device), cancel=cancel,
-                            progress=lambda f, m: report(0.9 + 0.08 * f, m))
-    lesion_method = cfg.lesion_model or HU_RULE
-    if lesions is None:
-        lesions, lesion_method = lesion_mask(volume, in_lungs, heat, spacing, cfg), HU_RULE
+    lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
     timings["lesions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0

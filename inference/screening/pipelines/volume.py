@@ -40,12 +40,10 @@ from inference.inferers.volume import VolumeClassifier
 from inference.models._api import ModelSpec
 from inference.screening.config import ScreeningConfig
 from inference.screening.steps import (
-    HU_RULE,
     cancel_checker,
-    lesion_mask,
     lesion_ml_by_kind,
+    lesion_step,
     lung_step,
-    model_lesions,
     progress_reporter,
     zone_burden,
 )
@@ -136,11 +134,7 @@ def run_volume(
     if positive and region is not None:
         hot = heat.copy()
         hot[region] = 1.0
-    lesions = model_lesions(volume, spacing, in_lungs, cfg.lesions, str(clf.device), cancel=cancel,
-                            progress=lambda f, m: report(0.9 + 0.08 * f, m))
-    lesion_method = cfg.lesions.lesion_model or HU_RULE
-    if lesions is None:
-        lesions, lesion_method = lesion_mask(volume, in_lungs, hot, spacing, cfg.lesions), HU_RULE
+    lesions, lesion_method = lesion_step(volume, spacing, in_lungs, hot, cfg.lesions, str(clf.device), report, cancel)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
     timings["lesions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
