@@ -9,7 +9,13 @@ from pathlib import Path
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, fail
 from app.cli.options import add_runtime_options
 from app.cli.progress_bar import ProgressBar
-from inference.core.choices import AGGREGATIONS, DEFAULT_SLICE_MODEL, HEATMAP_METHODS, LESION_SOURCES, LUNG_METHODS
+from inference.core.choices import (
+    AGGREGATIONS,
+    DEFAULT_SCREENING_MODEL,
+    HEATMAP_METHODS,
+    LESION_SOURCES,
+    LUNG_METHODS,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "reported and skipped. Not for clinical diagnosis.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--model", default=DEFAULT_SLICE_MODEL,
+    p.add_argument("--model", default=DEFAULT_SCREENING_MODEL,
                    help="a registered screening model: slice (light-squeezenet), volume (decovnet) or lesion "
                         "segmenter with a case probability (dcn); see `lunglens models`")
     p.add_argument("--lungs", default="threshold", choices=LUNG_METHODS,

@@ -62,6 +62,20 @@ def _register_light_squeezenet(models: argparse._SubParsersAction) -> None:
                    help="input normalization: per-image (zero mean, unit sd; for images of mixed windowing, the "
                         "shipped model's) or fixed (one affine map: CT slices in a fixed window; heat maps sit "
                         "on lesions more, measured on phantoms)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (SGD)")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (e.g. the shipped ones) instead of "
+                   "He initialisation")
+    real = p.add_argument_group(
+        "real CT volumes", "Add every lung slice of real CT volumes (DICOM folders or volume files), cropped and "
+        "windowed as screening sees them; slabs 40 mm thick are held out as a second validation set, and the "
+        "epoch kept is the best on the mean of both validation AUCs.")
+    real.add_argument("--real-covid", nargs="+", default=[], metavar="CT",
+                      help="COVID-19 volumes: slices labelled infected are COVID, the rest NonCOVID")
+    real.add_argument("--real-pneumonia", nargs="+", default=[], metavar="CT",
+                      help="other pneumonia: slices labelled infected are left out, the rest NonCOVID")
+    real.add_argument("--real-negative", nargs="+", default=[], metavar="CT", help="volumes with no infection")
+    real.add_argument("--slice-labels", metavar="JSON", help="per-case slice labels keyed by the CT's folder or "
+                      "file name (COVID-CT-MD's slice-labels.json); needed with --real-covid/--real-pneumonia")
     p.set_defaults(func=run)
 
 
@@ -70,11 +84,26 @@ def run_light_squeezenet(args: argparse.Namespace) -> int:
 
     if not os.path.isdir(args.data):
         return fail(f"{args.data}: no such folder")
+    if (args.real_covid or args.real_pneumonia) and not args.slice_labels:
+        return fail("--real-covid and --real-pneumonia need --slice-labels", EXIT_USAGE)
+    real, sources = None, []
+    if args.real_covid or args.real_pneumonia or args.real_negative:
+        from app.services.real_slices import collect_real_slices
+        from inference.models.light_squeezenet import TRANSFORMS
+
+        try:
+            real, sources = collect_real_slices(
+                {"covid": args.real_covid, "pneumonia": args.real_pneumonia, "negative": args.real_negative},
+                args.slice_labels, TRANSFORMS.hu_window, log=print)
+        except ValueError as exc:
+            return fail(str(exc))
     bar = ProgressBar("training")
     try:
-        result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed,
-                                                        batch_size=args.batch_size, normalize=args.normalize),
-                       model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)))
+        result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr,
+                                                        batch_size=args.batch_size, normalize=args.normalize,
+                                                        init=args.init),
+                       model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)),
+                       real=real, real_sources=sources)
     except FileNotFoundError as exc:
         return fail(str(exc))
     bar.close()

@@ -10,7 +10,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.gui.workers import Worker
 from app.services.slice_table import slice_table
-from inference.core.choices import DEFAULT_SLICE_MODEL
+from inference.core.choices import DEFAULT_SCREENING_MODEL
 from inference.core.prediction import Prediction
 from inference.core.types import Cancelled, InferenceError, UnknownModelError
 from inference.inferers.slice import HEATMAP_METHODS, SliceClassifier
@@ -35,7 +35,7 @@ def usable_models() -> list[str]:
     """Registered screening models (slice, volume, lesion segmenter) whose weights are installed (the ones a user
     can run), `screen`'s default first."""
     names = [m.name for m in screening_models() if _has_weights(m)]
-    return sorted(names, key=lambda n: n != DEFAULT_SLICE_MODEL)  # the CLI's default first, then by name
+    return sorted(names, key=lambda n: n != DEFAULT_SCREENING_MODEL)  # the CLI's default first, then by name
 
 
 def usable_lung_methods() -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.services.slice_table import slice_table
+from inference.core.choices import DEFAULT_SCREENING_MODEL
 from inference.core.types import InferenceError
 from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
@@ -89,7 +90,7 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "case"
 
 
-def screen(paths: list[str], out_dir: str | Path, *, model: str = "light-squeezenet", device: str = "auto",
+def screen(paths: list[str], out_dir: str | Path, *, model: str = DEFAULT_SCREENING_MODEL, device: str = "auto",
            backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
            lungs: str = "threshold",
            progress: ProgressFn | None = None, log: Callable[[str], None] = _log.info,

@@ -58,3 +58,24 @@ def mixed_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | 
     if precision == "mixed" and device.type == "cpu":
         return torch.bfloat16
     return None  # auto on CPU and MPS: float32
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where it is about 2.5x faster than
+    float32 for convolutions (measured on DCN's segmentation branch)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def segmenter_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of a lesion segmenter (None: float32): "auto" is bfloat16 on CPUs that compute it
+    natively (`native_cpu_bf16`), float32 elsewhere; "mixed" is bfloat16 on the CPU and float16 on CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if precision == "mixed" or native_cpu_bf16() else None
+    return torch.float16 if precision == "mixed" else None

@@ -48,6 +48,7 @@ class Prediction:
     heatmap_method: str = ""  # how `heatmap` was made, e.g. "grad-cam" or "cam"
     lesion_ml_by_kind: dict[str, float] = field(default_factory=dict)  # e.g. {"GGO": .., "consolidation": ..}
     lesion_method: str = ""  # where the lesion mask comes from: a lesion segmenter's name, or the HU rule
+    slice_score: str = ""  # what the slice probabilities are: the classifier's, or fused with the lesion share
 
     @property
     def positive_probability(self) -> float:
@@ -80,6 +81,7 @@ class Prediction:
             **({"lesion_ml_by_kind": {k: round(v, 2) for k, v in self.lesion_ml_by_kind.items()}}
                if self.lesion_ml_by_kind else {}),
             "lesion_method": self.lesion_method,
+            **({"slice_score": self.slice_score} if self.slice_score else {}),
             "involvement_percent": round(self.involvement_percent(), 2),
             "involvement_left_percent": round(self.involvement_percent("left"), 2),
             "involvement_right_percent": round(self.involvement_percent("right"), 2),

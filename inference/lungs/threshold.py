@@ -13,7 +13,9 @@ x toward the patient's left, plus the voxel spacing (z, y, x) in mm. The pipelin
    split into left and right (eroded until two cores appear if the lungs touch);
 5. per lung, axial hole filling (vessels, nodules) and, for dense lesions at the pleura (consolidation),
    the dents in the lung outline that the convex hull of both lungs bridges lung-to-same-lung, plus
-   lesions that cut the lung tip next to the spine (bridged along z).
+   lesions that cut the lung tip next to the spine (bridged along z), and masses at the hilum or the
+   mediastinal pleura that the lung surrounds on most of their outline (cut from the mediastinum at a
+   narrow neck).
 
 `inference.lungs.select.segment_lungs_by` chooses between this method ("threshold") and the 2D lung
 U-Net ("unet", `inference.lungs.unet`), which keeps the same contract.
@@ -55,6 +57,9 @@ MIDLINE_MM = 15.0  # a gap under the hull that comes this close to the body midl
 Z_GAP_MM = 70.0  # a lesion that cuts the lung tip next to the spine is bridged along z up to this height
 RIM_MM = 20.0  # ... where it lies this close to the back of the hull of both lungs and touches its outline
 BIG_HOLE_MM2 = 100.0  # larger axial holes must be capped by lung above and below to be filled
+NECK_MM = 10.0  # a mass joined to the mediastinum by a neck narrower than this is cut off from it ...
+MIN_ENCLOSED = 0.75  # ... and filled when the lung borders at least this share of its outline
+MIN_ON_LUNG_BELOW = 0.25  # ... and this share of it lies on lung in the slice below (not on the liver dome)
 
 _S2D_8 = np.zeros((3, 3, 3), bool)
 _S2D_8[1] = True
@@ -412,11 +417,65 @@ def _fill_lungs(labels: np.ndarray, work: np.ndarray, body: np.ndarray, airway_z
     rim &= _posterior(hull)
     outline = hull & ~_shrink(_shrink(hull))
     out = np.zeros(labels.shape, np.uint8)
+    central = np.abs(np.arange(labels.shape[2]) - mid) * wsp[2] <= MIDLINE_MM
     for v, own, dent in ((1, left, dents[0]), (2, right, dents[1])):
         # thin strips along the ribs are not lesions, and a lesion lies against the chest wall (the outline)
         bridged = _touching(_grow(_shrink(_z_gaps(own, wsp) & rim & allowed)), outline)
-        out[_fill_lung_holes(own | (dent & allowed) | bridged, wsp) & (out == 0)] = v
+        filled = _fill_lung_holes(own | (dent & allowed) | bridged, wsp)
+        masses = _enclosed_masses(filled, allowed & ~filled, central, wsp)
+        if masses.any():
+            filled = _fill_lung_holes(filled | masses, wsp)
+        out[filled & (out == 0)] = v
     return out
+
+
+def _enclosed_masses(lung: np.ndarray, allowed: np.ndarray, central: np.ndarray, wsp: Spacing) -> np.ndarray:
+    """Per axial slice, dense regions under the lung's own hull that the lung borders on at least `MIN_ENCLOSED`
+    of their outline once cut from the mediastinum where the neck is narrower than `NECK_MM`: a mass at the
+    hilum or the mediastinal pleura, which the hull of both lungs does not bridge (its chord runs lung to lung).
+
+    Holes in the lung are left to the hole filling. The heart's and the liver's indentations are bordered by
+    lung on one side only (a shallow crescent: about half the outline); the liver dome rests on liver, not on
+    lung (`MIN_ON_LUNG_BELOW`); and a region reaching the body midline (`central` columns) or larger than the
+    lung's own section in that slice is never a mass.
+    """
+    lab, hole = holes_2d(lung)
+    # holes still open after hole filling were refused there (the liver dome, open downward): not masses
+    gaps = _hulls(lung) & allowed & ~hole[lab]
+    if not gaps.any():
+        return gaps
+    r = max(1, round(NECK_MM / 2 / min(wsp[1:])))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = ((yy * wsp[1]) ** 2 + (xx * wsp[2]) ** 2 <= (r * min(wsp[1:])) ** 2)[None]
+    body = ndimage.binary_opening(gaps, structure=disk)
+    lab, n = ndimage.label(body, S2D_4)
+    if n == 0:
+        return body
+    grown = ndimage.grey_dilation(lab, footprint=_SQUARE[None])
+    ring = (grown > 0) & (lab == 0)
+    outline = np.bincount(grown[ring], minlength=n + 1)
+    on_lung = np.bincount(grown[ring & lung], minlength=n + 1)
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    z_of = np.searchsorted(_slice_label_ranges(lab), np.arange(n + 1))
+    lung_area = lung.sum(axis=(1, 2))[np.minimum(z_of, len(lung) - 1)]
+    px_mm2 = wsp[1] * wsp[2]
+    keep = ((on_lung >= MIN_ENCLOSED * np.maximum(outline, 1)) & (area * px_mm2 >= MIN_DENT_MM2)
+            & (area * px_mm2 <= MAX_DENT_MM2) & (area <= lung_area)
+            & (np.bincount(lab[:, :, central].ravel(), minlength=n + 1) == 0))
+    keep[0] = False
+    # a mass rests partly on lung (or on a mass) in the slice below, as it narrows toward its lower end; the
+    # liver dome, which can touch the heart through a narrow neck, rests on liver (z grows toward the head)
+    ids = np.flatnonzero(keep)
+    accepted = lung.copy()
+    for i in ids[np.argsort(z_of[ids], kind="stable")]:
+        k = int(z_of[i])
+        pix = lab[k] == i
+        keep[i] = k > 0 and accepted[k - 1][pix].mean() >= MIN_ON_LUNG_BELOW
+        if keep[i]:
+            accepted[k] |= pix
+    # the opening rounded the mass's corners off: take back the gap pixels next to it
+    mass = keep[lab]
+    return mass | (_grow(mass, square=True) & gaps)
 
 
 def _touching(mask: np.ndarray, target: np.ndarray, fraction: float = 0.05) -> np.ndarray:

@@ -161,7 +161,7 @@ register_model(ModelSpec(
     cam_layers=CamLayers(cam="features", classifier="fc", grad_cam=("trunk.fires.0",)),
     weights=WeightsInfo(
         file="light-squeezenet.pt",
-        sha256="39dc1e444323a2c88cd0f06bfb4757ca32a00815a0dac2f5bbb80366c3bd1120",
+        sha256="afe5781a726797cdc8e80a875462869b895f7f7db2ef134b9647a310fc7b8598",
         card="light-squeezenet.card.json",
     ),
 ))

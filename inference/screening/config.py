@@ -27,6 +27,9 @@ class ScreeningConfig:
     heatmap: str | None = None  # "grad-cam" | "cam" | None: the model's best (grad-cam); see SliceClassifier
     lesion_model: str | None = "dcn"  # the lesion segmenter the lesion mask comes from; None: the HU rule gated
     # by the heat map (`steps.lesion_mask`), also used when that model's weights are not installed
+    lesion_precision: str = "auto"  # the segmenter's arithmetic: bfloat16 on CPUs that compute it natively
+    slice_fusion: bool = True  # fuse slice probabilities with lesion shares where the model's card has a fusion
+    heatmap_slices: int | None = 48  # heat maps for this many of the most probable classified slices; None: all
     batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
 
 

@@ -39,8 +39,9 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
     """A registered screening model ready to run: a `SliceClassifier`, `VolumeClassifier` or `LesionSegmenter` by
     its input kind.
 
-    `precision` (slice models): "auto" (mixed precision on CUDA where a probe shows it changes no probability
-    by more than 1e-3), "fp32" or "mixed"; see `inference.core.device.PRECISIONS`.
+    `precision`: for slice models "auto" (mixed precision on CUDA where a probe shows it changes no probability
+    by more than 1e-3), "fp32" or "mixed" (`inference.core.device.PRECISIONS`); for lesion segmenters "auto"
+    is bfloat16 on CPUs that compute it natively (`inference.core.device.segmenter_dtype`).
 
     Raises:
         UnknownModelError: no such model. ValueError: not a screening model, or `backend` not available for it.
@@ -54,7 +55,7 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
             return VolumeClassifier(spec, device=device)
         if not isinstance(spec.transforms, DCNPreprocess):
             raise ValueError(f"model {spec.name!r} segments but gives no case probability: not a screening model")
-        return LesionSegmenter(spec, device=device)
+        return LesionSegmenter(spec, device=device, precision=precision)
     if spec.input_kind != "slice":
         raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a screening model")
     # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from inference.lungs.select import segment_lung_labels
 from inference.models._api import WeightsError
 from inference.screening.config import ScreeningConfig
 from inference.transforms.common import LUNG_WINDOW, HUWindow
+from inference.transforms.crop import lung_crop_box
 
 
 def progress_reporter(progress: ProgressFn | None) -> ProgressFn:
@@ -51,6 +53,31 @@ def lung_step(volume: np.ndarray, spacing, method: str, lung_labels: np.ndarray 
     return lung_labels
 
 
+@dataclass(frozen=True)
+class SlicePlan:
+    """Which axial slices a slice model sees, and the crop it sees of them.
+
+    lung_slices: every slice with at least `ScreeningConfig.min_lung_area_mm2` of lung (ascending);
+    classified: those about `slice_gap_mm` apart (every `step`-th), the ones screening classifies;
+    box: the in-plane lung crop, one for all slices (`lung_crop_box` with the config's margin).
+    """
+
+    lung_slices: np.ndarray
+    classified: np.ndarray
+    step: int
+    box: tuple[slice, slice]
+
+
+def slice_plan(in_lungs: np.ndarray, spacing, cfg: ScreeningConfig) -> SlicePlan:
+    """The slices and crop screening uses for a (z, y, x) lung mask; training sets built from CT volumes use
+    it too, so the model sees the same pictures."""
+    dz, dy, dx = spacing
+    area = per_slice_count(in_lungs) * dy * dx
+    lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
+    step = max(1, round(cfg.slice_gap_mm / dz))  # classified slices about the gap apart (4 mm: 3-5 mm)
+    return SlicePlan(lung_slices, lung_slices[::step], step, lung_crop_box(in_lungs, cfg.crop_margin))
+
+
 def slice_image(volume: np.ndarray, index: int, box: tuple[slice, slice], window: HUWindow = LUNG_WINDOW) -> np.ndarray:
     """What a slice model sees of axial slice `index`: the lung crop in its HU `window` (the model's
     `SlicePreprocess.hu_window`; the light SqueezeNet's lung window by default), in [0, 1].
@@ -65,10 +92,10 @@ HU_RULE = "HU range inside the heat map"  # `lesion_mask`'s method, as predictio
 
 
 @functools.lru_cache(maxsize=4)
-def _segmenter(name: str, device: str) -> LesionSegmenter | None:
+def _segmenter(name: str, device: str, precision: str = "auto") -> LesionSegmenter | None:
     """The lesion segmenter `name` on `device`, loaded once per process; None when its weights are missing."""
     try:
-        return LesionSegmenter(name, device=device)
+        return LesionSegmenter(name, device=device, precision=precision)
     except WeightsError:
         return None
 
@@ -78,7 +105,7 @@ def model_lesions(volume: np.ndarray, spacing, lungs: np.ndarray, cfg: Screening
     """The lesion mask (labels 3 ground glass, 4 consolidation, inside the lungs) from the lesion segmenter
     `cfg.lesion_model` (DCN's segmentation branch, trained on radiologists' masks), or None when none is set
     or its weights are not installed (the caller then uses `lesion_mask`)."""
-    seg = _segmenter(cfg.lesion_model, device) if cfg.lesion_model else None
+    seg = _segmenter(cfg.lesion_model, device, cfg.lesion_precision) if cfg.lesion_model else None
     if seg is None:
         return None
     return viewer_labels(seg.segment_labels(volume, spacing, lungs, progress=progress, cancel=cancel))

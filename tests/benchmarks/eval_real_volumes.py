@@ -12,8 +12,10 @@ voxels lying in slices labelled infected (slice-level precision), the share of t
 with a labelled lobe (left: LLL, LUL; right: RLL, RML, RUL), the share of labelled slices with any lesion
 voxel (slice recall), and the ROC AUC of the per-slice probabilities (labelled infected vs not, slices the
 model classified), per case and pooled over all cases, and the same AUC for the lesion share of each slice's
-lung as the slice score. Lungs: the threshold method. With `--card`, the
-first model's figures go under "real_volumes" in that model card. Not part of the test suite.
+lung as the slice score. A slice model whose card fuses its probability with the lesion share
+(`inference.screening.fusion`) is also run with the fusion off ("classifier alone"). Lungs: the threshold
+method. With `--card`, the first model's figures go under "real_volumes" in that model card. Not part of the
+test suite.
 """
 
 from __future__ import annotations
@@ -26,28 +28,24 @@ from pathlib import Path
 import numpy as np
 
 from inference.core.metrics import roc_auc
+from inference.inferers.slice import SliceClassifier
 from inference.lungs.select import segment_lung_labels
 from inference.screening.assess import lung_problem, voxel_problem
+from inference.screening.config import ScreeningConfig
+from inference.screening.pipelines.slice import slice_fusion
 from inference.screening.run import load_model, run
+from inference.training.datasets.real_slices import slice_labels
 from viewer.core.reorient import to_canonical
 from viewer.io.volumes import open_volume
 
 LABELLED = ("covid-ct-md/P001-covid", "covid-ct-md/cap001-pneumonia", "covid-ct-md/normal001")
 NON_COVID = ("chest-ct-4dct-phase00", "lung-pet-ct-dx-A0002")
-LOBE_SIDE = (1, 1, 2, 2, 2)  # lobes_per_slice order LLL, LUL, RLL, RML, RUL -> lung label (1 left, 2 right)
 
 
 def slice_truth(labels: dict, case: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """On the canonical grid (index 0 = most inferior): (n,) bool slices labelled infected, and (n, 3) bool
     [unused, left, right] lungs with a labelled lobe."""
-    entry = labels.get(case, {})
-    infected, sides = np.zeros(n, bool), np.zeros((n, 3), bool)
-    for i in entry.get("infected_slices", []):
-        infected[n - 1 - int(i)] = True  # the labels count from the most superior slice down
-    for i, flags in entry.get("lobes_per_slice", {}).items():
-        for side, flag in zip(LOBE_SIDE, flags):
-            sides[n - 1 - int(i), side] |= bool(flag)
-    return infected, sides
+    return slice_labels(labels.get(case, {}), n)
 
 
 def evaluate_case(pred, infected: np.ndarray, sides: np.ndarray, spacing) -> dict[str, object]:
@@ -90,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = Path(args.data)
     labels = json.loads((data / "covid-ct-md" / "slice-labels.json").read_text())
-    models = {name: load_model(name, device="cpu") for name in args.models}
-    results: dict[str, dict] = {name: {} for name in args.models}
-    pooled: dict[str, tuple[list, list]] = {name: ([], []) for name in args.models}
+    runs = {}  # row name -> (model, screening config)
+    for name in args.models:
+        model = load_model(name, device="cpu")
+        runs[name] = (model, ScreeningConfig())
+        if isinstance(model, SliceClassifier) and slice_fusion(model, ScreeningConfig(), "dcn") is not None:
+            runs[f"{name} (classifier alone)"] = (model, ScreeningConfig(slice_fusion=False))
+    results: dict[str, dict] = {name: {} for name in runs}
+    pooled: dict[str, tuple[list, list]] = {name: ([], []) for name in runs}
     status: dict[str, str] = {}
     for rel in LABELLED + NON_COVID:
         case = Path(rel).name
@@ -104,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         infected, sides = slice_truth(labels, case, hu.shape[0])
         print(f"{case}: {hu.shape}, {infected.sum()} labelled slices, status {status[case]}, loaded + lungs in "
               f"{time.perf_counter() - t:.1f} s")
-        for name, model in models.items():
-            pred = run(hu, spacing, model, lung_labels=lungs)
+        for name, (model, cfg) in runs.items():
+            pred = run(hu, spacing, model, lung_labels=lungs, config=cfg)
             results[name][case] = evaluate_case(pred, infected, sides, spacing)
             if len(pred.slice_indices):
                 pooled[name][0].extend(infected[pred.slice_indices])
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| model | case | P(COVID) | lesion mL | in labelled slices | in labelled lungs | labelled slices hit "
           "| slice AUC |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in args.models:
+    for name in runs:
         for case in cases:
             r = results[name][case]
             print(f"| {name} | {case} | {r['probability']:.3f} | {r['lesion_ml']:.1f} | "

@@ -12,7 +12,9 @@ Pipeline (every threshold is a `ScreeningConfig` field):
    the light SqueezeNet's lung window -1350..150 HU) and classified; the
    heat map of the positive class comes from the same pass (`heatmap`: Grad-CAM of the log-odds at
    Fire 2 by default, or the paper's CAM);
-3. case probability: mean of the top-k slice probabilities, k = max(`min_top`,
+3. slice probability: where the model's card holds a "slice_fusion" fitted with the lesion segmenter in use,
+   the classifier's probability fused with the slice's lesion share (`inference.screening.fusion`; the
+   lesions of step 5 come first); case probability: mean of the top-k slice probabilities, k = max(`min_top`,
    `top_fraction` x slices) ("top-k mean"); "max" and "mean" are the alternatives;
 4. heat map: each slice's map (scaled to [0, 1]) times that slice's probability, on the CT grid;
 5. lesion mask: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
@@ -32,17 +34,17 @@ from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, ProgressFn
 from inference.inferers.slice import SliceClassifier
 from inference.screening.config import ScreeningConfig, aggregate
+from inference.screening.fusion import SliceFusion, lesion_share
 from inference.screening.steps import (
     cancel_checker,
     lesion_ml_by_kind,
     lesion_step,
     lung_step,
-    per_slice_count,
     progress_reporter,
     slice_image,
+    slice_plan,
     zone_burden,
 )
-from inference.transforms.crop import lung_crop_box
 
 
 def run_slices(
@@ -80,30 +82,35 @@ def run_slices(
     in_lungs = lung_labels > 0
     check()
 
-    dz, dy, dx = spacing
-    area = per_slice_count(in_lungs) * dy * dx
-    lung_slices = np.nonzero(area >= cfg.min_lung_area_mm2)[0]
-    step = max(1, round(cfg.slice_gap_mm / dz))  # classified slices about the gap apart (4 mm: 3-5 mm)
-    slices = lung_slices[::step]
+    plan = slice_plan(in_lungs, spacing, cfg)
+    lung_slices, slices, step, box = plan.lung_slices, plan.classified, plan.step, plan.box
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
-    box = lung_crop_box(in_lungs, cfg.crop_margin)
     t = time.perf_counter()
-    for start in range(0, len(slices), cfg.batch_size):
+    for start in range(0, len(slices), cfg.batch_size):  # probabilities: forward passes only
         check()
         idx = slices[start : start + cfg.batch_size]
+        probs[start : start + len(idx)] = clf.predict_arrays([slice_image(volume, k, box, window) for k in idx],
+                                                             batch_size=cfg.batch_size).positive
+        report(0.3 + 0.4 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
+    # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
+    top = np.argsort(-probs, kind="stable")[: cfg.heatmap_slices] if cfg.heatmap_slices else np.arange(len(slices))
+    mapped = slices[np.sort(top)]
+    for start in range(0, len(mapped), cfg.batch_size):
+        check()
+        idx = mapped[start : start + cfg.batch_size]
         images = [slice_image(volume, k, box, window) for k in idx]
         p, cams = clf.predict_with_cam(images, method)
-        probs[start : start + len(idx)] = p
         shape = images[0].shape
         for k, pk, cam in zip(idx, p, cams):
             # the heat map speaks about the lungs only
             heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
-        report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
-    if step > 1 and len(slices):
-        # slices between two classified ones take the nearest one's map
+        report(0.7 + 0.2 * (start + len(idx)) / max(1, len(mapped)), f"heat maps {start + len(idx)}/{len(mapped)}")
+    if step > 1 and len(mapped):
+        # slices between classified ones take the nearest classified one's map, if it has one
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
-        for k, src in zip(lung_slices, nearest):
+        has_map = np.isin(nearest, mapped)
+        for k, src in zip(lung_slices[has_map], nearest[has_map]):
             if k != src:
                 heat[k][box] = heat[src][box] * in_lungs[k][box]
     timings["classification"] = time.perf_counter() - t
@@ -111,6 +118,9 @@ def run_slices(
     t = time.perf_counter()
     lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
+    fusion = slice_fusion(clf, cfg, lesion_method)
+    if fusion is not None:
+        probs = fusion(probs, lesion_share(lesions > 0, in_lungs, slices))
     timings["lesions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     p_case = aggregate(probs, cfg)
@@ -122,4 +132,15 @@ def run_slices(
         lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
         device=clf.engine, timings=timings, heatmap_method=method,
         lesion_ml_by_kind=lesion_ml_by_kind(lesions, spacing), lesion_method=lesion_method,
+        slice_score=(f"{clf.spec.name} + lesion share ({lesion_method}), fused" if fusion is not None
+                     else clf.spec.name),
     )
+
+
+def slice_fusion(clf: SliceClassifier, cfg: ScreeningConfig, lesion_method: str) -> SliceFusion | None:
+    """The fusion of the classifier's probability with the lesion share (`inference.screening.fusion`) from the
+    model's card, when `cfg.slice_fusion` asks for it and the lesions came from the segmenter it was fitted with."""
+    if not cfg.slice_fusion or clf.spec.weights is None:
+        return None
+    fusion = SliceFusion.from_card(clf.spec.weights.card_data().get("slice_fusion"))
+    return fusion if fusion is not None and fusion.lesion_model == lesion_method else None

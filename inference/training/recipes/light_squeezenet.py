@@ -26,8 +26,10 @@ from torch import nn
 from inference.core.metrics import binary_metrics
 from inference.core.types import ProgressFn
 from inference.models._api import sha256_of
+from inference.screening.fusion import SliceFusion, fit_fusion
 from inference.training.averaging import ema_update
 from inference.training.datasets.info import read_dataset_info
+from inference.training.datasets.real_slices import RealSlices
 from inference.training.datasets.slices import read_split
 from inference.training.reports import TrainResult, fp16_state, write_roc_png
 from inference.transforms.common import ResizeSquare, normalizer
@@ -65,12 +67,20 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: all cores
     classes: tuple[str, ...] = CLASSES
+    init: str | None = None  # start from these weights (a state dict file) instead of He initialisation
 
 
 def preload(paths, pre_size: int) -> torch.Tensor:
     """All images as (N, 1, pre_size, pre_size) grey tensors in [0, 1]."""
+    return preload_arrays([load_grey(p) for p in paths], pre_size)
+
+
+def preload_arrays(images, pre_size: int) -> torch.Tensor:
+    """Grey images in [0, 1] (any sizes) as one (N, 1, pre_size, pre_size) tensor, padded square and resized."""
     resize = ResizeSquare(pre_size)
-    return torch.from_numpy(np.stack([resize(load_grey(p)) for p in paths]))[:, None]
+    if len(images) == 0:
+        return torch.zeros(0, 1, pre_size, pre_size)
+    return torch.from_numpy(np.stack([resize(np.asarray(im, np.float32)) for im in images]))[:, None]
 
 
 def eval_batch(images: torch.Tensor, size: int, normalize: str = "per-image") -> torch.Tensor:
@@ -136,8 +146,15 @@ def train(
     model_name: str = "light-squeezenet",
     log: Callable[[str], None] = _log,
     progress: ProgressFn | None = None,
+    real: RealSlices | None = None,
+    real_sources: list[str] | None = None,
 ) -> TrainResult:
-    """Train on the `train` split, select the epoch with the best validation ROC AUC, write weights and card."""
+    """Train on the `train` split, select the epoch with the best validation ROC AUC, write weights and card.
+
+    `real`: slices of real CT volumes (`inference.training.datasets.real_slices`); those outside the held-out
+    slabs join the training images, the held-out ones form a second validation set, and the epoch kept is the
+    one with the best mean of the two validation AUCs. `real_sources` describes them for the card.
+    """
     cfg = cfg or TrainConfig()
     from inference.models.light_squeezenet import light_squeezenet
 
@@ -154,8 +171,19 @@ def train(
     log(f"train {len(train_split.paths)} images, val {len(val_split.paths)}; loading")
     x_train, y_train = preload(train_split.paths, cfg.pre_size), torch.from_numpy(train_split.labels)
     x_val, y_val = preload(val_split.paths, cfg.pre_size), val_split.labels
+    real = real if real is not None else RealSlices.empty()
+    real_train, real_val = real.subset(~real.val), real.subset(real.val)
+    if len(real):
+        log(f"real CT slices: {len(real_train)} train ({int(real_train.labels.sum())} COVID), "
+            f"{len(real_val)} val ({int(real_val.labels.sum())} COVID)")
+        x_train = torch.cat([x_train, preload_arrays(real_train.images, cfg.pre_size)])
+        y_train = torch.cat([y_train, torch.from_numpy(real_train.labels)])
+    x_real_val = preload_arrays(real_val.images, cfg.pre_size)
+    has_real_val = 0 < real_val.labels.sum() < len(real_val)
 
     model = builder(num_classes=len(cfg.classes))
+    if cfg.init:
+        model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, weights_only=True).items()})
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     counts = torch.bincount(y_train, minlength=len(cfg.classes)).float().clamp(min=1)
@@ -188,17 +216,71 @@ def train(
         scores = predict_scores(scored, x_val, cfg.size, cfg.tta, normalize=cfg.normalize)
         m = binary_metrics(y_val, scores)
         m.update(epoch=epoch + 1, loss=total / steps, seconds=time.time() - t0)
+        selection = m["roc_auc"]
+        if has_real_val:
+            real_scores = predict_scores(scored, x_real_val, cfg.size, cfg.tta, normalize=cfg.normalize)
+            m["real_val_slice_auc"] = binary_metrics(real_val.labels, real_scores)["roc_auc"]
+            selection = (m["roc_auc"] + m["real_val_slice_auc"]) / 2
         result.history.append(m)
+        real_note = f"  real-slice AUC {m['real_val_slice_auc']:.3f}" if has_real_val else ""
         log(f"epoch {epoch + 1:3d}  loss {m['loss']:.3f}  val acc {m['accuracy']:.3f}  F1 {m['f1']:.3f}  "
-            f"AUC {m['roc_auc']:.3f}  ({m['seconds']:.0f} s)")
-        key = (m["roc_auc"], m["accuracy"])
+            f"AUC {m['roc_auc']:.3f}{real_note}  ({m['seconds']:.0f} s)")
+        key = (selection, m["accuracy"])
         if key > best:
             best = key
             result.best_epoch, result.metrics = epoch + 1, m
             torch.save({k: v.detach().clone() for k, v in scored.state_dict().items()}, out / "best_fp32.pt")
             write_roc_png(y_val, scores, out / "roc_val.png", m["roc_auc"])
-    return finish(out, cfg, result, model, x_val, y_val, train_split.labels, time.time() - t_start,
-                  model_name=model_name, data_dir=Path(data_dir), log=log)
+    result = finish(out, cfg, result, model, x_val, y_val, train_split.labels, time.time() - t_start,
+                    model_name=model_name, data_dir=Path(data_dir), log=log)
+    if len(real):
+        _card_real(result, real_train, real_val, real_sources or [])
+        if np.isfinite(real_val.share).all() and has_real_val:
+            fuse_into_card(result.card, model, real_val, cfg, log=log)
+    return result
+
+
+def fuse_into_card(card_path: Path, model: nn.Module, real_val: RealSlices, cfg: TrainConfig, *,
+                   log: Callable[[str], None] = _log) -> SliceFusion:
+    """Fit the slice fusion (`inference.screening.fusion`) on the held-out real slices, scored as screening
+    scores them (no mirror averaging), and store it with its validation AUCs under "slice_fusion" in the card.
+
+    Raises:
+        ValueError: the held-out slices lack lesion shares or hold one class only.
+    """
+    if not np.isfinite(real_val.share).all():
+        raise ValueError("the held-out real slices have no lesion shares (is the lesion segmenter installed?)")
+    p = predict_scores(model, preload_arrays(real_val.images, cfg.pre_size), cfg.size, tta=False,
+                       normalize=cfg.normalize)
+    fusion = fit_fusion(p, real_val.share, real_val.labels)
+    auc = {"classifier": binary_metrics(real_val.labels, p)["roc_auc"],
+           "lesion_share": binary_metrics(real_val.labels, real_val.share)["roc_auc"],
+           "fused": binary_metrics(real_val.labels, fusion(p, real_val.share))["roc_auc"]}
+    card = json.loads(card_path.read_text())
+    card["slice_fusion"] = {**fusion.to_card(),
+                            "fitted_on": f"the {len(real_val)} held-out real CT slices "
+                                         f"({int(real_val.labels.sum())} COVID), L2-regularized logistic regression",
+                            "held_out_slice_auc": {k: round(v, 4) for k, v in auc.items()}}
+    card_path.write_text(json.dumps(card, indent=2))
+    log(f"slice fusion {fusion}; held-out real-slice AUC {auc}")
+    return fusion
+
+
+def _card_real(result: TrainResult, real_train: RealSlices, real_val: RealSlices, sources: list[str]) -> None:
+    """Record the real CT slices in the card: sources, counts, the held-out slabs' AUC and the selection rule."""
+    assert result.card is not None
+    card = json.loads(result.card.read_text())
+    card["training_data"]["real_ct_slices"] = {
+        "sources": sources,
+        "train": {"slices": len(real_train), "covid": int(real_train.labels.sum())},
+        "val": {"slices": len(real_val), "covid": int(real_val.labels.sum())},
+        "preprocessing": "every lung slice cropped and windowed as screening does (inference.screening.steps."
+                         "slice_plan / slice_image); slabs 40 mm thick along z, every 5th held out",
+    }
+    card["selection"] = ("epoch with the best mean of two validation ROC AUCs: COVID-CT's official val split and "
+                         "the held-out slabs of the real CT slices (both used for selection only)")
+    card["validation_metrics"]["real_val_slice_auc"] = result.metrics.get("real_val_slice_auc")
+    result.card.write_text(json.dumps(card, indent=2))
 
 
 def finish(out: Path, cfg: TrainConfig, result: TrainResult, model: nn.Module, x_val: torch.Tensor,

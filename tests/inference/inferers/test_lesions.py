@@ -133,3 +133,21 @@ def test_wrong_inputs_are_refused():
         seg.segment(hu, SPACING, lungs[:-1])
     with pytest.raises(ValueError):
         LesionSegmenter("light-squeezenet", device="cpu", module=GreyStub())
+
+
+def test_precision_chooses_the_segmenters_arithmetic(monkeypatch):
+    """"auto" is bfloat16 only on CPUs that compute it natively; the labels stay those of float32 on a stand-in
+    network whose classes are far apart."""
+    from inference.core import device as device_mod
+
+    hu, lungs, _, _ = _phantom()
+    fp32 = LesionSegmenter(get_model("dcn"), device="cpu", module=GreyStub())
+    mixed = LesionSegmenter(get_model("dcn"), device="cpu", module=GreyStub(), precision="mixed")
+    assert fp32.engine == "cpu (torch)" and mixed.engine == "cpu (torch, bfloat16)"
+    assert np.array_equal(fp32.segment_labels(hu, SPACING, lungs), mixed.segment_labels(hu, SPACING, lungs))
+    for native in (True, False):
+        monkeypatch.setattr(device_mod, "native_cpu_bf16", lambda native=native: native)
+        assert device_mod.segmenter_dtype(torch.device("cpu"), "auto") == (torch.bfloat16 if native else None)
+    assert device_mod.segmenter_dtype(torch.device("cpu"), "fp32") is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        LesionSegmenter(get_model("dcn"), device="cpu", module=GreyStub(), precision="half")

@@ -207,3 +207,35 @@ def test_cancel_that_never_fires_changes_nothing():
     ph = phantom(0)
     masks = segment_lungs(ph.volume.array, ph.volume.spacing, cancel=lambda: False)
     assert np.array_equal(masks.left, segmented(0).left)
+
+
+def test_a_mass_at_the_hilum_is_lung_but_the_heart_and_the_liver_dome_are_not():
+    """`_enclosed_masses` on a drawn right lung: a dense mass joined to the mediastinum by a narrow neck joins
+    the lung; a broad indentation (the heart) and an island of liver that rests on liver (the dome) do not."""
+    from inference.lungs.threshold import _enclosed_masses
+
+    wsp = (2.0, 2.0, 2.0)
+    nz, ny, nx = 12, 80, 80
+    yy, xx = np.mgrid[:ny, :nx]
+    lung = np.zeros((nz, ny, nx), bool)
+    lung[:] = ((yy - 40) / 30) ** 2 + ((xx - 30) / 22) ** 2 <= 1  # an ellipse, x 8..52
+    heart = ((yy - 40) / 12) ** 2 + ((xx - 56) / 10) ** 2 <= 1  # a broad dent in the medial side
+    mass = (yy - 22) ** 2 + (xx - 40) ** 2 <= 6**2  # inside the lung near its medial edge (x 47) ...
+    neck = (abs(yy - 22) <= 1) & (xx >= 40) & (xx <= 56)  # ... joined to the mediastinum by a 3 px neck
+    dome = (yy - 58) ** 2 + (xx - 30) ** 2 <= 6**2
+    for k in range(nz):
+        lung[k] &= ~heart
+        if 3 <= k <= 8:
+            lung[k] &= ~mass
+            lung[k][neck] = False
+        if k <= 6:  # the dome: liver from the bottom up to slice 6, joined to the outside through a narrow neck
+            lung[k] &= ~dome
+            lung[k][(abs(yy - 58) <= 1) & (xx >= 30) & (xx <= 52)] = False
+    allowed = ~lung
+    allowed[:, :, 62:] = False  # beyond the mediastinum
+    central = np.zeros(nx, bool)
+    central[66:] = True
+    got = _enclosed_masses(lung, allowed, central, wsp)
+    assert got[3:9][:, mass].mean() >= 0.95  # the mass, in every slice it is cut out of the lung
+    assert not got[:, heart].any()
+    assert not got[:7][:, dome].any()

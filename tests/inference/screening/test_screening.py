@@ -135,6 +135,16 @@ def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):
     assert len(pred.slice_indices) == len(lung_slices[::4])  # 4 mm apart at 1 mm spacing
     skipped = np.setdiff1d(lung_slices, pred.slice_indices)
     assert len(skipped) > 0 and all(pred.heatmap[k].max() > 0 for k in skipped)
+    # a bounded heat-map cost: maps for the most probable classified slices only, shared with their neighbours
+    few = run(ph.volume.array, (1.0, 3.6, 3.6), classifier, lung_labels=labels,
+              config=ScreeningConfig(heatmap_slices=3))
+    np.testing.assert_allclose(few.slice_probabilities, pred.slice_probabilities, atol=1e-6)
+    top = set(few.slice_indices[np.argsort(-few.slice_probabilities, kind="stable")[:3]])
+    mapped = {int(k) for k in few.slice_indices if few.heatmap[k].max() > 0}
+    assert mapped == top
+    nearest = {int(k): int(few.slice_indices[np.abs(few.slice_indices - k).argmin()]) for k in skipped}
+    near = {k for k, src in nearest.items() if src in top}
+    assert {int(k) for k in lung_slices if few.heatmap[k].max() > 0} == top | near
 
 
 def test_fast_lesion_post_processing_equals_the_reference_operations():
@@ -176,13 +186,13 @@ def _screened_images(clf: SliceClassifier, monkeypatch, ph) -> tuple[list[np.nda
     from inference.transforms.crop import lung_crop_box
 
     seen: list[np.ndarray] = []
-    classify = clf.predict_with_cam
+    classify = clf.predict_arrays  # every classified slice passes here (heat maps: the most probable only)
 
-    def spy(images, method=None):
+    def spy(images, batch_size=16):
         seen.extend(np.array(im) for im in images)
-        return classify(images, method)
+        return classify(images, batch_size)
 
-    monkeypatch.setattr(clf, "predict_with_cam", spy)
+    monkeypatch.setattr(clf, "predict_arrays", spy)
     labels = lung_labels(ph)
     pred = run(ph.volume.array, SPACING, clf, lung_labels=labels)
     assert len(seen) == len(pred.slice_indices) > 0
@@ -297,7 +307,7 @@ def test_light_path_takes_its_lesion_mask_from_the_lesion_segmenter(classifier, 
     assert set(kinds) == {"GGO", "consolidation"} and sum(kinds.values()) == pytest.approx(pred.lesion_ml, abs=0.05)
     hu_rule = run(ph.volume.array, SPACING, classifier, lung_labels=labels, config=ScreeningConfig(lesion_model=None))
     assert hu_rule.lesion_method == "HU range inside the heat map"
-    monkeypatch.setattr(steps, "_segmenter", lambda name, device: None)  # as without DCN's weights
+    monkeypatch.setattr(steps, "_segmenter", lambda name, device, precision: None)  # as without DCN's weights
     missing = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
     assert missing.lesion_method == hu_rule.lesion_method and np.array_equal(missing.lesion_mask, hu_rule.lesion_mask)
 
@@ -316,3 +326,29 @@ def test_screen_lesions_option_chooses_the_lesion_source(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["screen", str(path), "--out", str(tmp_path / "x"), "--lesions", "magic"])
     assert exit_info.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_slice_probabilities_fuse_the_classifier_with_the_lesion_share():
+    """The shipped light model's card carries a fusion fitted on real CT slices; screening applies it to each
+    classified slice's probability and lesion share, says so, and leaves it off on request or when the lesions
+    came from elsewhere than the segmenter it was fitted with."""
+    from inference.screening.fusion import SliceFusion, lesion_share
+
+    base = get_model("light-squeezenet")
+    fusion = SliceFusion.from_card(base.weights.card_data().get("slice_fusion"))
+    assert fusion is not None and fusion.lesion_model == "dcn"
+    torch.manual_seed(0)
+    spec = dataclasses.replace(base, transforms=dataclasses.replace(base.transforms, resize=76, crop=64))
+    clf = SliceClassifier(spec, device="cpu", module=light_squeezenet())
+    ph = phantom(43, True)
+    labels = lung_labels(ph)
+    fused = run(ph.volume.array, SPACING, clf, lung_labels=labels)
+    plain = run(ph.volume.array, SPACING, clf, lung_labels=labels, config=ScreeningConfig(slice_fusion=False))
+    share = lesion_share(fused.lesion_mask > 0, labels > 0, fused.slice_indices)
+    assert share.max() > 0
+    np.testing.assert_allclose(fused.slice_probabilities, fusion(plain.slice_probabilities, share), atol=1e-6)
+    assert fused.positive_probability == pytest.approx(aggregate(fused.slice_probabilities, ScreeningConfig()))
+    assert "lesion share (dcn), fused" in fused.summary()["slice_score"]
+    assert plain.summary()["slice_score"] == "light-squeezenet"
+    hu_rule = run(ph.volume.array, SPACING, clf, lung_labels=labels, config=ScreeningConfig(lesion_model=None))
+    assert hu_rule.slice_score == "light-squeezenet"
