@@ -168,9 +168,19 @@ class ResultsPanel(QtWidgets.QWidget):
         self.warning.clear()
         self.warning.hide()
 
-    def show_prediction(self, pred: Prediction) -> None:
-        self.plot.show()
+    def show_prediction(self, pred: Prediction, problem: str | None = None) -> None:
+        """Show a result; `problem` (why the CT is not assessable, `inference.screening.assess`) replaces the
+        probability and the per-slice plot with the reason."""
         self.prediction = pred
+        if problem:
+            self.headline.setText(f"Not assessable: {problem}\n({pred.model}; no probability is given for this CT)")
+            self.warning.hide()
+            self.plot.hide()
+            self.plot_x = np.zeros(0)
+            self.lesion_button.hide()
+            self.table.setRowCount(0)
+            return
+        self.plot.show()
         self.headline.setText(
             f"P(COVID) = {pred.positive_probability:.2f}  ({pred.model}, {pred.aggregation}, {pred.device})\n"
             f"lesions {pred.lesion_ml:.1f} mL{_by_kind(pred)}, {pred.involvement_percent():.1f} % of the lungs "

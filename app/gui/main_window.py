@@ -26,6 +26,7 @@ from app.gui.docks.layer_panel import LayerPanel
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
 from app.gui.workers import LoadWorker, start_worker
+from inference.screening.assess import lung_problem, prediction_problem, voxel_problem
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
 from viewer.gui.slice_view import TOOLS, SliceView
@@ -542,6 +543,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
             return
         vol = self.state.volume
+        problem = voxel_problem(vol.array)
+        if problem:
+            self._report_analysis_failure(f"not assessable: {problem}")
+            return
         worker = AnalyzeWorker(vol.array, vol.spacing, model, lungs=lungs or self.lung_box.currentData() or "threshold",
                                heatmap=heatmap or (self.heatmap_box.currentData() if self.heatmap_box.isEnabled()
                                                    else None))
@@ -554,9 +559,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return  # the volume changed while the model ran
         add_prediction_layers(self.state, pred)
         self.annotation.set_ai_result(pred)
-        self.results.show_prediction(pred)
+        vol = self.state.volume
+        # the rules `screen` applies: a head CT or a sliver of lung gets no probability, only the reason
+        problem = lung_problem(pred.lung_mask, vol.spacing, vol.metadata.body_part) or prediction_problem(pred)
+        self.results.show_prediction(pred, problem)
         self.ai_dock.raise_()
-        self.statusBar().showMessage(f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
+        self.statusBar().showMessage(f"not assessable: {problem}" if problem else
+                                     f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
         self.analysis_done.emit(pred)
 
     def _report_analysis_failure(self, message: str) -> None:

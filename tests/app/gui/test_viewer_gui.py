@@ -339,3 +339,32 @@ def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phan
     assert win.results.prediction is None and win.results.plot.isHidden()
     assert "No analysis yet" in win.results.headline.text() and win.results.table.rowCount() == 0
     win.close()
+
+
+def test_analyze_says_not_assessable_instead_of_a_probability(qtbot, tmp_path, monkeypatch):
+    """The rules `screen` applies hold in the viewer too: a CT without lungs gets the reason, no probability."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    import torch
+
+    from app.gui.main_window import MainWindow
+    from inference.inferers.slice import SliceClassifier
+    from inference.models._api import get_model
+    from inference.models.light_squeezenet import light_squeezenet
+    from viewer.io.volumes import write_volume
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    ph = make_phantom(PhantomConfig(shape=(24, 96, 96), spacing=(5.0, 3.6, 3.6), seed=3))
+    ph.volume.array[ph.volume.array < -300] = 40  # everything solid: no lungs
+    path = write_volume(ph.volume, tmp_path / "solid.nii.gz")
+    torch.manual_seed(0)
+    clf = SliceClassifier(get_model("light-squeezenet"), device="cpu", module=light_squeezenet())
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=20000):
+        win.open_path(str(path))
+    with qtbot.waitSignal(win.analysis_done, timeout=120000):
+        win.analyze(model=clf)
+    text = win.results.headline.text()
+    assert text.startswith("Not assessable: no lungs found") and "P(COVID)" not in text
+    assert win.results.plot.isHidden() and win.results.table.rowCount() == 0
+    win.close()
