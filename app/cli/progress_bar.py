@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -17,6 +18,7 @@ class ProgressBar:
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last = 0.0
         self._drawn = False
+        self._shown = 0  # length of the line last drawn (a shorter one must blank the rest)
 
     def __call__(self, fraction: float, message: str = "") -> None:
         if not self.enabled:
@@ -27,12 +29,25 @@ class ProgressBar:
         self._last = now
         filled = int(round(self.width * fraction))
         bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {fraction * 100:3.0f}%  {message[:40]:40}")
+        head = f"{self.label} [{bar}] {fraction * 100:3.0f}%  "
+        columns = shutil.get_terminal_size((100, 24)).columns
+        line = head + fit_words(message, max(10, columns - len(head) - 1))
+        self.stream.write(f"\r{line:{self._shown}}")
         self.stream.flush()
-        self._drawn = True
+        self._drawn, self._shown = True, len(line)
 
     def close(self) -> None:
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+def fit_words(message: str, width: int) -> str:
+    """`message` if it fits in `width` characters, else cut at the last whole word that fits, with an ellipsis
+    (never mid-word: "Separating lef" reads as a typo)."""
+    if len(message) <= width:
+        return message
+    cut = message[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip(" ,;:") + "…"

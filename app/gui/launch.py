@@ -74,7 +74,7 @@ def run_viewer(
     from app.gui.main_window import MainWindow
 
     app = application()
-    window = MainWindow(interactive=screenshot is None)
+    window = MainWindow(interactive=screenshot is None, persist=screenshot is None)
     if layout:
         window.set_layout(layout)
         window.layout_box.setCurrentText(layout)

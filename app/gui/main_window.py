@@ -29,6 +29,7 @@ from app.gui.workers import LoadWorker, start_worker
 from inference.screening.assess import lung_problem, prediction_problem, voxel_problem
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
+from viewer.core.windowing import Window
 from viewer.gui.slice_view import TOOLS, SliceView
 from viewer.io.label_grid import read_overlay_on_grid
 from viewer.io.volumes import volume_suffix
@@ -66,10 +67,12 @@ class MainWindow(QtWidgets.QMainWindow):
     analysis_failed = QtCore.Signal(str)
     overlay_failed = QtCore.Signal(str)  # a refused overlay; the CT stays on show
 
-    def __init__(self, settings: Settings | None = None, interactive: bool = True) -> None:
-        """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead."""
+    def __init__(self, settings: Settings | None = None, interactive: bool = True, persist: bool = True) -> None:
+        """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead.
+        `persist=False` (one-shot screenshots): the user's settings file (recent files, layout, window) is read
+        but never written."""
         super().__init__()
-        self.interactive = interactive
+        self.interactive, self.persist = interactive, persist
         self.settings = settings or Settings.load()
         self.state = ViewerState(window=self.settings.presets().get(self.settings.preset))
         self._thread: QtCore.QThread | None = None
@@ -92,6 +95,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self._build_statusbar()
         self.state.cursor_changed.connect(self._on_cursor)
+        self.state.window_changed.connect(self._show_window_name)
         self.state.layers.changed.connect(lambda _l: self.sync_3d_labels())
         self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
         self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
@@ -153,6 +157,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.grid.setRowStretch(0, 1)
             self.grid.setColumnStretch(0, 1)
         self.settings.layout = name
+        if hasattr(self, "layout_box"):  # the View menu and the toolbar box must agree
+            with QtCore.QSignalBlocker(self.layout_box):
+                self.layout_box.setCurrentText(name)
         if getattr(self.view3d, "labels_stale", False) and self.view3d.isVisible():
             self.sync_3d_labels()  # label edits made while the 3D view was hidden
 
@@ -288,6 +295,7 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.addAction("Open Folder", self.open_folder_dialog)
         bar.addSeparator()
         self.preset_box = QtWidgets.QComboBox()
+        self.preset_box.setPlaceholderText("custom")  # shown when the window matches no preset
         self.preset_box.addItems(list(self.settings.presets()))
         self.preset_box.setCurrentText(self.settings.preset)
         self.preset_box.textActivated.connect(self.apply_preset)
@@ -343,6 +351,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.preset = name
         with QtCore.QSignalBlocker(self.preset_box):
             self.preset_box.setCurrentText(name)
+
+    def _show_window_name(self, window: Window) -> None:
+        """The Window box names the preset the display window equals, or shows "custom" (after dragging W/L)."""
+        name = next((n for n, w in self.settings.presets().items()
+                     if abs(w.center - window.center) < 0.5 and abs(w.width - window.width) < 0.5), None)
+        with QtCore.QSignalBlocker(self.preset_box):
+            if name is None:
+                self.preset_box.setCurrentIndex(-1)
+            else:
+                self.preset_box.setCurrentText(name)
 
     def save_preset_dialog(self) -> None:
         name, ok = QtWidgets.QInputDialog.getText(self, "Save window preset", "Name:")
@@ -699,10 +717,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
         self.annotation.shutdown()
-        try:
-            self.settings.save()
-        except OSError:
-            pass
+        if self.persist:
+            try:
+                self.settings.save()
+            except OSError:
+                pass
         if hasattr(self.view3d, "shutdown"):
             self.view3d.shutdown()
         super().closeEvent(ev)

@@ -140,10 +140,11 @@ class Volume:
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=tol))
 
     def orientation_code(self) -> str:
-        """Three letters naming the patient direction each array axis (z, y, x) points to."""
+        """Three letters naming the patient direction the image axes x, y, z (array axes 2, 1, 0) point to, in
+        the DICOM/ITK order: "LPS" for the viewer's canonical orientation, "RAS" for a NIfTI in RAS+."""
         letters = (("L", "R"), ("P", "A"), ("S", "I"))
         code = ""
-        for j in range(3):
+        for j in (2, 1, 0):
             v = self.direction[:, j]
             ax = int(np.argmax(np.abs(v)))
             code += letters[ax][0] if v[ax] > 0 else letters[ax][1]

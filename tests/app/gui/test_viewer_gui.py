@@ -236,6 +236,8 @@ def test_screenshot_command(phantom_series, tmp_path):
 
     img = QtGui.QImage(str(out))
     assert img.width() >= 1000 and img.height() >= 600
+    # a one-shot screenshot leaves the user's settings alone (recent files, layout, window)
+    assert not (tmp_path / "cfg" / "settings.json").exists()
 
 
 def test_folder_with_several_series_opens_the_main_ct_without_asking(qtbot, tmp_path, monkeypatch):
@@ -367,4 +369,27 @@ def test_analyze_says_not_assessable_instead_of_a_probability(qtbot, tmp_path, m
     text = win.results.headline.text()
     assert text.startswith("Not assessable: no lungs found") and "P(COVID)" not in text
     assert win.results.plot.isHidden() and win.results.table.rowCount() == 0
+    win.close()
+
+
+def test_toolbar_boxes_follow_the_window_and_the_layout(qtbot, tmp_path, monkeypatch):
+    """The Window box says "custom" once W/L is dragged off a preset and names a preset the window equals; the
+    Layout box follows View > Layout."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from viewer.core.windowing import Window
+
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.apply_preset("lung")
+    assert win.preset_box.currentText() == "lung"
+    lung = win.settings.presets()["lung"]
+    win.state.set_window(Window(lung.center - 255, lung.width + 510))  # a right-button drag
+    assert win.preset_box.currentIndex() == -1 and win.preset_box.placeholderText() == "custom"
+    bone = win.settings.presets()["bone"]
+    win.state.set_window(Window(bone.center, bone.width))
+    assert win.preset_box.currentText() == "bone"
+    for layout in ("1x1", "1+3", "2x2"):
+        win.set_layout(layout)  # as View > Layout does
+        assert win.layout_box.currentText() == layout
     win.close()

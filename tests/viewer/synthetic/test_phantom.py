@@ -64,7 +64,7 @@ def test_shape_dtype_geometry_and_metadata(noisy):
     assert vol.shape == SMALL["shape"] and vol.array.dtype == np.int16
     assert vol.spacing == SMALL["spacing"]
     assert np.allclose(vol.direction, AXIAL_DIRECTION)
-    assert vol.orientation_code() == "SPL"
+    assert vol.orientation_code() == "LPS"  # x, y, z toward left, posterior, superior (DICOM order)
     centre = vol.index_to_lps((np.array(vol.shape) - 1) / 2.0)
     assert np.allclose(centre, 0.0, atol=1e-6)  # field of view centred on the patient axis
     assert vol.array.min() >= -1024 and vol.array.max() <= 3071
@@ -211,3 +211,15 @@ def test_anisotropic_spacing_keeps_the_physical_anatomy(clean):
     for a, b in zip(clean.lesions, other.lesions):
         assert a.side == b.side
         assert np.linalg.norm(np.subtract(a.center_lps, b.center_lps)) < 8.0
+
+
+def test_orientation_code_names_x_y_z_in_the_dicom_order(noisy, tmp_path):
+    """A NIfTI saved in RAS+ (nibabel's convention) reads back as "RAS"; the canonical volume is "LPS"."""
+    import SimpleITK as sitk
+
+    from viewer.io.volumes import read_volume_file
+
+    img = noisy.volume.to_sitk()
+    img = sitk.DICOMOrient(img, "RAS")  # x toward the right, y anterior, z superior
+    sitk.WriteImage(img, str(tmp_path / "ras.nii.gz"))
+    assert read_volume_file(tmp_path / "ras.nii.gz").orientation_code() == "RAS"
