@@ -252,6 +252,10 @@ class MainWindow(QtWidgets.QMainWindow):
             label = o.value if isinstance(o, Orientation) else "3D"
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        self.corner_text_action = self._action(view_menu, "&Corner text (patient, study, acquisition)",
+                                               self.set_corner_text, "I")
+        self.corner_text_action.setCheckable(True)
+        self.corner_text_action.setChecked(True)
         view_menu.addAction(self.layers_dock.toggleViewAction())
 
         edit_menu = menu.addMenu("&Edit")
@@ -381,6 +385,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if tool in EDIT_TOOLS and self.annotation.ensure_labels() is not None:
             self.annotation_dock.show()
             self.annotation_dock.raise_()
+
+    def set_corner_text(self, visible: bool) -> None:
+        """Show or hide the patient, study and acquisition text in the slice views' corners (key I)."""
+        with QtCore.QSignalBlocker(self.corner_text_action):
+            self.corner_text_action.setChecked(visible)
+        for view in self.views.values():
+            view.set_corner_text(visible)
 
     def reset_views(self) -> None:
         for view in self.views.values():

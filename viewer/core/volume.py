@@ -35,6 +35,7 @@ class SeriesMetadata:
     patient_id: str = ""
     patient_birth_date: str = ""
     patient_sex: str = ""
+    patient_age: str = ""  # DICOM AS, e.g. 045Y
     study_instance_uid: str = ""
     study_date: str = ""
     study_time: str = ""
@@ -48,6 +49,7 @@ class SeriesMetadata:
     manufacturer_model: str = ""
     convolution_kernel: str = ""
     kvp: str = ""
+    exposure_mas: str = ""
     slice_thickness: str = ""
     body_part: str = ""
     frame_of_reference_uid: str = ""

@@ -62,10 +62,12 @@ _WANTED: dict[int, tuple[str, str]] = {
     0x00100020: ("patient_id", "s"),
     0x00100030: ("patient_birth_date", "s"),
     0x00100040: ("patient_sex", "s"),
+    0x00101010: ("patient_age", "s"),
     0x00180015: ("body_part", "s"),
     0x00180050: ("slice_thickness", "s"),
     0x00180060: ("kvp", "s"),
     0x00181120: ("gantry_tilt", "s"),
+    0x00181152: ("exposure", "s"),
     0x00181210: ("convolution_kernel", "s"),
     0x0020000D: ("study_instance_uid", "s"),
     0x0020000E: ("series_instance_uid", "s"),
@@ -96,7 +98,8 @@ _KEYWORDS = {
     "manufacturer": "Manufacturer", "study_description": "StudyDescription",
     "series_description": "SeriesDescription", "manufacturer_model": "ManufacturerModelName",
     "patient_name": "PatientName", "patient_id": "PatientID", "patient_birth_date": "PatientBirthDate",
-    "patient_sex": "PatientSex", "body_part": "BodyPartExamined", "slice_thickness": "SliceThickness",
+    "patient_sex": "PatientSex", "patient_age": "PatientAge", "exposure": "Exposure",
+    "body_part": "BodyPartExamined", "slice_thickness": "SliceThickness",
     "kvp": "KVP", "gantry_tilt": "GantryDetectorTilt", "convolution_kernel": "ConvolutionKernel",
     "study_instance_uid": "StudyInstanceUID", "series_instance_uid": "SeriesInstanceUID",
     "series_number": "SeriesNumber", "acquisition_number": "AcquisitionNumber",
@@ -155,9 +158,11 @@ class DicomHeader:
     patient_id: str = ""
     patient_birth_date: str = ""
     patient_sex: str = ""
+    patient_age: str = ""
     body_part: str = ""
     slice_thickness: str = ""
     kvp: str = ""
+    exposure: str = ""  # mAs
     gantry_tilt: str = ""
     convolution_kernel: str = ""
     image_position: tuple[float, ...] | None = None

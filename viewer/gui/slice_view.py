@@ -14,6 +14,7 @@ from typing import Protocol
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from viewer.core.corner_text import CORNERS, ViewFacts, corner_text
 from viewer.core.measure import distance_mm, ellipse_stats
 from viewer.core.windowing import GreyLUT
 from viewer.labels.session import EDIT_TOOLS
@@ -173,10 +174,19 @@ class SliceView(QtWidgets.QWidget):
             lab.setStyleSheet("color: #ffd24d; font-weight: bold; font-size: 13px; background: transparent;")
             lab.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
             self._edge_labels[edge] = lab
-        self.info = QtWidgets.QLabel(self.graphics)
+        self.info = QtWidgets.QLabel(self.graphics)  # plane, slice and window: shown while corner text is off
         self.info.setStyleSheet("color: #e8e8e8; font-size: 11px; background: rgba(0, 0, 0, 110); padding: 1px 3px;")
         self.info.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.corners: dict[str, QtWidgets.QLabel] = {}
+        for corner in CORNERS:
+            lab = QtWidgets.QLabel(self.graphics)
+            lab.setStyleSheet("color: #e8e8e8; font-size: 11px; background: rgba(0, 0, 0, 90); padding: 1px 3px;")
+            lab.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            if corner.endswith("right"):
+                lab.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight)
+            self.corners[corner] = lab
         self.scale_bar = _ScaleBar(self.graphics)
+        self.set_corner_text(True)
         self.viewbox.sigRangeChanged.connect(lambda *_: self._place_overlays())
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.outline = QtWidgets.QGraphicsEllipseItem()  # the brush, true size in mm, at the mouse
@@ -283,6 +293,32 @@ class SliceView(QtWidgets.QWidget):
         self._dirty_layers.add(id(layer))
         self._schedule()
 
+    def set_corner_text(self, visible: bool) -> None:
+        """Show the patient, study and acquisition text in the four corners (`viewer.core.corner_text`), or only
+        the plane, slice and window in the top left."""
+        self.corner_text_visible = visible
+        for lab in self.corners.values():
+            lab.setVisible(visible)
+        self.info.setVisible(not visible)
+        if self.state.volume is not None:
+            self._update_info()
+            self._place_overlays()
+
+    def corner_lines(self) -> dict[str, list[str]]:
+        """The lines each corner shows now (empty lists without a volume)."""
+        vol = self.state.volume
+        if vol is None:
+            return {corner: [] for corner in CORNERS}
+        index = self.state.slice_index(self.orientation)
+        cursor = list(self.state.cursor)
+        cursor[self.orientation.axis] = index
+        lps = vol.index_to_lps(cursor)
+        position = float(lps[2 - self.orientation.axis])  # the LPS coordinate along this plane's normal
+        px_per_mm = self.scale_bar.px_per_mm if self.scale_bar.px_per_mm != 1.0 else None
+        facts = ViewFacts(self.orientation.value, index, slice_count(vol.shape, self.orientation), position,
+                          self.state.window, px_per_mm)
+        return corner_text(vol.metadata, facts)
+
     def _update_info(self) -> None:
         vol = self.state.volume
         n = slice_count(vol.shape, self.orientation)
@@ -290,6 +326,12 @@ class SliceView(QtWidgets.QWidget):
         self.info.setText(f"{self.orientation.value} {self.state.slice_index(self.orientation) + 1}/{n}\n"
                           f"W {w.width:.0f}  L {w.center:.0f}")
         self.info.adjustSize()
+        if self.corner_text_visible:
+            for corner, lines in self.corner_lines().items():
+                lab = self.corners[corner]
+                lab.setText("\n".join(lines))
+                lab.setVisible(bool(lines))
+                lab.adjustSize()
 
     # -- geometry helpers --------------------------------------------------------------------
 
@@ -546,8 +588,17 @@ class SliceView(QtWidgets.QWidget):
             a = self.viewbox.mapViewToDevice(QtCore.QPointF(0, 0))
             b = self.viewbox.mapViewToDevice(QtCore.QPointF(100, 0))
             if a is not None and b is not None:
-                self.scale_bar.set_scale(abs(b.x() - a.x()) / 100.0)
+                scale = abs(b.x() - a.x()) / 100.0
+                if scale != self.scale_bar.px_per_mm:
+                    self.scale_bar.set_scale(scale)
+                    if self.corner_text_visible:
+                        self._update_info()  # the zoom line
         self.scale_bar.move(w - self.scale_bar.width() - 10, h - self.scale_bar.height() - 24)
+        c = self.corners
+        c["top_left"].move(6, 4)
+        c["top_right"].move(w - c["top_right"].width() - 6, 4)
+        c["bottom_left"].move(6, h - c["bottom_left"].height() - 4)
+        c["bottom_right"].move(w - c["bottom_right"].width() - 6, self.scale_bar.y() - c["bottom_right"].height() - 4)
 
 
 def _cosmetic_pen(rgb: tuple[int, int, int], width: float) -> QtGui.QPen:

@@ -393,3 +393,45 @@ def test_toolbar_boxes_follow_the_window_and_the_layout(qtbot, tmp_path, monkeyp
         win.set_layout(layout)  # as View > Layout does
         assert win.layout_box.currentText() == layout
     win.close()
+
+
+def test_corner_text_shows_the_series_and_follows_the_slice(qtbot, tmp_path, monkeypatch):
+    """Patient, study and acquisition text in the corners (key I toggles it); the slice line follows the cursor;
+    a series without tags shows no "None"."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    import dataclasses
+
+    from app.gui.main_window import MainWindow
+    from viewer.core.volume import SeriesMetadata
+    from viewer.state.slicing import Orientation
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    vol = make_phantom(PhantomConfig(shape=(20, 64, 64), spacing=(5.0, 4.0, 4.0), seed=3)).volume
+    vol = dataclasses.replace(vol, metadata=dataclasses.replace(vol.metadata, patient_age="061Y", exposure_mas="95"))
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.resize(1000, 800)
+    win.show()
+    win.state.set_volume(vol)
+    view = win.views[Orientation.AXIAL]
+    view.refresh_now()
+    text = {corner: lab.text() for corner, lab in view.corners.items()}
+    assert text["top_left"].splitlines() == ["PHANTOM^LUNGLENS", "ID PHANTOM-0003", "O / 61 y"]
+    assert "2020-03-15  12:00" in text["top_right"] and "Se 1: Synthetic chest CT phantom (seed 3)" in text["top_right"]
+    assert text["bottom_right"].startswith("120 kVp  95 mAs\nW ")
+    assert view.corners["top_left"].isVisible() and not view.info.isVisible()
+    win.state.set_slice(Orientation.AXIAL, 4)
+    view.refresh_now()
+    first, second = view.corners["bottom_left"].text().splitlines()
+    z = vol.index_to_lps((4, 0, 0))[2]
+    assert first == "axial 5/20" and second == f"{z:.1f} mm  thk 5 mm"
+    assert win.corner_text_action.shortcut().toString() == "I"
+    win.corner_text_action.trigger()  # View > Corner text, or key I
+    assert not view.corners["top_left"].isVisible() and view.info.isVisible()
+    assert not win.corner_text_action.isChecked()
+    win.set_corner_text(True)
+    win.state.set_volume(dataclasses.replace(vol, metadata=SeriesMetadata(series_description="scan.nii.gz")))
+    view.refresh_now()
+    shown = "\n".join(lab.text() for lab in view.corners.values() if lab.isVisible())
+    assert "None" not in shown and "scan.nii.gz" in shown and not view.corners["top_left"].isVisible()
+    win.close()
