@@ -1,10 +1,12 @@
-"""`lunglens info`: the series in a folder or file, with warnings."""
+"""`lunglens info` (the series in a folder or file, with warnings) and `lunglens tags` (every DICOM attribute of
+one file of a series, the ones that differ between its slices marked): looking at what is in a path."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
 from app.cli.exits import EXIT_OK, fail
 
@@ -16,6 +18,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="DICOM folder (searched recursively), DICOM file, or NIfTI/NRRD/MHA file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
+    t = subparsers.add_parser(
+        "tags", help="list the DICOM tags of a series' file (tags that differ between slices marked *)",
+        description="Print (gggg,eeee), keyword, VR and value of every attribute of one file of the DICOM series "
+                    "at PATH (the first slice by default), sequences expanded and private tags included; a * marks "
+                    "the attributes whose values differ between the series' files or that some files lack.")
+    t.add_argument("path", help="DICOM file, or folder (searched recursively) holding the series")
+    t.add_argument("--slice", type=int, metavar="N", help="the N-th slice (0-based, in the order the viewer stacks "
+                   "them: along the slice normal)")
+    t.add_argument("--series", metavar="ID", help="series id when PATH holds several (see `lunglens info`)")
+    t.add_argument("--filter", default="", metavar="TEXT", help="only tags whose tag, keyword or value holds TEXT")
+    t.add_argument("--json", action="store_true", help="print JSON instead of text")
+    t.set_defaults(func=run_tags)
+
+
+def run_tags(args: argparse.Namespace) -> int:
+    """`lunglens tags`: the rows of `viewer.dicom.tags.series_tags`, as text or JSON."""
+    from viewer.dicom.scan import scan
+    from viewer.dicom.tags import filter_rows, format_rows, series_tags
+
+    path = args.path
+    if not os.path.exists(path):
+        return fail(f"{path}: no such file or folder")
+    if os.path.isfile(path):
+        files, series_id = [path], ""
+    else:
+        result = scan(path)
+        if not result.series:
+            return fail(f"{path}: no DICOM image series found in {result.n_files} file(s)")
+        chosen = [s for s in result.series if args.series in (None, s.id)]
+        if not chosen:
+            return fail(f"{path}: no series {args.series!r}; series here: {', '.join(s.id for s in result.series)}")
+        files, series_id = [h.path for h in chosen[0].headers], chosen[0].id
+        if args.series is None and len(result.series) > 1:
+            print(f"{len(result.series)} series in {path}: showing {series_id} (choose with --series)",
+                  file=sys.stderr)
+    shown, rows = series_tags(files, args.slice)  # a LoadError is reported by `app.cli.main`
+    rows = filter_rows(rows, args.filter)
+    if args.json:
+        print(json.dumps({"file": shown, "series": series_id, "slices": len(files),
+                          "tags": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        print(f"# {shown} ({len(files)} file(s) in the series; * differs between them)")
+        print(format_rows(rows))
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

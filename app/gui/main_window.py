@@ -23,6 +23,7 @@ from app.gui.analysis import (
 from app.gui.annotation.controller import AnnotationController
 from app.gui.annotation.panel import AnnotationPanel
 from app.gui.docks.layer_panel import LayerPanel
+from app.gui.docks.tag_panel import TagPanel
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
 from app.gui.workers import LoadWorker, start_worker
@@ -223,6 +224,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.tabifyDockWidget(self.ai_dock, dock)  # a third column of docks would squeeze the views
         self.annotation_dock = dock
+
+        self.tag_panel = TagPanel(self.state)
+        dock = QtWidgets.QDockWidget("DICOM tags", self)
+        dock.setObjectName("dicom-tags")
+        dock.setWidget(self.tag_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.ai_dock, dock)
+        self.tag_dock = dock
+        dock.hide()  # View > DICOM tags (Ctrl+T)
         self.ai_dock.raise_()
 
     def _build_actions(self) -> None:
@@ -252,6 +262,10 @@ class MainWindow(QtWidgets.QMainWindow):
             label = o.value if isinstance(o, Orientation) else "3D"
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        tags = self.tag_dock.toggleViewAction()
+        tags.setText("DICOM &tags")
+        tags.setShortcut(QtGui.QKeySequence("Ctrl+T"))
+        view_menu.addAction(tags)
         self.corner_text_action = self._action(view_menu, "&Corner text (patient, study, acquisition)",
                                                self.set_corner_text, "I")
         self.corner_text_action.setCheckable(True)

@@ -55,7 +55,7 @@ def to_canonical(volume: Volume) -> Volume:
         corner[s] = shape[s] - 1 if f else 0
     origin = tuple(volume.index_to_lps(corner))
     return Volume(reorient_array(volume.array, source, flips), spacing, origin, direction,
-                  metadata=volume.metadata, warnings=volume.warnings, source=volume.source)
+                  metadata=volume.metadata, warnings=volume.warnings, source=volume.source, files=volume.files)
 
 
 def from_canonical_array(array: np.ndarray, source: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> np.ndarray:

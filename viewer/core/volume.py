@@ -70,6 +70,8 @@ class Volume:
         metadata: patient/study/series description.
         warnings: what the loader noticed and corrected (shown to the user).
         source: where it was loaded from.
+        files: the DICOM files it was read from (any order; the tag browser finds each slice's file by its
+            position), empty for other formats.
     """
 
     array: np.ndarray
@@ -79,6 +81,7 @@ class Volume:
     metadata: SeriesMetadata = field(default_factory=SeriesMetadata)
     warnings: tuple[str, ...] = ()
     source: str = ""
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:

@@ -56,14 +56,15 @@ def load_series(
         hu = resample_stack(hu, plan, cancel=cancel)
     report(progress, 1.0, "loaded")
     return _volume(h0.path, hu, plan, metadata_from_header(h0), warnings,
-                   os.path.dirname(h0.path) if len(headers) > 1 else h0.path)
+                   os.path.dirname(h0.path) if len(headers) > 1 else h0.path, tuple(h.path for h in kept))
 
 
-def _volume(path: str, hu: np.ndarray, plan: StackPlan, metadata, warnings: list[str], source: str) -> Volume:
+def _volume(path: str, hu: np.ndarray, plan: StackPlan, metadata, warnings: list[str], source: str,
+            files: tuple[str, ...] = ()) -> Volume:
     try:
         return Volume(array=hu, spacing=plan.spacing, origin=plan.origin, direction=plan.direction,
                       metadata=metadata, warnings=tuple(dict.fromkeys(warnings + list(plan.warnings))),
-                      source=source)
+                      source=source, files=files)
     except ValueError as exc:
         raise LoadError(f"{path}: {exc}") from None
 
@@ -277,7 +278,7 @@ def _place_frames(h: DicomHeader, ds, frames: np.ndarray, entry_warnings: list[s
     if plan.resample:
         hu = resample_stack(hu, plan, cancel=cancel)
     report(progress, 1.0, "loaded")
-    return _volume(h.path, hu, plan, metadata_from_header(h), warnings, h.path)
+    return _volume(h.path, hu, plan, metadata_from_header(h), warnings, h.path, (h.path,))
 
 
 def _first_item(ds, keyword: str):

@@ -435,3 +435,38 @@ def test_corner_text_shows_the_series_and_follows_the_slice(qtbot, tmp_path, mon
     shown = "\n".join(lab.text() for lab in view.corners.values() if lab.isVisible())
     assert "None" not in shown and "scan.nii.gz" in shown and not view.corners["top_left"].isVisible()
     win.close()
+
+
+def test_dicom_tag_dock_lists_the_current_slices_file_and_filters(qtbot, phantom_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from viewer.state.slicing import Orientation
+
+    folder, labels = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))
+    assert win.tag_dock.isHidden()
+    win.tag_dock.toggleViewAction().trigger()  # View > DICOM tags
+    panel = win.tag_panel
+    assert panel.isVisible() and "(0008,0060)" in panel.shown_tags()
+    modality = next(r for r in panel.rows if r.tag == "(0008,0060)")
+    assert (modality.keyword, modality.vr, modality.value, modality.differs) == ("Modality", "CS", "CT", False)
+    assert next(r for r in panel.rows if r.keyword == "InstanceNumber").differs
+    assert "* (0020,0013)" in panel.shown_tags()
+    first = panel._shown_file
+    win.state.set_slice(Orientation.AXIAL, win.state.shape[0] - 1)  # the crosshair moves: another file
+    assert panel._shown_file != first and panel._shown_file in win.state.volume.files
+    z = float(next(r for r in panel.rows if r.keyword == "ImagePositionPatient").value.split("\\")[2])
+    expected = win.state.volume.index_to_lps(win.state.cursor)[2]
+    assert abs(z - expected) < 1e-3
+    panel.filter.setText("modality")
+    assert panel.shown_tags() == ["(0008,0060)"]
+    panel.filter.setText("")
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(labels))  # a NIfTI: no tags, and it says why
+    assert panel.shown_tags() == [] and "not read from DICOM" in panel.file_label.text()
+    win.close()
