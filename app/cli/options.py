@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
 from inference.core.choices import BACKENDS, PRECISIONS
+from viewer.state.slicing import PROJECTIONS
 
 
 def add_view_options(p: argparse.ArgumentParser) -> None:
@@ -16,6 +18,21 @@ def add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="window preset: lung, mediastinum, bone, soft tissue, or one of yours")
     p.add_argument("--analyze", action="store_true", help="run the AI (AI > Analyze) once the CT is loaded")
     p.add_argument("--model", help="the AI model Analyze uses (default: the first installed, light-squeezenet)")
+    p.add_argument("--slab", type=_slab_mm, default=0.0, metavar="MM",
+                   help="show every view as a thick slab of MM (0: single slices)")
+    p.add_argument("--projection", choices=PROJECTIONS, default="mip",
+                   help="how a slab is projected: mip (maximum: nodules, vessels), minip (minimum: airways, ground "
+                        "glass) or mean")
+
+
+def _slab_mm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 500:
+        raise argparse.ArgumentTypeError(f"slab thickness must be 0-500 mm, got {text}")
+    return value
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

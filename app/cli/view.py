@@ -32,4 +32,4 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"{args.path}: no such file or folder")
     return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
                       layout=args.layout, preset=args.preset, analyze=args.analyze,
-                      model=args.model)
+                      model=args.model, slab=args.slab, projection=args.projection)

@@ -55,11 +55,14 @@ def run_viewer(
     timeout_s: float = 300.0,
     analyze: bool = False,
     model: str | None = None,
+    slab: float = 0.0,
+    projection: str = "mip",
     echo: Echo = _stdout,
     echo_error: Echo = _stderr,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
-    `model` picks the AI model (one with installed weights) that Analyze, and `analyze`, use.
+    `model` picks the AI model (one with installed weights) that Analyze, and `analyze`, use; `slab` (mm) and
+    `projection` show thick slabs (MIP, MinIP or mean).
 
     Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
     the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
@@ -80,6 +83,8 @@ def run_viewer(
         window.layout_box.setCurrentText(layout)
     if preset:
         window.apply_preset(preset)
+    if slab:
+        window.set_slab(slab, projection)
     if model:
         if window.model_box.findText(model) < 0:
             echo_error(f"lunglens: error: --model {model!r}: choose one with installed weights: "

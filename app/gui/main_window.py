@@ -37,7 +37,7 @@ from viewer.io.volumes import volume_suffix
 from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
-from viewer.state.slicing import Orientation
+from viewer.state.slicing import PROJECTION_NAMES, PROJECTIONS, Orientation
 from viewer.state.view_state import ViewerState
 
 LAYOUTS = ("2x2", "1+3", "1x1")
@@ -253,7 +253,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(file_menu, "Save &Screenshot...", self.screenshot_dialog)
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
 
-        view_menu = menu.addMenu("&View")
+        view_menu = self.view_menu = menu.addMenu("&View")
         layout_menu = view_menu.addMenu("&Layout")
         for name in LAYOUTS:
             self._action(layout_menu, name, lambda _=False, n=name: self.set_layout(n))
@@ -325,6 +325,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.layout_box.textActivated.connect(self.set_layout)
         bar.addWidget(QtWidgets.QLabel(" Layout "))
         bar.addWidget(self.layout_box)
+        self.slab_box = QtWidgets.QDoubleSpinBox()  # thick slab in mm; 0 shows single slices
+        self.slab_box.setRange(0.0, 500.0)
+        self.slab_box.setDecimals(0)
+        self.slab_box.setSingleStep(5.0)
+        self.slab_box.setSuffix(" mm")
+        self.slab_box.setSpecialValueText("off")
+        self.slab_box.setToolTip("thick slab in every view (M toggles 10 mm): MIP finds nodules, MinIP shows "
+                                 "airways and ground glass")
+        self.slab_box.valueChanged.connect(lambda mm: self.set_slab(mm))
+        self.projection_box = QtWidgets.QComboBox()
+        for key in PROJECTIONS:
+            self.projection_box.addItem(PROJECTION_NAMES[key], key)
+        self.projection_box.currentIndexChanged.connect(
+            lambda _i: self.set_slab(self.slab_box.value(), self.projection_box.currentData()))
+        bar.addWidget(QtWidgets.QLabel(" Slab "))
+        bar.addWidget(self.slab_box)
+        bar.addWidget(self.projection_box)
+        self._action(self.view_menu, "Thick &slab on/off (10 mm)", self.toggle_slab, "M")
         bar.addSeparator()
         for act in self.tool_group.actions():
             bar.addAction(act)
@@ -399,6 +417,20 @@ class MainWindow(QtWidgets.QMainWindow):
         if tool in EDIT_TOOLS and self.annotation.ensure_labels() is not None:
             self.annotation_dock.show()
             self.annotation_dock.raise_()
+
+    def set_slab(self, thickness_mm: float, projection: str | None = None) -> None:
+        """Show every slice view as a slab `thickness_mm` thick (0: single slices), projected by `projection`
+        ("mip", "minip" or "mean"; default the current one); the toolbar boxes follow."""
+        self.state.set_slab(thickness_mm, projection)
+        with QtCore.QSignalBlocker(self.slab_box), QtCore.QSignalBlocker(self.projection_box):
+            self.slab_box.setValue(self.state.slab_mm)
+            self.projection_box.setCurrentIndex(PROJECTIONS.index(self.state.projection))
+        if self.state.slab_mm > 0:
+            self._last_slab_mm = self.state.slab_mm
+
+    def toggle_slab(self) -> None:
+        """Key M: single slices <-> the last slab (10 mm the first time)."""
+        self.set_slab(0.0 if self.state.slab_mm > 0 else getattr(self, "_last_slab_mm", 10.0))
 
     def set_corner_text(self, visible: bool) -> None:
         """Show or hide the patient, study and acquisition text in the slice views' corners (key I)."""

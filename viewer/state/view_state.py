@@ -13,13 +13,14 @@ from viewer.core.reorient import to_canonical
 from viewer.core.volume import Volume
 from viewer.core.windowing import PRESETS, Window
 from viewer.state.layers import LayerList
-from viewer.state.slicing import Orientation, clamp_voxel, slice_count
+from viewer.state.slicing import PROJECTIONS, Orientation, clamp_voxel, slice_count
 
 
 class ViewerState:
     """The shared state of all views of one volume.
 
-    Events: `cursor_changed(voxel)`, `window_changed(window)`, `volume_changed(volume)`;
+    Events: `cursor_changed(voxel)`, `window_changed(window)`, `volume_changed(volume)`, `slab_changed((mm,
+    projection))`;
     overlays announce themselves through `layers.changed` / `layers.layer_changed`.
     """
 
@@ -27,6 +28,9 @@ class ViewerState:
         self.cursor_changed = Event()
         self.window_changed = Event()
         self.volume_changed = Event()
+        self.slab_changed = Event()
+        self.slab_mm = 0.0  # thick-slab display: 0 shows single slices
+        self.projection = "mip"  # one of `slicing.PROJECTIONS`
         self.layers = LayerList()
         self.window = window or PRESETS["lung"]
         self.volume: Volume | None = None
@@ -72,6 +76,23 @@ class ViewerState:
         cur = list(self.cursor)
         cur[orientation.axis] = int(np.clip(index, 0, slice_count(self.shape, orientation) - 1))
         self.set_cursor(cur)
+
+    # -- slab -------------------------------------------------------------------------------
+
+    def set_slab(self, thickness_mm: float, projection: str | None = None) -> None:
+        """Show every view as a slab `thickness_mm` thick (0: single slices) projected by `projection`.
+
+        Raises:
+            ValueError: a negative or non-finite thickness, or an unknown projection.
+        """
+        projection = projection or self.projection
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+        if not np.isfinite(thickness_mm) or thickness_mm < 0:
+            raise ValueError(f"slab thickness must be >= 0 mm, got {thickness_mm}")
+        if (thickness_mm, projection) != (self.slab_mm, self.projection):
+            self.slab_mm, self.projection = float(thickness_mm), projection
+            self.slab_changed.emit((self.slab_mm, self.projection))
 
     # -- window -----------------------------------------------------------------------------
 

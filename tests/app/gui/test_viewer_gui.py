@@ -470,3 +470,46 @@ def test_dicom_tag_dock_lists_the_current_slices_file_and_filters(qtbot, phantom
         win.open_path(str(labels))  # a NIfTI: no tags, and it says why
     assert panel.shown_tags() == [] and "not read from DICOM" in panel.file_label.text()
     win.close()
+
+
+def test_thick_slab_shows_the_projection_in_every_view(qtbot, tmp_path, monkeypatch):
+    """MIP/MinIP slabs: the displayed pixels are the window of numpy's max/min over the slab; the toolbar, key M
+    and the corner text follow."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from viewer.core.windowing import GreyLUT
+    from viewer.state.slicing import Orientation, extract, slab_range
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    vol = make_phantom(PhantomConfig(shape=(30, 64, 64), spacing=(2.0, 4.0, 4.0), seed=2)).volume
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.resize(1000, 800)
+    win.show()
+    win.state.set_volume(vol)
+    view = win.views[Orientation.AXIAL]
+    view.refresh_now()
+    plain = view.image_item.image.copy()
+    win.set_slab(10.0, "mip")
+    view.refresh_now()
+    k = win.state.slice_index(Orientation.AXIAL)
+    start, stop = slab_range(30, k, 10.0, 2.0)
+    arr = win.state.volume.array
+    lut = GreyLUT(win.state.window)
+    np.testing.assert_array_equal(view.image_item.image, lut(arr[start:stop].max(axis=0)))
+    assert not np.array_equal(view.image_item.image, plain)
+    assert win.slab_box.value() == 10.0 and win.projection_box.currentData() == "mip"
+    assert "MIP 10 mm" in view.corners["bottom_left"].text()
+    win.projection_box.setCurrentIndex(1)  # MinIP, as a user picks it
+    cor = win.views[Orientation.CORONAL]
+    cor.refresh_now()
+    j = win.state.slice_index(Orientation.CORONAL)
+    start, stop = slab_range(64, j, 10.0, 4.0)
+    np.testing.assert_array_equal(cor.image_item.image, lut(extract(arr[:, start:stop].min(axis=1)[:, None],
+                                                                    Orientation.CORONAL, 0)))
+    win.toggle_slab()  # key M
+    view.refresh_now()
+    assert win.state.slab_mm == 0 and np.array_equal(view.image_item.image, plain)
+    win.toggle_slab()
+    assert win.state.slab_mm == 10.0 and win.state.projection == "minip"
+    win.close()

@@ -126,3 +126,49 @@ def test_distance_and_ellipse_statistics():
     assert s.mean == pytest.approx(40.0) and s.std == pytest.approx(0.0)
     assert s.area_mm2 == pytest.approx(s.pixels * 0.25)
     assert abs(s.area_mm2 - np.pi * 2.5 * 2.5) < 2.0
+
+
+def test_slab_projections_equal_numpys_over_the_slab():
+    from viewer.state.slicing import Orientation, extract, extract_slab, slab_range
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(-1000, 1000, (20, 16, 12)).astype(np.int16)
+    spacing = (2.0, 0.5, 1.0)
+    assert slab_range(20, 10, 10.0, 2.0) == (8, 13)  # 5 slices of 2 mm centred on 10
+    assert slab_range(20, 0, 10.0, 2.0) == (0, 3) and slab_range(20, 19, 10.0, 2.0) == (17, 20)  # clipped
+    assert slab_range(20, 7, 0.0, 2.0) == (7, 8) and slab_range(20, 7, 0.4, 2.0) == (7, 8)
+    for orientation, axis in ((Orientation.AXIAL, 0), (Orientation.CORONAL, 1), (Orientation.SAGITTAL, 2)):
+        index = vol.shape[axis] // 2
+        start, stop = slab_range(vol.shape[axis], index, 4.0, spacing[axis])
+        assert stop - start == round(4.0 / spacing[axis])
+        cut = [slice(None)] * 3
+        cut[axis] = slice(start, stop)
+        slab = vol[tuple(cut)]
+        for projection, reduce in (("mip", np.max), ("minip", np.min), ("mean", np.mean)):
+            expected = extract(np.expand_dims(reduce(slab, axis=axis), axis), orientation, 0)
+            got = extract_slab(vol, orientation, index, 4.0, spacing, projection)
+            np.testing.assert_allclose(got, expected, rtol=1e-6)
+        assert np.array_equal(extract_slab(vol, orientation, index, 0.0, spacing), extract(vol, orientation, index))
+    x_major = np.ascontiguousarray(vol.transpose(2, 0, 1))
+    for projection in ("mip", "minip", "mean"):
+        np.testing.assert_array_equal(extract_slab(vol, Orientation.SAGITTAL, 6, 5.0, spacing, projection, x_major),
+                                      extract_slab(vol, Orientation.SAGITTAL, 6, 5.0, spacing, projection))
+    with pytest.raises(ValueError, match="projection must be one of"):
+        extract_slab(vol, Orientation.AXIAL, 3, 4.0, spacing, "sum")
+
+
+def test_slab_state_announces_changes_and_refuses_bad_values():
+    from viewer.core.volume import Volume
+
+    state = ViewerState(Volume(np.zeros((4, 4, 4), np.int16)))
+    seen = []
+    state.slab_changed.connect(seen.append)
+    state.set_slab(10.0, "minip")
+    state.set_slab(10.0, "minip")  # no change, no event
+    state.set_slab(0.0)
+    assert seen == [(10.0, "minip"), (0.0, "minip")]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="slab thickness"):
+            state.set_slab(bad)
+    with pytest.raises(ValueError, match="projection"):
+        state.set_slab(5.0, "avg")
