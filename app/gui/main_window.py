@@ -99,6 +99,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.window_changed.connect(self._show_window_name)
         self.state.layers.changed.connect(lambda _l: self.sync_3d_labels())
         self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
+        self._cine_timer = QtCore.QTimer(self)
+        self._cine_timer.timeout.connect(self._cine_step)
         self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
         for view in self.views.values():
@@ -342,6 +344,16 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.addWidget(QtWidgets.QLabel(" Slab "))
         bar.addWidget(self.slab_box)
         bar.addWidget(self.projection_box)
+        self.cine_action = self._action(self.view_menu, "&Cine (play through the slices)", self.set_cine, "P")
+        self.cine_action.setCheckable(True)
+        bar.addAction(self.cine_action)
+        self.cine_fps = QtWidgets.QSpinBox()
+        self.cine_fps.setRange(1, 60)
+        self.cine_fps.setValue(10)
+        self.cine_fps.setSuffix(" fps")
+        self.cine_fps.setToolTip("cine speed: slices per second")
+        self.cine_fps.valueChanged.connect(lambda fps: self._cine_timer.setInterval(round(1000 / fps)))
+        bar.addWidget(self.cine_fps)
         self._action(self.view_menu, "Thick &slab on/off (10 mm)", self.toggle_slab, "M")
         bar.addSeparator()
         for act in self.tool_group.actions():
@@ -427,6 +439,26 @@ class MainWindow(QtWidgets.QMainWindow):
             self.projection_box.setCurrentIndex(PROJECTIONS.index(self.state.projection))
         if self.state.slab_mm > 0:
             self._last_slab_mm = self.state.slab_mm
+
+    def set_cine(self, playing: bool) -> None:
+        """Play through the slices of the main view (axial when the main view is 3D) at the chosen frame rate,
+        looping at the end (key P toggles)."""
+        with QtCore.QSignalBlocker(self.cine_action):
+            self.cine_action.setChecked(playing)
+        if playing and self.state.volume is not None:
+            self._cine_timer.start(round(1000 / self.cine_fps.value()))
+        else:
+            self._cine_timer.stop()
+            with QtCore.QSignalBlocker(self.cine_action):
+                self.cine_action.setChecked(False)
+
+    def _cine_step(self) -> None:
+        if self.state.volume is None:
+            self.set_cine(False)
+            return
+        orientation = self.main_view if isinstance(self.main_view, Orientation) else Orientation.AXIAL
+        index = self.state.slice_index(orientation) + 1
+        self.state.set_slice(orientation, 0 if index >= self.state.shape[orientation.axis] else index)
 
     def toggle_slab(self) -> None:
         """Key M: single slices <-> the last slab (10 mm the first time)."""

@@ -513,3 +513,30 @@ def test_thick_slab_shows_the_projection_in_every_view(qtbot, tmp_path, monkeypa
     win.toggle_slab()
     assert win.state.slab_mm == 10.0 and win.state.projection == "minip"
     win.close()
+
+
+def test_cine_plays_through_the_main_views_slices_and_loops(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from viewer.state.slicing import Orientation
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.state.set_volume(make_phantom(PhantomConfig(shape=(12, 32, 32), spacing=(5.0, 4.0, 4.0), seed=1)).volume)
+    win.set_main_view(Orientation.CORONAL)
+    win.cine_fps.setValue(60)
+    start = win.state.slice_index(Orientation.CORONAL)
+    axial = win.state.slice_index(Orientation.AXIAL)
+    assert win.cine_action.shortcut().toString() == "P"
+    win.cine_action.trigger()  # play
+    qtbot.waitUntil(lambda: win.state.slice_index(Orientation.CORONAL) >= start + 3, timeout=5000)
+    assert win.state.slice_index(Orientation.AXIAL) == axial  # only the main view's slices move
+    win.state.set_slice(Orientation.CORONAL, 31)
+    qtbot.waitUntil(lambda: win.state.slice_index(Orientation.CORONAL) < 5, timeout=5000)  # looped to the start
+    win.cine_action.trigger()  # pause
+    assert not win._cine_timer.isActive() and not win.cine_action.isChecked()
+    stopped = win.state.slice_index(Orientation.CORONAL)
+    qtbot.wait(100)
+    assert win.state.slice_index(Orientation.CORONAL) == stopped
+    win.close()
