@@ -264,6 +264,9 @@ class MainWindow(QtWidgets.QMainWindow):
             label = o.value if isinstance(o, Orientation) else "3D"
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        self.smooth_action = self._action(view_menu, "Smooth &thick-slice reformats (linear)", self.set_smooth_reformat)
+        self.smooth_action.setCheckable(True)
+        self.smooth_action.setChecked(True)
         tags = self.tag_dock.toggleViewAction()
         tags.setText("DICOM &tags")
         tags.setShortcut(QtGui.QKeySequence("Ctrl+T"))
@@ -346,6 +349,7 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.addWidget(self.projection_box)
         self.cine_action = self._action(self.view_menu, "&Cine (play through the slices)", self.set_cine, "P")
         self.cine_action.setCheckable(True)
+        self.cine_action.setIconText("Cine")
         bar.addAction(self.cine_action)
         self.cine_fps = QtWidgets.QSpinBox()
         self.cine_fps.setRange(1, 60)
@@ -463,6 +467,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def toggle_slab(self) -> None:
         """Key M: single slices <-> the last slab (10 mm the first time)."""
         self.set_slab(0.0 if self.state.slab_mm > 0 else getattr(self, "_last_slab_mm", 10.0))
+
+    def set_smooth_reformat(self, smooth: bool) -> None:
+        """Coronal and sagittal images of thick-slice series: linear interpolation between the slices, or the
+        acquired slices' staircase (nearest)."""
+        with QtCore.QSignalBlocker(self.smooth_action):
+            self.smooth_action.setChecked(smooth)
+        for view in self.views.values():
+            view.set_smooth_reformat(smooth)
 
     def set_corner_text(self, visible: bool) -> None:
         """Show or hide the patient, study and acquisition text in the slice views' corners (key I)."""

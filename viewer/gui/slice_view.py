@@ -29,6 +29,7 @@ from viewer.state.slicing import (
     extract_slab,
     pixel_spacing,
     slice_count,
+    upsample_rows,
     voxel_to_display,
 )
 from viewer.state.view_state import ViewerState
@@ -129,6 +130,7 @@ class SliceView(QtWidgets.QWidget):
         self.orientation = Orientation(orientation)
         self.tool = "navigate"
         self.measurements: list[Measurement] = []
+        self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
         self._lut: GreyLUT | None = None
         self._dirty: set[str] = set()
         self._timer = QtCore.QTimer(self, singleShot=True, interval=0)
@@ -249,7 +251,11 @@ class SliceView(QtWidgets.QWidget):
             image = (extract_slab(vol.array, self.orientation, index, self.state.slab_mm, vol.spacing,
                                   self.state.projection, self._x_major()) if self.state.slab_mm > 0
                      else extract(vol.array, self.orientation, index))
-            self.image_item.setImage(self._lut(image), autoLevels=False, levels=(0, 255), rect=self._rect)
+            grey = self._lut(image)
+            if self.smooth_reformat and self.orientation is not Orientation.AXIAL:
+                # thick slices: rows of dz mm shown as interpolated rows about one pixel spacing apart
+                grey = upsample_rows(grey, int(round(self.pixel_mm[0] / self.pixel_mm[1])))
+            self.image_item.setImage(grey, autoLevels=False, levels=(0, 255), rect=self._rect)
             self._shown_index = index
             self._update_info()
         layers, self._dirty_layers = self._dirty_layers, set()
@@ -315,6 +321,12 @@ class SliceView(QtWidgets.QWidget):
                 return
         self._dirty_layers.add(id(layer))
         self._schedule()
+
+    def set_smooth_reformat(self, smooth: bool) -> None:
+        """Coronal and sagittal images of thick-slice stacks: linear interpolation between slices (True, the
+        default) or nearest neighbour (the staircase of the acquired slices)."""
+        self.smooth_reformat = smooth
+        self._schedule("image")
 
     def set_corner_text(self, visible: bool) -> None:
         """Show the patient, study and acquisition text in the four corners (`viewer.core.corner_text`), or only

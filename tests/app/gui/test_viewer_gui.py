@@ -540,3 +540,24 @@ def test_cine_plays_through_the_main_views_slices_and_loops(qtbot, tmp_path, mon
     qtbot.wait(100)
     assert win.state.slice_index(Orientation.CORONAL) == stopped
     win.close()
+
+
+def test_thick_slice_reformats_are_interpolated_unless_nearest_is_chosen(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+    from viewer.state.slicing import Orientation
+    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.state.set_volume(make_phantom(PhantomConfig(shape=(10, 64, 64), spacing=(8.0, 2.0, 2.0), seed=1)).volume)
+    view = win.views[Orientation.CORONAL]
+    view.refresh_now()
+    smooth = view.image_item.image
+    assert smooth.shape == (40, 64)  # 10 slices of 8 mm as 40 rows of about 2 mm
+    assert len(np.unique(smooth[:, 32])) > len(np.unique(smooth[::4, 32]))  # in-between values, not copies
+    win.set_smooth_reformat(False)  # View > Smooth thick-slice reformats off: the acquired slices' staircase
+    view.refresh_now()
+    assert view.image_item.image.shape == (10, 64) and not win.smooth_action.isChecked()
+    assert win.views[Orientation.AXIAL].image_item.image.shape == (64, 64)
+    win.close()

@@ -172,3 +172,15 @@ def test_slab_state_announces_changes_and_refuses_bad_values():
             state.set_slab(bad)
     with pytest.raises(ValueError, match="projection"):
         state.set_slab(5.0, "avg")
+
+
+def test_upsample_rows_interpolates_between_row_centres():
+    from viewer.state.slicing import upsample_rows
+
+    image = np.array([[0, 10], [100, 110]], np.uint8)
+    up = upsample_rows(image, 4)
+    assert up.shape == (8, 2) and up.dtype == np.uint8
+    assert up[:2, 0].tolist() == [0, 0] and up[-2:, 0].tolist() == [100, 100]  # edges repeat
+    assert up[2:6, 0].tolist() == [12, 38, 62, 88]  # linear between the two row centres
+    assert np.all(np.diff(up[:, 1].astype(int)) >= 0)
+    assert upsample_rows(image, 1) is image
