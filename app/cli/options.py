@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 from inference.core.choices import BACKENDS, PRECISIONS
-from viewer.state.slicing import PROJECTIONS
+
+#: `viewer.state.slicing.PROJECTIONS`, spelled out so that --help imports no numpy (a test checks they agree)
+SLAB_PROJECTIONS = ("mip", "minip", "mean")
 
 
 def add_view_options(p: argparse.ArgumentParser) -> None:
@@ -20,7 +22,7 @@ def add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the AI model Analyze uses (default: the first installed, light-squeezenet)")
     p.add_argument("--slab", type=_slab_mm, default=0.0, metavar="MM",
                    help="show every view as a thick slab of MM (0: single slices)")
-    p.add_argument("--projection", choices=PROJECTIONS, default="mip",
+    p.add_argument("--projection", choices=SLAB_PROJECTIONS, default="mip",
                    help="how a slab is projected: mip (maximum: nodules, vessels), minip (minimum: airways, ground "
                         "glass) or mean")
 

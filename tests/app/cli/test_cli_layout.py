@@ -50,8 +50,8 @@ def test_choices_module_imports_no_torch_or_numpy():
 def test_every_command_module_registers_and_runs():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = list(sub.choices)
-    assert names == ["info", "convert", "view", "models", "predict", "segment-lesions", "screen", "train", "mask",
-                     "export-training", "demo"]
+    assert names == ["info", "tags", "convert", "view", "models", "predict", "segment-lesions", "screen", "train",
+                     "mask", "export-training", "demo"]
     for module in COMMANDS:
         assert callable(module.register) and callable(module.run), module.__name__
 
@@ -98,3 +98,10 @@ def test_backends_match_the_library():
     from inference.inferers.onnx import BACKENDS
 
     assert choices.BACKENDS == tuple(BACKENDS)
+
+
+def test_slab_projections_offered_are_the_viewers():
+    from app.cli.options import SLAB_PROJECTIONS
+    from viewer.state.slicing import PROJECTIONS
+
+    assert SLAB_PROJECTIONS == PROJECTIONS
