@@ -81,6 +81,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._threads: list[QtCore.QThread] = []  # every worker thread started, joined before the window goes
         self._closing = False  # set by `join_workers`: results still arriving are dropped
         self._pending_overlays: list[str] = []
+        self.load_warnings: list[str] = []
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
         self.views = {o: SliceView(self.state, o) for o in Orientation}
@@ -389,7 +390,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress.setRange(0, 1000)
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_loading)
+        self.warnings_button = QtWidgets.QToolButton()  # the load warnings stay here, not 10 s in the status bar
+        self.warnings_button.setStyleSheet("color: #b35c00; font-weight: bold;")
+        self.warnings_button.setToolTip("warnings about the open series: click to read them")
+        self.warnings_button.clicked.connect(self.show_warnings)
+        self.warnings_button.hide()
         sb = self.statusBar()
+        sb.addPermanentWidget(self.warnings_button)
         sb.addPermanentWidget(self.position_label)
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.cancel_button)
@@ -616,10 +623,8 @@ class MainWindow(QtWidgets.QMainWindow):
         md = volume.metadata
         who = md.patient_name or md.patient_id or Path(path).name
         self.setWindowTitle(f"{APP_NAME} - {who} - {md.series_description or Path(path).name}")
-        for w in volume.warnings:
-            self.statusBar().showMessage(f"warning: {w}", 10000)
-        if volume.warnings:
-            self.layer_panel.setToolTip("\n".join(volume.warnings))
+        self.set_load_warnings(volume.warnings)
+        self.position_label.setText("")  # the hover read-out of the previous series must not linger
         for overlay in self._pending_overlays:
             self.add_overlay(overlay)
         self._pending_overlays = []
@@ -758,6 +763,27 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.sync_3d_labels()
 
     # -- cursor / status ---------------------------------------------------------------------
+
+    def set_load_warnings(self, warnings: tuple[str, ...] | list[str]) -> None:
+        """Keep the open series' load warnings (gantry tilt, uneven spacing, ...) behind a status-bar button."""
+        self.load_warnings = list(warnings)
+        n = len(self.load_warnings)
+        self.warnings_button.setText(f"⚠ {n} warning{'s' if n != 1 else ''}")
+        self.warnings_button.setVisible(n > 0)
+        self.layer_panel.setToolTip("\n".join(self.load_warnings))
+        if n:
+            self.statusBar().showMessage(f"warning: {self.load_warnings[0]}" + (f" (+{n - 1} more)" if n > 1 else ""),
+                                         10000)
+
+    def show_warnings(self) -> None:
+        """The load warnings of the open series, in a dialog (non-interactive windows: nothing to show)."""
+        if not self.load_warnings or not self.interactive:
+            return
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("Warnings about this series")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setText("\n\n".join(self.load_warnings))
+        box.exec()
 
     def _on_cursor(self, _cursor) -> None:
         self._cursor3d_timer.start()  # debounced: the 3D render must not slow slice scrolling

@@ -561,3 +561,26 @@ def test_thick_slice_reformats_are_interpolated_unless_nearest_is_chosen(qtbot, 
     assert view.image_item.image.shape == (10, 64) and not win.smooth_action.isChecked()
     assert win.views[Orientation.AXIAL].image_item.image.shape == (64, 64)
     win.close()
+
+
+def test_load_warnings_stay_behind_a_button_and_the_hover_read_out_is_cleared(qtbot, phantom_series, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+
+    folder, labels = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))
+    assert win.warnings_button.isHidden() and win.load_warnings == []
+    win._show_hover((1, 2, 3))
+    assert "HU" in win.position_label.text()
+    win.set_load_warnings(["gantry tilt 15 degrees: resampled", "slice spacing varies 1.0-2.5 mm"])
+    assert not win.warnings_button.isHidden() and win.warnings_button.text().endswith("2 warnings")
+    assert "gantry tilt" in win.statusBar().currentMessage() and "+1 more" in win.statusBar().currentMessage()
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(labels))  # another series: its own warnings (none) and no stale read-out
+    assert win.position_label.text() == "" and win.warnings_button.isHidden()
+    win.close()
