@@ -54,14 +54,30 @@ class Case:
 
 def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
     """Every image series (or volume file) under `paths`, those that cannot be screened with their `refusal`;
-    paths and files that hold no series go to `errors`."""
+    paths and files that hold no series go to `errors`. A series reached twice (overlapping paths, links) is
+    screened once and the second sighting noted in `errors`; case names are unique (a second `x` is `x_2`)."""
     cases: list[Case] = []
+    seen: dict[tuple, str] = {}  # (series id, real paths of its files) -> where it was first found
+    names: set[str] = set()
+
+    def add(case: Case, key: tuple) -> None:
+        if key in seen:
+            errors.append({"source": case.source, "error": f"the same series as {seen[key]}, reached through "
+                                                            "another path: screened once"})
+            return
+        seen[key] = case.source
+        base, n = case.name, 2
+        while case.name in names:
+            case.name, n = f"{base}_{n}", n + 1
+        names.add(case.name)
+        cases.append(case)
+
     for path in paths:
         if not os.path.exists(path):
             errors.append({"source": path, "error": "no such file or folder"})
             continue
         if os.path.isfile(path) and volume_suffix(path):
-            cases.append(Case(_safe(Path(path).name.split(".")[0]), "", path))
+            add(Case(_safe(Path(path).name.split(".")[0]), "", path), ("file", os.path.realpath(path)))
             continue
         result = scan(path)
         for p, reason in result.skipped:
@@ -71,7 +87,8 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
             md = entry.metadata
             label = md.patient_id or md.patient_name or Path(entry.first.path).parent.name
             name = _safe(f"{label}_{md.series_number or 'x'}_{entry.id[-8:]}")
-            cases.append(Case(name, entry.id, os.path.dirname(entry.first.path), entry, _series_refusal(entry)))
+            key = (entry.id, frozenset(os.path.realpath(h.path) for h in entry.headers))
+            add(Case(name, entry.id, os.path.dirname(entry.first.path), entry, _series_refusal(entry)), key)
     return cases
 
 

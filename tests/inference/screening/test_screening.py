@@ -352,3 +352,21 @@ def test_slice_probabilities_fuse_the_classifier_with_the_lesion_share():
     assert plain.summary()["slice_score"] == "light-squeezenet"
     hu_rule = run(ph.volume.array, SPACING, clf, lung_labels=labels, config=ScreeningConfig(lesion_model=None))
     assert hu_rule.slice_score == "light-squeezenet"
+
+
+def test_a_series_reached_through_two_paths_is_screened_once_and_names_stay_unique(tmp_path):
+    from app.services.batch_screening import find_cases
+    from viewer.io.volumes import write_volume
+
+    vol = phantom(44, False).volume
+    write_ct_series(vol, tmp_path / "study" / "ct", uid_seed="twice")
+    (tmp_path / "link").symlink_to(tmp_path / "study")
+    errors: list[dict] = []
+    cases = find_cases([str(tmp_path / "study"), str(tmp_path / "study" / "ct"), str(tmp_path / "link")], errors)
+    assert len(cases) == 1
+    assert len(errors) == 2 and all("the same series as" in e["error"] for e in errors)
+    # two different files that would get the same case name
+    write_volume(vol, tmp_path / "a" / "case.nii.gz")
+    write_volume(vol, tmp_path / "b" / "case.nii.gz")
+    cases = find_cases([str(tmp_path / "a" / "case.nii.gz"), str(tmp_path / "b" / "case.nii.gz")], errors := [])
+    assert [c.name for c in cases] == ["case", "case_2"] and errors == []
