@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "radiologists' masks; the default, about 40 ms per lung slice on 2 CPU cores) or hu-rule "
                         "(-750..+50 HU inside the heat map: fast, misses most real lesions)")
     add_runtime_options(p)
-    p.add_argument("--aggregation", default="top-k mean", choices=AGGREGATIONS,
+    p.add_argument("--aggregation", default="top-k", choices=AGGREGATIONS,
                    help="how slice probabilities become the case probability (slice models; a volume model "
-                        "gives one probability per case)")
+                        "gives one probability per case): top-k, the mean of the k most probable slices (k = max(3, "
+                        "10 %% of them)); max; mean")
     p.add_argument("--heatmap", choices=HEATMAP_METHODS,
                    help="slice models' heat map (default: the model's best, grad-cam for light-squeezenet): "
                         "grad-cam (at Fire 2; sits on lesions; torch backend only) or cam (the paper's class "

@@ -20,7 +20,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "mixed")
 #: slice-image input normalizations (`inference.transforms.common`)
 NORMALIZATIONS: tuple[str, ...] = ("per-image", "fixed")
 #: how slice probabilities become a case probability (`inference.screening`)
-AGGREGATIONS: tuple[str, ...] = ("top-k mean", "max", "mean")
+AGGREGATIONS: tuple[str, ...] = ("top-k", "max", "mean")  # top-k: the mean of the k most probable slices
 
 #: the slice model the CLI uses unless told otherwise
 DEFAULT_SLICE_MODEL = "light-squeezenet"

@@ -14,7 +14,7 @@ SCREENING_INPUT_KINDS = ("slice", "volume")  # input kinds of the models that sc
 
 @dataclass(frozen=True)
 class ScreeningConfig:
-    aggregation: str = "top-k mean"  # "top-k mean" | "max" | "mean"
+    aggregation: str = "top-k"  # "top-k" (the mean of the k most probable slices) | "max" | "mean"
     top_fraction: float = 0.1
     min_top: int = 3
     min_lung_area_mm2: float = 400.0
@@ -41,7 +41,7 @@ def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
         return float(probabilities.max())
     if config.aggregation == "mean":
         return float(probabilities.mean())
-    if config.aggregation != "top-k mean":
+    if config.aggregation not in ("top-k", "top-k mean"):  # "top-k mean": the name before 2026-12-02
         raise ValueError(f"unknown aggregation {config.aggregation!r}")
     k = max(config.min_top, math.ceil(config.top_fraction * len(probabilities)))
     return float(np.sort(probabilities)[::-1][:k].mean())

@@ -15,7 +15,7 @@ Pipeline (every threshold is a `ScreeningConfig` field):
 3. slice probability: where the model's card holds a "slice_fusion" fitted with the lesion segmenter in use,
    the classifier's probability fused with the slice's lesion share (`inference.screening.fusion`; the
    lesions of step 5 come first); case probability: mean of the top-k slice probabilities, k = max(`min_top`,
-   `top_fraction` x slices) ("top-k mean"); "max" and "mean" are the alternatives;
+   `top_fraction` x slices) ("top-k"); "max" and "mean" are the alternatives;
 4. heat map: each slice's map (scaled to [0, 1]) times that slice's probability, on the CT grid;
 5. lesion mask: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
    (`vessel_opening_mm`), kept where the heat map exceeds `cam_threshold`; labelled

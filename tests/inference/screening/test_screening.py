@@ -370,3 +370,12 @@ def test_a_series_reached_through_two_paths_is_screened_once_and_names_stay_uniq
     write_volume(vol, tmp_path / "b" / "case.nii.gz")
     cases = find_cases([str(tmp_path / "a" / "case.nii.gz"), str(tmp_path / "b" / "case.nii.gz")], errors := [])
     assert [c.name for c in cases] == ["case", "case_2"] and errors == []
+
+
+def test_top_k_is_the_aggregation_name_and_the_old_spelling_still_reads():
+    from inference.core.choices import AGGREGATIONS
+
+    assert AGGREGATIONS == ("top-k", "max", "mean") and ScreeningConfig().aggregation == "top-k"
+    p = np.array([0.1, 0.9, 0.8, 0.2, 0.7])
+    assert aggregate(p, ScreeningConfig(aggregation="top-k")) == pytest.approx(0.8)
+    assert aggregate(p, ScreeningConfig(aggregation="top-k mean")) == pytest.approx(0.8)
