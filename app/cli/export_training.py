@@ -24,7 +24,9 @@ Written to OUT:
   OUT/<case>/ct.nii.gz, labels.nii.gz, labels.json (label table + provenance),
   touched.nii.gz (voxels a person changed, when known), and OUT/dataset.json listing
   the cases, label names with case and voxel counts, and the skipped inputs.
-A case that cannot be read is reported and skipped."""
+A case that cannot be read is reported and skipped; so is a DICOM SEG under another name
+than labels.dcm / seg.dcm. A mask whose touched mask is empty (nobody changed a voxel:
+the AI's mask, saved as it was) is exported with a warning."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 
 from viewer.core.errors import LoadError
 from viewer.io.atomic_files import write_text_atomic
@@ -41,6 +42,7 @@ from viewer.io.nifti_labels import (
     sidecar_document,
     write_label_image,
 )
+from viewer.io.seg import LABEL_MAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
 from viewer.io.volumes import open_volume, write_volume
 
 _log = logging.getLogger(__name__)  # the default `log` of `export_training`
@@ -84,6 +86,11 @@ def find_cases(root: str | Path, out: str | Path | None = None) -> tuple[list[Ca
                                                             "next to it"})
         for name in sorted(filenames):
             path = here / name
+            if name.lower().endswith(".dcm") and path != mask and _is_seg(path):
+                skipped.append({"path": str(path), "error": "a DICOM SEG is read only as labels.dcm or seg.dcm "
+                                                            "in a case folder beside ct/ or dicom/: rename or move "
+                                                            "it"})
+                continue
             if path in taken or not name.lower().endswith((".nii.gz", ".nii")) or is_touched_file(name):
                 continue
             stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
@@ -99,6 +106,15 @@ def find_cases(root: str | Path, out: str | Path | None = None) -> tuple[list[Ca
                 continue
             cases.append(CaseSource(stem, ct, path))
     return _unique_names(cases), skipped
+
+
+def _is_seg(path: Path) -> bool:
+    """Whether a .dcm file is a DICOM Segmentation (its SOP class only is read; unreadable files are not)."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - not our business here: the CT loader reports unreadable images
+        return False
+    return str(ds.get("SOPClassUID", "")) in (SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE)
 
 
 def _case_ct(folder: Path, mask: Path) -> Path | None:
@@ -191,6 +207,9 @@ def _export_case(case: CaseSource, folder: Path) -> dict[str, Any]:
     if case.mask.suffix.lower() == ".dcm" and not case.ct.is_dir():
         raise ValueError(f"{case.mask}: a DICOM SEG needs its CT as a DICOM series folder")
     labels, table, touched = read_label_map(case.mask, vol, warnings=notes)
+    if touched is not None and not touched.any() and labels.any():
+        notes.append("no voxel was changed by a person (its touched mask is empty): an uncorrected mask, such as "
+                     "the AI's, not a correction")
     folder.mkdir(parents=True, exist_ok=True)
     write_volume(vol, folder / "ct.nii.gz")
     write_label_image(folder / "labels.nii.gz", labels, vol)

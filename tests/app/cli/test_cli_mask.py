@@ -134,3 +134,26 @@ def test_export_training_with_a_seg_case(tmp_path, study, capsys):
 
 def _nifti(tmp_path, vol, labels):
     return save_label_map_nifti(tmp_path / "src.nii.gz", labels, LabelTable.default(), vol)
+
+
+def test_export_training_warns_about_uncorrected_masks_and_reports_loose_segs(tmp_path, study, capsys):
+    root, vol, labels = study
+    data = tmp_path / "data"
+    # a mask saved with an empty touched mask: nobody corrected it (the AI's, imported and saved as it was)
+    save_label_map_nifti(data / "ai" / "patient9.nii.gz", labels, LabelTable.default(), vol,
+                         touched=np.zeros(labels.shape, bool))
+    # a DICOM SEG under another name than labels.dcm / seg.dcm: it cannot be paired, and must not vanish
+    assert main(["mask", "convert", str(_nifti(tmp_path, vol, labels)), str(data / "loose" / "my-seg.dcm"),
+                 "--reference", str(root / "dicom")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "train"
+    assert main(["export-training", str(data), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "patient9: warning: no voxel was changed by a person" in printed.out
+    err = printed.err
+    dataset = json.loads((out / "dataset.json").read_text())
+    (row,) = dataset["cases"]
+    assert any("uncorrected mask" in w for w in row["warnings"])
+    (skip,) = dataset["skipped"]
+    assert skip["path"].endswith("my-seg.dcm") and "labels.dcm or seg.dcm" in skip["error"]
+    assert "my-seg.dcm" in err
