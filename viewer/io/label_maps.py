@@ -79,10 +79,12 @@ def file_format(path: str | Path) -> str:
 
 
 def save_label_map(path: str | Path, labels: np.ndarray, table: LabelTable, mapping: GridMapping, *,
-                   touched: np.ndarray | None = None) -> Path:
+                   touched: np.ndarray | None = None,
+                   algorithms: dict[int, tuple[str, str, str]] | None = None) -> Path:
     """Write a canonical-grid label map on the CT's original grid: NIfTI with sidecar, or DICOM SEG.
 
-    The format follows the suffix (see `file_format`); the touched mask goes with a NIfTI only. Every file
+    The format follows the suffix (see `file_format`); the touched mask goes with a NIfTI only, `algorithms`
+    (label value -> algorithm type, name, version; see `write_dicom_seg`) with a DICOM SEG only. Every file
     is written atomically. Raises ValueError (e.g. a SEG for a CT that is not a DICOM series) or OSError.
     """
     path = Path(path)
@@ -98,7 +100,7 @@ def save_label_map(path: str | Path, labels: np.ndarray, table: LabelTable, mapp
         raise ValueError("a DICOM SEG references the DICOM series it was drawn on; this CT was not loaded from "
                          "DICOM: save the label map as NIfTI (.nii.gz)")
     sources = load_source_datasets(mapping.reference.source, mapping.reference)
-    return write_dicom_seg(path, original, table, sources, reference=mapping.reference)
+    return write_dicom_seg(path, original, table, sources, reference=mapping.reference, algorithms=algorithms)
 
 
 def read_label_map(path: str | Path, reference: Volume, *, sources: Sequence[Dataset] | None = None,

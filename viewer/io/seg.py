@@ -1,10 +1,10 @@
 """Label maps as DICOM Segmentation objects (highdicom), referencing their CT series.
 
-Writing makes a BINARY segmentation (read by 3D Slicer, OHIF and most PACS viewers) with one segment per row
-of the label table, plus one per value found in the map but missing from the table; empty labels keep their
-segment (no frames), so names and colours survive a round trip. Segments are numbered 1..n in order of label
-value; each carries the LungLens value in its Segment Description ("LungLens label value N"), its name as
-the Segment Label, and its colour as the recommended display CIELab value.
+Writing makes a BINARY segmentation (read by 3D Slicer, OHIF and most PACS viewers) with one segment per label
+value present in the map (empty labels are not written: several viewers refuse segments without frames).
+Segments are numbered 1..n in order of label value; each carries the LungLens value in its Segment Description
+("LungLens label value N"), its name as the Segment Label, and its colour as the recommended display CIELab
+value.
 
 Segmented property codes (category / type), chosen from the label name:
 
@@ -20,7 +20,10 @@ name contains                          category                                 
 anything else                          SCT 85756007 Tissue                       SCT 85756007 Tissue
 =====================================  ========================================  =================================
 
-The algorithm type is MANUAL: the map was reviewed and edited in LungLens.
+The algorithm type is MANUAL, unless the caller says a label came from an algorithm (`algorithms`): AUTOMATIC
+when nobody changed it, SEMIAUTOMATIC when a person edited it, with the algorithm's name and version. Source
+images without Patient Name and the like (anonymized series) get empty values in the SEG; highdicom's warnings
+about such values are not passed on.
 
 Reading maps each frame to a CT slice by its Image Position (Patient) on the reference grid, or, without
 one, by its referenced source SOP Instance UID. Where segments overlap the higher segment number wins.
@@ -29,7 +32,9 @@ SEG frames must lie on the CT's own grid (same orientation, pixel spacing and si
 
 from __future__ import annotations
 
+import copy
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -96,6 +101,7 @@ def write_dicom_seg(
     reference: Volume | None = None,
     series_description: str = "LungLens segmentation",
     series_number: int = 300,
+    algorithms: dict[int, tuple[str, str, str]] | None = None,
 ) -> Path:
     """Write `labels` as a BINARY DICOM SEG over the CT images `source_datasets` (one per slice, in z order).
 
@@ -105,6 +111,8 @@ def write_dicom_seg(
         table: names and colours; every row becomes a segment.
         source_datasets: the CT series' datasets (pixel data not needed), ordered like the Volume's z axis.
         reference: the loaded CT; when given, each dataset's position must be that of its slice.
+        algorithms: label value -> (algorithm type "AUTOMATIC" or "SEMIAUTOMATIC", algorithm name, version) for
+            labels an algorithm made; the others are MANUAL.
     """
     path = Path(path)
     labels = np.asarray(labels)
@@ -112,32 +120,61 @@ def write_dicom_seg(
         raise ValueError(f"label map shape {labels.shape} does not match the CT {reference.shape}")
     _check_sources(source_datasets, labels.shape, reference)
     data = check_label_array(labels, labels.shape)
-    table = table_for_values(table, present_values(data))
-    values = table.values()
+    present = present_values(data)
+    table = table_for_values(table, present)
+    values = [v for v in table.values() if v in set(present)]
     if not values:
-        raise ValueError("nothing to write: the label map is empty and the label table has no labels")
+        raise ValueError("nothing to write: the label map is empty (a DICOM SEG holds no empty segments)")
     lut = np.zeros(MAX_LABEL + 1, np.uint8)
     lut[values] = np.arange(1, len(values) + 1)
     descriptions = []
     for number, value in enumerate(values, 1):
         info = table[value]
         category, kind = segment_codes(info.name)
+        algorithm_type, algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+        if algorithms and value in algorithms:
+            kind_name, name, version = algorithms[value]
+            algorithm_type = hd.seg.SegmentAlgorithmTypeValues[kind_name]
+            algorithm = hd.AlgorithmIdentificationSequence(name=name[:64], version=version[:64] or "unknown",
+                                                           family=codes.cid7162.ArtificialIntelligence)
         desc = hd.seg.SegmentDescription(
             segment_number=number, segment_label=info.name[:64], segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            segmented_property_type=kind, algorithm_type=algorithm_type, algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*info.color),
         )
         desc.SegmentDescription = _VALUE_NOTE.format(value)
         descriptions.append(desc)
-    seg = hd.seg.Segmentation(
-        source_images=list(source_datasets), pixel_array=lut[data], segmentation_type="BINARY",
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LungLens", manufacturer_model_name="LungLens",
-        software_versions=lunglens_version(), device_serial_number="0", series_description=series_description,
-        content_label="LUNGLENS", content_description="Label map edited in LungLens",
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # highdicom warns about empty or unusual patient values: kept as they are
+        seg = hd.seg.Segmentation(
+            source_images=_with_patient_attributes(source_datasets), pixel_array=lut[data],
+            segmentation_type="BINARY", segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LungLens",
+            manufacturer_model_name="LungLens", software_versions=lunglens_version(), device_serial_number="0",
+            series_description=series_description, content_label="LUNGLENS",
+            content_description="Label map edited in LungLens",
+        )
     atomic_write(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), suffix=".dcm")
     return path
+
+
+#: patient and study attributes highdicom copies from the source images; an anonymized series may lack them
+_COPIED_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _with_patient_attributes(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """The source images, each missing patient/study attribute present and empty (on copies: the caller's
+    datasets stay as they are); highdicom needs them all."""
+    out = []
+    for ds in datasets:
+        missing = [k for k in _COPIED_TYPE2 if k not in ds]
+        if missing:
+            ds = copy.deepcopy(ds)  # a shallow copy would share its elements with the caller's
+            for keyword in missing:
+                setattr(ds, keyword, "")
+        out.append(ds)
+    return out
 
 
 def _check_sources(datasets: Sequence[Dataset], shape: tuple[int, ...], reference: Volume | None) -> None:

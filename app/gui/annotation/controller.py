@@ -25,6 +25,7 @@ from app.gui.annotation.host import AnnotationHost
 from app.gui.settings import Settings
 from app.gui.workers import Worker, start_worker
 from viewer.core.errors import LoadError
+from viewer.core.version import lunglens_version
 from viewer.core.volume import Volume
 from viewer.io.label_maps import GridMapping, file_format, load_label_map, save_label_map
 from viewer.io.recovery import RecoveryError, RecoveryStore
@@ -117,6 +118,8 @@ class AnnotationController(QtCore.QObject):
         self.key: str | None = None
         self.store: RecoveryStore | None = None
         self.ai_masks: tuple[np.ndarray, np.ndarray] | None = None
+        self.ai_names: tuple[str, str] = ("", "")  # the algorithms that made the AI's lungs and lesions
+        self.ai_values: dict[int, str] = {}  # label values imported from the AI -> the algorithm that made them
         self.prompt_answer: PromptFn | None = None
         self._autosaved_revision = -1
         self._saving = False
@@ -209,6 +212,7 @@ class AnnotationController(QtCore.QObject):
         had = self.labels is not None
         self.labels = self.annotator = self.layer = None
         self.path = None
+        self.ai_values = {}
         self._autosave_timer.stop()
         if had:
             self.labels_changed.emit()
@@ -410,6 +414,9 @@ class AnnotationController(QtCore.QObject):
             self.ai_masks = None
         else:
             self.ai_masks = (np.asarray(prediction.lung_mask), np.asarray(prediction.lesion_mask))
+            lesions = getattr(prediction, "lesion_method", "") or prediction.model
+            self.ai_names = ("LungLens lung segmentation",
+                             lesions if lesions != "HU range inside the heat map" else f"{prediction.model} + HU rule")
         self.ai_available.emit(self.ai_masks is not None)
 
     def start_from_ai(self, part: str = "lungs + lesions", mode: str = "merge") -> Box | None:
@@ -431,6 +438,9 @@ class AnnotationController(QtCore.QObject):
             return None
         box = self.apply("start from AI", lambda lm: lm.import_mask(mask.astype(np.uint8, copy=False), mode=mode,
                                                                      name="start from AI"))
+        if box is not None:
+            for value in np.flatnonzero(np.bincount(np.asarray(mask, np.uint8).ravel(), minlength=2)[1:]) + 1:
+                self.ai_values[int(value)] = self.ai_names[0] if int(value) in (1, 2) else self.ai_names[1]
         layers = self.state.layers
         if MASK_LAYER in layers and layers[MASK_LAYER].visible:
             layers[MASK_LAYER].update(visible=False)  # the label map shows the same voxels now
@@ -648,10 +658,22 @@ class AnnotationController(QtCore.QObject):
             return
         revision = labels.revision
         array, table, touched = labels.array.copy(), labels.table.copy(), labels.touched.copy()
+        algorithms = self._algorithms(array, touched)
         self._saving = True
         self.show_status(f"saving {path}...")
-        self._run(lambda: save_label_map(path, array, table, mapping, touched=touched),
+        self._run(lambda: save_label_map(path, array, table, mapping, touched=touched, algorithms=algorithms),
                   lambda out: self._saved(out, revision, then), self._save_error)
+
+    def _algorithms(self, array: np.ndarray, touched: np.ndarray) -> dict[int, tuple[str, str, str]]:
+        """For a DICOM SEG: the label values the AI made, AUTOMATIC where no voxel of them was touched by a
+        person, SEMIAUTOMATIC where one was; the rest are MANUAL."""
+        out = {}
+        for value, name in self.ai_values.items():
+            here = array == value
+            if here.any():
+                kind = "SEMIAUTOMATIC" if (touched & here).any() else "AUTOMATIC"
+                out[value] = (kind, name, lunglens_version())
+        return out
 
     def _saved(self, path: Path, revision: int, then: Callable[[], None] | None) -> None:
         self._saving = False

@@ -584,3 +584,47 @@ def test_load_warnings_stay_behind_a_button_and_the_hover_read_out_is_cleared(qt
         win.open_path(str(labels))  # another series: its own warnings (none) and no stale read-out
     assert win.position_label.text() == "" and win.warnings_button.isHidden()
     win.close()
+
+
+def test_segments_from_the_ai_are_saved_as_automatic_or_semiautomatic(qtbot, phantom_series, tmp_path, monkeypatch):
+    """Start from AI, correct one label, save as DICOM SEG: the untouched AI label is AUTOMATIC, the corrected one
+    SEMIAUTOMATIC (both naming the algorithm), a label drawn by hand MANUAL."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from app.gui.main_window import MainWindow
+
+    folder, _ = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))
+    shape = win.state.shape
+    lungs = np.zeros(shape, np.uint8)
+    lungs[:, 20:40, 10:30] = 2
+    lesions = np.zeros(shape, np.uint8)
+    lesions[5:10, 25:30, 15:20] = 3
+    lesions[12:15, 25:30, 15:20] = 4
+    ann = win.annotation
+    ann.set_ai_result(SimpleNamespace(lung_mask=lungs, lesion_mask=lesions, model="light-squeezenet",
+                                      lesion_method="dcn"))
+    ann.start_from_ai("lungs + lesions")
+    labels = ann.labels
+    one = np.ones((1, 1, 1), bool)
+    ann.apply("fix", lambda lm: lm.write((5, 6, 25, 26, 15, 16), one, 4, overwrite=[3]))  # a GGO voxel -> 4
+    ann.apply("draw", lambda lm: lm.write((20, 21, 60, 61, 60, 61), one, 5))  # a label drawn by hand
+    assert labels.touched.any()
+    failed: list = []
+    ann.save_failed.connect(failed.append)
+    with qtbot.waitSignal(ann.saved, timeout=30000):
+        ann.save_to(tmp_path / "out.dcm")
+    assert failed == []
+    seg = pydicom.dcmread(tmp_path / "out.dcm")
+    kinds = {int(s.SegmentDescription.split()[-1]): (s.SegmentAlgorithmType, str(s.get("SegmentAlgorithmName", "")))
+             for s in seg.SegmentSequence}
+    assert kinds[2] == ("AUTOMATIC", "LungLens lung segmentation") and kinds[3] == ("AUTOMATIC", "dcn")
+    assert kinds[4] == ("SEMIAUTOMATIC", "dcn")  # the AI's consolidation, with a voxel a person added
+    assert kinds[5] == ("MANUAL", "") and 1 not in kinds  # no empty segment for the unused left-lung label
+    win.close()

@@ -27,7 +27,7 @@ def test_round_trip_voxel_exact_with_names_and_colours(tmp_path, series):
     assert np.unique(labels).tolist() == [0, 1, 2, 3, 4]
     table = LabelTable.default()
     table.update(4, name="consolidation (reviewed)", color=(12, 34, 56))
-    table.add(LabelInfo(17, "scar", (250, 250, 5)))  # empty label: keeps its segment
+    table.add(LabelInfo(17, "scar", (250, 250, 5)))  # empty label: not written (no empty segments)
     labels = labels.copy()
     labels[0, :3, :3] = 9  # in the map, not in the table
     path = write_dicom_seg(tmp_path / "seg.dcm", labels, table, sources, reference=vol)
@@ -35,9 +35,10 @@ def test_round_trip_voxel_exact_with_names_and_colours(tmp_path, series):
 
     back, table2 = read_dicom_seg(path, vol, sources)
     assert back.dtype == np.uint8 and np.array_equal(back, labels)
-    assert table2.names() == {**table.names(), 9: "label 9"}
-    assert table2.colors()[4] == (12, 34, 56) and table2.colors()[17] == (250, 250, 5)
-    assert table2.colors() == {**table.colors(), 9: table2.colors()[9]}
+    present = {1, 2, 3, 4}
+    assert table2.names() == {**{v: n for v, n in table.names().items() if v in present}, 9: "label 9"}
+    assert table2.colors()[4] == (12, 34, 56) and 17 not in table2.colors() and 5 not in table2.colors()
+    assert table2.colors() == {**{v: c for v, c in table.colors().items() if v in present}, 9: table2.colors()[9]}
 
 
 def test_seg_references_the_ct_series(tmp_path, series):
@@ -73,14 +74,13 @@ def test_frames_found_by_source_uid_without_positions(tmp_path, series):
         read_dicom_seg(tmp_path / "nopos.dcm", vol, None)
 
 
-def test_empty_label_map(tmp_path, series):
+def test_empty_label_map_is_refused_not_written_as_empty_segments(tmp_path, series):
     folder, vol, sources, _ = series
     empty = np.zeros(vol.shape, np.uint8)
-    path = write_dicom_seg(tmp_path / "empty.dcm", empty, LabelTable.default(), sources)
-    back, table = read_dicom_seg(path, vol, sources)
-    assert not back.any() and table == LabelTable.default()
-    with pytest.raises(ValueError, match="nothing to write"):
-        write_dicom_seg(tmp_path / "none.dcm", empty, LabelTable(), sources)
+    for table in (LabelTable.default(), LabelTable()):
+        with pytest.raises(ValueError, match="nothing to write: the label map is empty"):
+            write_dicom_seg(tmp_path / "none.dcm", empty, table, sources)
+    assert not (tmp_path / "none.dcm").exists()
 
 
 def test_odd_slice_size_bit_packing(tmp_path):
@@ -145,3 +145,31 @@ def test_source_datasets_must_match_the_loaded_ct(tmp_path, series):
         load_source_datasets(folder, shifted)
     with pytest.raises(ValueError, match="no such file"):
         load_source_datasets(tmp_path / "nowhere", vol)
+
+
+def test_anonymized_sources_and_algorithm_segments(tmp_path, series, recwarn):
+    """Source images without patient attributes (anonymized) still make a SEG, with no warning passed on and
+    the caller's datasets unchanged; segments an algorithm made say so (AUTOMATIC / SEMIAUTOMATIC + name)."""
+    import copy
+    import warnings
+
+    folder, vol, sources, labels = series
+    anonymous = [copy.deepcopy(ds) for ds in sources]
+    for ds in anonymous:
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName"):
+            if keyword in ds:
+                delattr(ds, keyword)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # highdicom's warnings about empty patient values must not leak out
+        path = write_dicom_seg(tmp_path / "seg.dcm", labels, LabelTable.default(), anonymous, reference=vol,
+                               algorithms={3: ("AUTOMATIC", "dcn", "7d724a62"), 4: ("SEMIAUTOMATIC", "dcn", "7d7")})
+    assert all("PatientName" not in ds for ds in anonymous)
+    seg = pydicom.dcmread(path)
+    assert str(seg.PatientName) == ""
+    kinds = {str(s.SegmentLabel): (s.SegmentAlgorithmType, str(s.get("SegmentAlgorithmName", "")))
+             for s in seg.SegmentSequence}
+    assert kinds["lung left"] == ("MANUAL", "")
+    assert kinds["ground-glass opacity"] == ("AUTOMATIC", "dcn")
+    assert kinds["consolidation"] == ("SEMIAUTOMATIC", "dcn")
+    with pytest.raises(ValueError, match="label map is empty"):
+        write_dicom_seg(tmp_path / "empty.dcm", np.zeros_like(labels), LabelTable.default(), sources, reference=vol)
