@@ -41,6 +41,8 @@ class LabelLayer:
     opacity: float = 0.5
     visible: bool = True
     hidden_labels: set[int] = field(default_factory=set)
+    label_opacity: dict[int, float] = field(default_factory=dict)  # per label, times `opacity` (default 1)
+    outline: bool = False  # draw each label's outline only (its boundary pixels in the slice), fully opaque
     changed: Event = field(default_factory=Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,19 +57,20 @@ class LabelLayer:
         if self._lut is None:
             top = max(255, *self.colors)  # sized by dtype and colour table, never by scanning the volume
             lut = np.zeros((top + 1, 4), np.uint8)
-            alpha = int(round(np.clip(self.opacity, 0, 1) * 255))
+            base = 1.0 if self.outline else float(np.clip(self.opacity, 0, 1))
             for value in range(1, top + 1):
                 if value in self.hidden_labels:
                     continue
                 lut[value, :3] = self.colors.get(value, fallback_color(value))
-                lut[value, 3] = alpha
+                lut[value, 3] = int(round(base * float(np.clip(self.label_opacity.get(value, 1.0), 0, 1)) * 255))
             self._lut = lut
         return self._lut
 
     def update(self, **changes) -> None:
         """Change display properties (opacity, visible, colors, hidden_labels) and announce it."""
         for key, value in changes.items():
-            if key not in ("opacity", "visible", "colors", "hidden_labels", "name", "names"):
+            if key not in ("opacity", "visible", "colors", "hidden_labels", "name", "names", "label_opacity",
+                           "outline"):
                 raise AttributeError(f"LabelLayer has no display property {key!r}")
             setattr(self, key, value)
         self._lut = None
@@ -85,7 +88,23 @@ class LabelLayer:
         values = extract(self.data, orientation, index)
         if values.dtype != np.uint8 and int(values.max(initial=0)) >= len(lut32):
             values = np.minimum(values, len(lut32) - 1)
+        if self.outline:
+            values = np.where(label_edges(values), values, 0)
         return np.take(lut32, values).view(np.uint8).reshape(*values.shape, 4)
+
+
+def label_edges(values: np.ndarray) -> np.ndarray:
+    """Pixels of a 2D label image whose 4-neighbour (or the image border) has another value: each label's
+    outline, one pixel wide, inside the label."""
+    v = np.asarray(values)
+    edge = np.zeros(v.shape, bool)
+    edge[1:, :] |= v[1:, :] != v[:-1, :]
+    edge[:-1, :] |= v[:-1, :] != v[1:, :]
+    edge[:, 1:] |= v[:, 1:] != v[:, :-1]
+    edge[:, :-1] |= v[:, :-1] != v[:, 1:]
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    return edge & (v != 0)
 
 
 @dataclass(eq=False)

@@ -414,9 +414,10 @@ class AnnotationController(QtCore.QObject):
             self.ai_masks = None
         else:
             self.ai_masks = (np.asarray(prediction.lung_mask), np.asarray(prediction.lesion_mask))
-            lesions = getattr(prediction, "lesion_method", "") or prediction.model
+            model = str(getattr(prediction, "model", "") or "LungLens AI")
+            lesions = str(getattr(prediction, "lesion_method", "") or model)
             self.ai_names = ("LungLens lung segmentation",
-                             lesions if lesions != "HU range inside the heat map" else f"{prediction.model} + HU rule")
+                             lesions if lesions != "HU range inside the heat map" else f"{model} + HU rule")
         self.ai_available.emit(self.ai_masks is not None)
 
     def start_from_ai(self, part: str = "lungs + lesions", mode: str = "merge") -> Box | None:

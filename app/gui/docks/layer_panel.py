@@ -20,9 +20,12 @@ class LayerPanel(QtWidgets.QWidget):
         self.threshold.setRange(0, 100)
         self.colormap = QtWidgets.QComboBox()
         self.colormap.addItems(COLORMAPS)
-        self.labels = QtWidgets.QTableWidget(0, 2)
-        self.labels.setHorizontalHeaderLabels(["", "label"])
-        self.labels.horizontalHeader().setStretchLastSection(True)
+        self.outline = QtWidgets.QCheckBox("outline only")
+        self.outline.setToolTip("draw each label's outline instead of filling it (the tissue under it stays visible)")
+        self.outline.toggled.connect(lambda on: self._edit(outline=on, labels_only=True))
+        self.labels = QtWidgets.QTableWidget(0, 3)
+        self.labels.setHorizontalHeaderLabels(["", "label", "opacity"])
+        self.labels.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.labels.verticalHeader().hide()
         self.labels.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.labels.setToolTip("tick to show a label; double-click the colour to change it")
@@ -32,6 +35,7 @@ class LayerPanel(QtWidgets.QWidget):
         form.addRow("opacity", self.opacity)
         form.addRow("threshold", self.threshold)
         form.addRow("colour map", self.colormap)
+        form.addRow("", self.outline)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.list, 2)
@@ -80,9 +84,11 @@ class LayerPanel(QtWidgets.QWidget):
         if 0 <= row < len(self.layers):
             self.layers[row].update(visible=item.checkState() == QtCore.Qt.CheckState.Checked)
 
-    def _edit(self, heat_only: bool = False, **changes) -> None:
+    def _edit(self, heat_only: bool = False, labels_only: bool = False, **changes) -> None:
         layer = self.current_layer()
         if layer is None or (heat_only and not isinstance(layer, HeatmapLayer)):
+            return
+        if labels_only and not isinstance(layer, LabelLayer):
             return
         if any(getattr(layer, k) != v for k, v in changes.items()):
             layer.update(**changes)
@@ -93,9 +99,13 @@ class LayerPanel(QtWidgets.QWidget):
         heat = isinstance(layer, HeatmapLayer)
         for w in (self.opacity, self.threshold, self.colormap):
             w.setEnabled(layer is not None and (w is self.opacity or heat))
+        self.outline.setEnabled(isinstance(layer, LabelLayer))
         self._fill_labels(layer if isinstance(layer, LabelLayer) else None)
         if layer is None:
             return
+        if isinstance(layer, LabelLayer):
+            with QtCore.QSignalBlocker(self.outline):
+                self.outline.setChecked(layer.outline)
         with QtCore.QSignalBlocker(self.opacity):
             self.opacity.setValue(int(round(layer.opacity * 100)))
         if heat:
@@ -119,6 +129,18 @@ class LayerPanel(QtWidgets.QWidget):
                 name.setCheckState(QtCore.Qt.CheckState.Unchecked if hidden else QtCore.Qt.CheckState.Checked)
                 self.labels.setItem(row, 0, swatch)
                 self.labels.setItem(row, 1, name)
+                spin = self.labels.cellWidget(row, 2)
+                if not isinstance(spin, QtWidgets.QSpinBox) or spin.property("label") != value:
+                    # a new row: its spin box (an existing one is kept: it may be the one sending the change)
+                    spin = QtWidgets.QSpinBox()
+                    spin.setRange(0, 100)
+                    spin.setSuffix(" %")
+                    spin.setProperty("label", value)
+                    spin.setToolTip("this label's opacity, times the layer's")
+                    spin.valueChanged.connect(lambda pct, v=value: self.set_label_opacity(v, pct / 100))
+                    self.labels.setCellWidget(row, 2, spin)
+                with QtCore.QSignalBlocker(spin):
+                    spin.setValue(int(round(100 * layer.label_opacity.get(value, 1.0))))
             self.labels.setColumnWidth(0, 22)
             self.labels.setVisible(layer is not None)
 
@@ -145,6 +167,12 @@ class LayerPanel(QtWidgets.QWidget):
         color = QtWidgets.QColorDialog.getColor(QtGui.QColor(*layer.colors[value]), self, "Label colour")
         if color.isValid():
             self.set_label_color(value, (color.red(), color.green(), color.blue()))
+
+    def set_label_opacity(self, value: int, opacity: float) -> None:
+        """One label's opacity (0-1, times the layer's): lungs faint, lesions strong."""
+        layer = self.current_layer()
+        if isinstance(layer, LabelLayer) and layer.label_opacity.get(value, 1.0) != opacity:
+            layer.update(label_opacity={**layer.label_opacity, value: opacity})
 
     def set_label_color(self, value: int, rgb: tuple[int, int, int]) -> None:
         layer = self.current_layer()

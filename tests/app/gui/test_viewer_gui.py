@@ -628,3 +628,35 @@ def test_segments_from_the_ai_are_saved_as_automatic_or_semiautomatic(qtbot, pha
     assert kinds[4] == ("SEMIAUTOMATIC", "dcn")  # the AI's consolidation, with a voxel a person added
     assert kinds[5] == ("MANUAL", "") and 1 not in kinds  # no empty segment for the unused left-lung label
     win.close()
+
+
+def test_labels_as_outlines_and_per_label_opacity(qtbot, tmp_path, monkeypatch):
+    """Lungs drawn faint or as outlines leave the lung tissue visible; lesions stay strong."""
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.docks.layer_panel import LayerPanel
+    from viewer.state.layers import LabelLayer, LayerList, label_edges
+    from viewer.state.slicing import Orientation
+
+    data = np.zeros((3, 20, 20), np.uint8)
+    data[:, 4:16, 4:16] = 1
+    data[:, 8:11, 8:11] = 3
+    layers = LayerList()
+    layer = LabelLayer("labels", data)
+    layers.add(layer, data.shape)
+    panel = LayerPanel(layers)
+    qtbot.addWidget(panel)
+    filled = layer.rgba(Orientation.AXIAL, 1)
+    assert filled[10, 5, 3] == 128 and filled[9, 9, 3] == 128  # 50 % fill everywhere
+    row = [panel._label_value(r) for r in range(panel.labels.rowCount())].index(1)
+    panel.labels.cellWidget(row, 2).setValue(20)  # the lungs at 20 % of the layer's opacity
+    assert layer.label_opacity == {1: 0.2}
+    rgba = layer.rgba(Orientation.AXIAL, 1)
+    assert rgba[10, 5, 3] == round(0.5 * 0.2 * 255) and rgba[9, 9, 3] == 128
+    assert panel.labels.cellWidget(row, 2).value() == 20  # the spin box survived its own change
+    panel.outline.setChecked(True)
+    assert layer.outline
+    rgba = layer.rgba(Orientation.AXIAL, 1)
+    edges = label_edges(data[1])
+    assert rgba[9, 9, 3] == 0 and rgba[12, 12, 3] == 0  # inside: no fill
+    assert rgba[4, 10, 3] > 0 and rgba[8, 9, 3] > 0  # the lung's and the lesion's outlines
+    assert np.array_equal(rgba[..., 3] > 0, edges & (data[1] != 0))
