@@ -43,6 +43,7 @@ class ToolSettings:
         background_only: paint over background only; otherwise over every unlocked label.
         fill_3d: the fill grows in 3D instead of on the clicked slice.
         max_extent_mm: the fill stays inside a box this wide around the seed (a leak stays bounded).
+        max_fill_ml: a fill larger than this many mL is refused with its size (a leak into the mediastinum).
     """
 
     tool: str = "brush"
@@ -52,6 +53,7 @@ class ToolSettings:
     background_only: bool = False
     fill_3d: bool = False
     max_extent_mm: float = 80.0
+    max_fill_ml: float = 100.0
 
     def overwrite(self) -> set[int] | None:
         return {0} if self.background_only else None
@@ -145,7 +147,7 @@ class Annotator:
             return None
         return flood_fill(self.labels, self.hu, seed, s.value, hu_range=s.hu_range,
                           plane=None if s.fill_3d else plane, overwrite=s.overwrite(),
-                          max_extent_mm=s.max_extent_mm)
+                          max_extent_mm=s.max_extent_mm, max_ml=s.max_fill_ml)
 
     def lasso(self, plane: str, points: Sequence[Voxel]) -> Box | None:
         """Fill the polygon through `points` (voxel coordinates, fractional) on their slice of `plane`."""

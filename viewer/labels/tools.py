@@ -237,7 +237,7 @@ class Eraser(Brush):
 
 def flood_fill(labels: LabelMap, hu: np.ndarray | None, seed: Point, value: int, *, hu_range: HURange = None,
                plane: str | None = None, connectivity: int | None = None, overwrite: Collection[int] | None = None,
-               max_extent_mm: float | None = None) -> Box | None:
+               max_extent_mm: float | None = None, max_ml: float | None = None) -> Box | None:
     """Fill the connected region around `seed` (z, y, x) with `value`, in 3D or on one slice.
 
     Args:
@@ -248,6 +248,7 @@ def flood_fill(labels: LabelMap, hu: np.ndarray | None, seed: Point, value: int,
         overwrite: labels that may be replaced (None = every unlocked label); other labels and locked
             labels are walls the region does not grow through.
         max_extent_mm: the region stays within a box this wide (mm) centred on the seed; None = the volume.
+        max_ml: a region larger than this (mL) is not filled: ValueError saying how large it would be.
 
     The region is labelled inside a box that grows only while the region reaches its faces, so a small
     region costs the same on any volume size. Returns the changed box, or None (e.g. the seed is not
@@ -261,6 +262,8 @@ def flood_fill(labels: LabelMap, hu: np.ndarray | None, seed: Point, value: int,
         raise ValueError(f"seed {tuple(seed)} is outside the volume {labels.shape}")
     if max_extent_mm is not None and (not math.isfinite(max_extent_mm) or max_extent_mm <= 0):
         raise ValueError(f"max_extent_mm must be a positive number, got {max_extent_mm!r}")
+    if max_ml is not None and (not math.isfinite(max_ml) or max_ml <= 0):
+        raise ValueError(f"max_ml must be a positive number, got {max_ml!r}")
     if plane is None:
         axes, fixed = [0, 1, 2], None
         conn = {6: 1, 18: 2, 26: 3}
@@ -304,6 +307,11 @@ def flood_fill(labels: LabelMap, hu: np.ndarray | None, seed: Point, value: int,
     if got is None:
         return None
     sub, mask = got
+    if max_ml is not None:
+        ml = float(np.count_nonzero(mask)) * labels.voxel_ml
+        if ml > max_ml:
+            raise ValueError(f"fill stopped: it would fill {ml:.1f} mL, over the {max_ml:g} mL limit (it probably "
+                             "leaked: narrow the HU range, draw a barrier first, or raise the fill limit)")
     sl = full(sub)
     sl3 = tuple(x if isinstance(x, slice) else slice(x, x + 1) for x in sl)
     if fixed is not None:

@@ -123,6 +123,14 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         self.extent.setValue(s.max_extent_mm)
         self.extent.setToolTip("the fill stays within a box this wide around the click")
         self.extent.valueChanged.connect(lambda v: setattr(self.controller.settings, "max_extent_mm", float(v)))
+        self.fill_limit = QtWidgets.QDoubleSpinBox()
+        self.fill_limit.setRange(1, 10000)
+        self.fill_limit.setDecimals(0)
+        self.fill_limit.setSuffix(" mL")
+        self.fill_limit.setValue(s.max_fill_ml)
+        self.fill_limit.setToolTip("a fill larger than this is refused with its size: it probably leaked (into the "
+                                   "mediastinum, the aorta...)")
+        self.fill_limit.valueChanged.connect(lambda v: setattr(self.controller.settings, "max_fill_ml", float(v)))
         form = QtWidgets.QFormLayout()
         form.addRow("size", self.size)
         form.addRow("HU range", self.hu)
@@ -130,6 +138,7 @@ class AnnotationPanel(QtWidgets.QScrollArea):
         form.addRow("paint over", self.over)
         form.addRow("fill", self.fill_mode)
         form.addRow("fill at most", self.extent)
+        form.addRow("fill volume limit", self.fill_limit)
         for combo in (self.hu, self.over, self.fill_mode):
             combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(10)

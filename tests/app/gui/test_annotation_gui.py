@@ -256,6 +256,19 @@ def test_lasso_and_fill_from_the_gui(qtbot, dicom_dir):
     flood_fill(ref, state.volume.array, seed, 1, plane="coronal", max_extent_mm=80.0)
     drag(qtbot, view, [seed])
     assert np.array_equal(labels.array, ref.array) and np.count_nonzero(labels.array == 1) > 10
+    messages: list = []
+    win.annotation.status_message.connect(lambda text, _ms: messages.append(text))
+    drag(qtbot, view, [seed])  # the same fill again: nothing changes, and it says so
+    assert np.array_equal(labels.array, ref.array) and "the fill changed nothing" in messages[-1]
+    steps = list(labels.undo_names)
+    win.annotation_panel.fill_mode.setCurrentIndex(1)  # 3D
+    win.annotation_panel.table.selectRow(1)
+    win.annotation_panel.extent.setValue(1000)
+    win.annotation_panel.fill_limit.setValue(1)  # a 3D fill of the background would leak far past 1 mL
+    before = labels.array.copy()
+    drag(qtbot, view, [(30, j, 5)])
+    assert np.array_equal(labels.array, before) and labels.undo_names == steps
+    assert "fill stopped: it would fill" in messages[-1] and "over the 1 mL limit" in messages[-1]
     close_discarding(win)
 
 

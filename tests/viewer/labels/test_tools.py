@@ -269,3 +269,14 @@ def test_polygon_fill_with_hu_range():
     lm = LabelMap.empty(hu.shape)
     polygon_fill(lm, hu, "axial", 0, [(-1, -1), (-1, 20), (20, 20), (20, -1)], 4, hu_range="consolidation")
     assert (lm.array[0, :, 5:] == 4).all() and not lm.array[0, :, :5].any() and not lm.array[1].any()
+
+
+def test_a_fill_over_its_volume_limit_is_refused_with_its_size():
+    lm = LabelMap.empty((10, 40, 40), (2.0, 1.0, 1.0))  # 2 mm^3 voxels
+    with pytest.raises(ValueError, match=r"it would fill 32\.0 mL, over the 10 mL limit"):
+        flood_fill(lm, None, (5, 5, 5), 2, max_ml=10)  # the whole background: 16000 voxels = 32 mL
+    assert not lm.array.any() and not lm.can_undo  # nothing changed, nothing to undo
+    flood_fill(lm, None, (5, 5, 5), 2, max_ml=40)
+    assert (lm.array == 2).all() and lm.undo_names == ["fill"]  # under the limit: one undo step
+    with pytest.raises(ValueError, match="max_ml must be a positive number"):
+        flood_fill(lm, None, (5, 5, 5), 3, max_ml=0)
