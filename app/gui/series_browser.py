@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from viewer.core.corner_text import dicom_date
 from viewer.core.errors import LoadError
 from viewer.core.windowing import PRESETS, GreyLUT
 from viewer.dicom.pixels import read_stored_frames
@@ -30,7 +31,8 @@ def thumbnail(entry: SeriesEntry) -> QtGui.QPixmap | None:
 class SeriesBrowser(QtWidgets.QDialog):
     """Lists every series of a scan; `chosen_id()` is the selection after `exec()`."""
 
-    COLUMNS = ("", "description", "modality", "orientation", "slices", "size", "spacing (mm)", "warnings")
+    COLUMNS = ("", "patient", "study date", "series", "description", "modality", "orientation", "slices", "size",
+               "spacing (mm)", "warnings")
 
     def __init__(self, result: ScanResult, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,8 +71,11 @@ class SeriesBrowser(QtWidgets.QDialog):
             thumb.setIcon(QtGui.QIcon(pix))
         ps, sp = s.pixel_spacing, s.slice_spacing
         spacing = (f"{sp:.3g} / {ps[0]:.3g} x {ps[1]:.3g}" if sp else f"? / {ps[0]:.3g} x {ps[1]:.3g}") if ps else "?"
-        values = ("", s.description or "(no description)", s.modality or "?", s.orientation, str(s.n_slices),
-                  f"{s.size[1]} x {s.size[0]}", spacing, "; ".join(s.warnings))
+        md = s.metadata
+        patient = " ".join(p for p in (md.patient_name, f"({md.patient_id})" if md.patient_id else "") if p)
+        values = ("", patient, dicom_date(md.study_date), md.series_number, s.description or "(no description)",
+                  s.modality or "?", s.orientation, str(s.n_slices), f"{s.size[1]} x {s.size[0]}", spacing,
+                  "; ".join(s.warnings))
         self.table.setItem(row, 0, thumb)
         for col, text in enumerate(values[1:], start=1):
             item = QtWidgets.QTableWidgetItem(text)

@@ -253,6 +253,10 @@ def test_folder_with_several_series_opens_the_main_ct_without_asking(qtbot, tmp_
     qtbot.addWidget(browser)
     assert browser.table.rowCount() == 2
     assert not browser.table.item(0, 0).icon().isNull()  # thumbnails decoded
+    headers = [browser.table.horizontalHeaderItem(c).text() for c in range(browser.table.columnCount())]
+    assert headers[1:5] == ["patient", "study date", "series", "description"] and "slices" in headers
+    rows = {browser.table.item(r, 3).text(): browser.table.item(r, headers.index("slices")).text() for r in range(2)}
+    assert rows == {"1": "5", "2": "9"}
     win = MainWindow(interactive=False)
     qtbot.addWidget(win)
     with qtbot.waitSignal(win.volume_loaded, timeout=20000):
