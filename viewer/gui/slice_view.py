@@ -66,6 +66,12 @@ class Measurement:
     label: pg.TextItem
 
 
+def series_key(volume) -> str:
+    """What identifies a series across openings: its Series Instance UID and grid, else its source path."""
+    uid = volume.metadata.series_instance_uid
+    return f"{uid}|{volume.shape}" if uid else f"{volume.source}|{volume.shape}"
+
+
 class _SliceViewBox(pg.ViewBox):
     """ViewBox whose mouse handling is the viewer's, not pyqtgraph's default pan/zoom."""
 
@@ -131,6 +137,8 @@ class SliceView(QtWidgets.QWidget):
         self.tool = "navigate"
         self.measurements: list[Measurement] = []
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
+        self._series_key: str | None = None  # the series on show, whose measurements are in `measurements`
+        self._kept: dict[str, list] = {}  # measurements of the other series opened, by `series_key`
         self._lut: GreyLUT | None = None
         self._dirty: set[str] = set()
         self._timer = QtCore.QTimer(self, singleShot=True, interval=0)
@@ -214,10 +222,12 @@ class SliceView(QtWidgets.QWidget):
 
     def _on_volume(self, volume) -> None:
         self._x_major_cache: tuple | None = None
-        for m in self.measurements:
-            self.viewbox.removeItem(m.roi)
-            self.viewbox.removeItem(m.label)
-        self.measurements.clear()
+        # measurements belong to their series: put them aside, and bring back those of the series now shown
+        if self._series_key is not None and self.measurements:
+            self._kept[self._series_key] = [self._record(m) for m in self.measurements]
+        self.clear_measurements()
+        self._series_key = series_key(volume)
+        restore = self._kept.pop(self._series_key, [])
         rows, cols = display_shape(volume.shape, self.orientation)
         self.pixel_mm = pixel_spacing(volume.spacing, self.orientation)
         # setRect only works once an item has an image of the right shape: set image and rect together
@@ -226,6 +236,10 @@ class SliceView(QtWidgets.QWidget):
         self.refresh_now()
         self._needs_fit = True
         self.reset_view()
+        for kind, index, points in restore:
+            self._restore(kind, index, points)
+        if restore:
+            self._schedule("measurements")
 
     def _on_cursor(self, _cursor) -> None:
         index = self.state.slice_index(self.orientation)
@@ -580,6 +594,32 @@ class SliceView(QtWidgets.QWidget):
         if s.pixels == 0:
             return "ROI: empty"
         return f"mean {s.mean:.1f} HU  sd {s.std:.1f}\narea {s.area_mm2:.1f} mm\u00b2"
+
+    def _record(self, m: Measurement) -> tuple[str, int, tuple[tuple[float, float], ...]]:
+        """A measurement as plain data on this view's mm grid: kind, slice, two points (ruler ends, or the
+        ellipse's corner and size)."""
+        if m.kind == "ruler":
+            pts = tuple((p.x(), p.y()) for p in (self.viewbox.mapSceneToView(h[1])
+                                                 for h in m.roi.getSceneHandlePositions()))
+        else:
+            pos, size = m.roi.pos(), m.roi.size()
+            pts = ((pos.x(), pos.y()), (size.x(), size.y()))
+        return m.kind, m.slice_index, pts
+
+    def _restore(self, kind: str, index: int, points: tuple[tuple[float, float], ...]) -> Measurement:
+        """Draw a recorded measurement again (`_record`'s data)."""
+        tool, self.tool = self.tool, kind
+        try:
+            a, b = (QtCore.QPointF(*p) for p in points)
+            m = self._new_measurement(a, b if kind == "ruler" else a)
+        finally:
+            self.tool = tool
+        m.slice_index = index
+        if kind != "ruler":
+            m.roi.setPos(a)
+            m.roi.setSize((b.x(), b.y()))
+        self._update_measurement(m)
+        return m
 
     def clear_measurements(self) -> None:
         for m in self.measurements:

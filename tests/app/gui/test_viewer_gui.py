@@ -664,3 +664,31 @@ def test_labels_as_outlines_and_per_label_opacity(qtbot, tmp_path, monkeypatch):
     assert rgba[9, 9, 3] == 0 and rgba[12, 12, 3] == 0  # inside: no fill
     assert rgba[4, 10, 3] > 0 and rgba[8, 9, 3] > 0  # the lung's and the lesion's outlines
     assert np.array_equal(rgba[..., 3] > 0, edges & (data[1] != 0))
+
+
+def test_measurements_survive_a_series_switch(qtbot, phantom_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    from app.gui.main_window import MainWindow
+
+    folder, labels = phantom_series
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))
+    view = win.views[Orientation.AXIAL]
+    view.set_tool("ruler")
+    ruler = view._new_measurement(QtCore.QPointF(20.0, 30.0), QtCore.QPointF(80.0, 110.0))
+    view.set_tool("ellipse")
+    roi = view._new_measurement(QtCore.QPointF(40.0, 40.0), QtCore.QPointF(40.0, 40.0))
+    roi.roi.setSize((30.0, 20.0))
+    texts = [view.measurement_text(ruler), view.measurement_text(roi)]
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(labels))  # another series: its own (no) measurements
+    assert view.measurements == []
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))  # back: the measurements are there again, same values
+    assert [m.kind for m in view.measurements] == ["ruler", "ellipse"]
+    assert [view.measurement_text(m) for m in view.measurements] == texts
+    assert [m.label.toPlainText() for m in view.measurements] == texts
+    win.close()
