@@ -293,7 +293,7 @@ class AnnotationController(QtCore.QObject):
             return edit()
         except ValueError as exc:
             self._last_status_was_error = True
-            self.show_status(str(exc), 8000)
+            self.show_status(str(exc), 5000)
             return None
 
     # -- tool settings -----------------------------------------------------------------------------
