@@ -479,18 +479,10 @@ def test_dicom_tag_dock_lists_the_current_slices_file_and_filters(qtbot, phantom
 def test_thick_slab_shows_the_projection_in_every_view(qtbot, tmp_path, monkeypatch):
     """MIP/MinIP slabs: the displayed pixels are the window of numpy's max/min over the slab; the toolbar, key M
     and the corner text follow."""
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    from app.gui.main_window import MainWindow
     from viewer.core.windowing import GreyLUT
-    from viewer.state.slicing import Orientation, extract, slab_range
-    from viewer.synthetic.phantom import PhantomConfig, make_phantom
+    from viewer.state.slicing import extract, slab_range
 
-    vol = make_phantom(PhantomConfig(shape=(30, 64, 64), spacing=(2.0, 4.0, 4.0), seed=2)).volume
-    win = MainWindow(interactive=False)
-    qtbot.addWidget(win)
-    win.resize(1000, 800)
-    win.show()
-    win.state.set_volume(vol)
+    win = window_on_phantom(qtbot, tmp_path, monkeypatch, (30, 64, 64), (2.0, 4.0, 4.0), seed=2, show=True)
     view = win.views[Orientation.AXIAL]
     view.refresh_now()
     plain = view.image_item.image.copy()
@@ -519,15 +511,23 @@ def test_thick_slab_shows_the_projection_in_every_view(qtbot, tmp_path, monkeypa
     win.close()
 
 
-def test_cine_plays_through_the_main_views_slices_and_loops(qtbot, tmp_path, monkeypatch):
+def window_on_phantom(qtbot, tmp_path, monkeypatch, shape, spacing, seed=1, show=False):
+    """A non-interactive main window (settings in tmp_path) showing a phantom of `shape` and `spacing`."""
     monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     from app.gui.main_window import MainWindow
-    from viewer.state.slicing import Orientation
     from viewer.synthetic.phantom import PhantomConfig, make_phantom
 
     win = MainWindow(interactive=False)
     qtbot.addWidget(win)
-    win.state.set_volume(make_phantom(PhantomConfig(shape=(12, 32, 32), spacing=(5.0, 4.0, 4.0), seed=1)).volume)
+    if show:
+        win.resize(1000, 800)
+        win.show()
+    win.state.set_volume(make_phantom(PhantomConfig(shape=shape, spacing=spacing, seed=seed)).volume)
+    return win
+
+
+def test_cine_plays_through_the_main_views_slices_and_loops(qtbot, tmp_path, monkeypatch):
+    win = window_on_phantom(qtbot, tmp_path, monkeypatch, (12, 32, 32), (5.0, 4.0, 4.0))
     win.set_main_view(Orientation.CORONAL)
     win.cine_fps.setValue(60)
     start = win.state.slice_index(Orientation.CORONAL)
@@ -547,14 +547,7 @@ def test_cine_plays_through_the_main_views_slices_and_loops(qtbot, tmp_path, mon
 
 
 def test_thick_slice_reformats_are_interpolated_unless_nearest_is_chosen(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    from app.gui.main_window import MainWindow
-    from viewer.state.slicing import Orientation
-    from viewer.synthetic.phantom import PhantomConfig, make_phantom
-
-    win = MainWindow(interactive=False)
-    qtbot.addWidget(win)
-    win.state.set_volume(make_phantom(PhantomConfig(shape=(10, 64, 64), spacing=(8.0, 2.0, 2.0), seed=1)).volume)
+    win = window_on_phantom(qtbot, tmp_path, monkeypatch, (10, 64, 64), (8.0, 2.0, 2.0))
     view = win.views[Orientation.CORONAL]
     view.refresh_now()
     smooth = view.image_item.image
