@@ -441,18 +441,24 @@ def test_corner_text_shows_the_series_and_follows_the_slice(qtbot, tmp_path, mon
     win.close()
 
 
-def test_dicom_tag_dock_lists_the_current_slices_file_and_filters(qtbot, phantom_series, tmp_path, monkeypatch):
+def window_on_path(qtbot, tmp_path, monkeypatch, path, show=True):
+    """A non-interactive main window (settings in tmp_path) that has opened `path`."""
     monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     from app.gui.main_window import MainWindow
-    from viewer.state.slicing import Orientation
 
-    folder, labels = phantom_series
     win = MainWindow(interactive=False)
     qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
+    if show:
+        win.resize(1200, 800)
+        win.show()
     with qtbot.waitSignal(win.volume_loaded, timeout=30000):
-        win.open_path(str(folder / "dicom"))
+        win.open_path(str(path))
+    return win
+
+
+def test_dicom_tag_dock_lists_the_current_slices_file_and_filters(qtbot, phantom_series, tmp_path, monkeypatch):
+    folder, labels = phantom_series
+    win = window_on_path(qtbot, tmp_path, monkeypatch, folder / "dicom")
     assert win.tag_dock.isHidden()
     win.tag_dock.toggleViewAction().trigger()  # View > DICOM tags
     panel = win.tag_panel
@@ -562,15 +568,8 @@ def test_thick_slice_reformats_are_interpolated_unless_nearest_is_chosen(qtbot, 
 
 def test_load_warnings_stay_behind_a_button_and_the_hover_read_out_is_cleared(qtbot, phantom_series, tmp_path,
                                                                               monkeypatch):
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    from app.gui.main_window import MainWindow
-
     folder, labels = phantom_series
-    win = MainWindow(interactive=False)
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
-        win.open_path(str(folder / "dicom"))
+    win = window_on_path(qtbot, tmp_path, monkeypatch, folder / "dicom")
     assert win.warnings_button.isHidden() and win.load_warnings == []
     win._show_hover((1, 2, 3))
     assert "HU" in win.position_label.text()
@@ -586,18 +585,12 @@ def test_load_warnings_stay_behind_a_button_and_the_hover_read_out_is_cleared(qt
 def test_segments_from_the_ai_are_saved_as_automatic_or_semiautomatic(qtbot, phantom_series, tmp_path, monkeypatch):
     """Start from AI, correct one label, save as DICOM SEG: the untouched AI label is AUTOMATIC, the corrected one
     SEMIAUTOMATIC (both naming the algorithm), a label drawn by hand MANUAL."""
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
     from types import SimpleNamespace
 
     import pydicom
 
-    from app.gui.main_window import MainWindow
-
     folder, _ = phantom_series
-    win = MainWindow(interactive=False)
-    qtbot.addWidget(win)
-    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
-        win.open_path(str(folder / "dicom"))
+    win = window_on_path(qtbot, tmp_path, monkeypatch, folder / "dicom", show=False)
     shape = win.state.shape
     lungs = np.zeros(shape, np.uint8)
     lungs[:, 20:40, 10:30] = 2
@@ -660,15 +653,8 @@ def test_labels_as_outlines_and_per_label_opacity(qtbot, tmp_path, monkeypatch):
 
 
 def test_measurements_survive_a_series_switch(qtbot, phantom_series, tmp_path, monkeypatch):
-    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
-    from app.gui.main_window import MainWindow
-
     folder, labels = phantom_series
-    win = MainWindow(interactive=False)
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
-        win.open_path(str(folder / "dicom"))
+    win = window_on_path(qtbot, tmp_path, monkeypatch, folder / "dicom")
     view = win.views[Orientation.AXIAL]
     view.set_tool("ruler")
     ruler = view._new_measurement(QtCore.QPointF(20.0, 30.0), QtCore.QPointF(80.0, 110.0))
