@@ -23,6 +23,7 @@ from app.gui.analysis import (
 from app.gui.annotation.controller import AnnotationController
 from app.gui.annotation.panel import AnnotationPanel
 from app.gui.docks.layer_panel import LayerPanel
+from app.gui.docks.measurements_panel import MeasurementsPanel
 from app.gui.docks.tag_panel import TagPanel
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
@@ -227,6 +228,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.tabifyDockWidget(self.ai_dock, dock)  # a third column of docks would squeeze the views
         self.annotation_dock = dock
+
+        self.measurements_panel = MeasurementsPanel(self.views)
+        dock = QtWidgets.QDockWidget("Measurements", self)
+        dock.setObjectName("measurements")
+        dock.setWidget(self.measurements_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.ai_dock, dock)
+        self.measurements_dock = dock
 
         self.tag_panel = TagPanel(self.state)
         dock = QtWidgets.QDockWidget("DICOM tags", self)

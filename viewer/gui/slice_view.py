@@ -64,6 +64,7 @@ class Measurement:
     slice_index: int
     roi: pg.ROI
     label: pg.TextItem
+    name: str = ""  # the user's name for it (Measurements dock)
 
 
 def series_key(volume) -> str:
@@ -122,6 +123,7 @@ class SliceView(QtWidgets.QWidget):
     Signals:
         hovered(object): voxel (k, j, i) under the mouse, or None.
         measured(str): text of the last measurement.
+        measurements_changed(): the list of measurements (or one of them) changed.
 
     With an editing tool (`EDIT_TOOLS`) the left button goes to `editor` (see `EditHandler`) instead of
     moving the crosshair; middle drag still pans, right drag windows, the wheel still pages.
@@ -129,6 +131,7 @@ class SliceView(QtWidgets.QWidget):
 
     hovered = QtCore.Signal(object)
     measured = QtCore.Signal(str)
+    measurements_changed = QtCore.Signal()  # one added, finished, renamed, removed, or the list replaced
 
     def __init__(self, state: ViewerState, orientation: Orientation, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -236,8 +239,8 @@ class SliceView(QtWidgets.QWidget):
         self.refresh_now()
         self._needs_fit = True
         self.reset_view()
-        for kind, index, points in restore:
-            self._restore(kind, index, points)
+        for kind, index, points, name in restore:
+            self._restore(kind, index, points, name)
         if restore:
             self._schedule("measurements")
 
@@ -552,6 +555,7 @@ class SliceView(QtWidgets.QWidget):
         self._update_measurement(m)
         if ev.isFinish():
             self._drawing = None
+            self.measurements_changed.emit()
 
     def _new_measurement(self, start: QtCore.QPointF, now: QtCore.QPointF) -> Measurement:
         pen = pg.mkPen((255, 230, 60), width=2)
@@ -564,7 +568,9 @@ class SliceView(QtWidgets.QWidget):
         self.viewbox.addItem(label)
         m = Measurement(self.tool, self.state.slice_index(self.orientation), roi, label)
         roi.sigRegionChanged.connect(lambda *_: self._update_measurement(m))
+        roi.sigRegionChangeFinished.connect(lambda *_: self.measurements_changed.emit())
         self.measurements.append(m)
+        self.measurements_changed.emit()
         return m
 
     def _update_measurement(self, m: Measurement) -> None:
@@ -578,24 +584,37 @@ class SliceView(QtWidgets.QWidget):
             m.label.setPos(pos.x(), pos.y())
         self.measured.emit(text)
 
-    def measurement_text(self, m: Measurement) -> str:
+    def measurement_values(self, m: Measurement) -> dict[str, float]:
+        """A measurement's numbers: {"length_mm"} for a ruler; {"mean_hu", "sd_hu", "area_mm2"} for an ellipse
+        (empty when it holds no pixel); plus its centre voxel as "k", "j", "i"."""
         vol = self.state.volume
         if m.kind == "ruler":
             handles = m.roi.getSceneHandlePositions()
             pts = [self.viewbox.mapSceneToView(h[1]) for h in handles]
             ends = [display_to_voxel(vol.shape, self.orientation, m.slice_index,
                                      p.y() / self.pixel_mm[0] - 0.5, p.x() / self.pixel_mm[1] - 0.5) for p in pts]
-            return f"{distance_mm(vol, ends[0], ends[1]):.1f} mm"
+            mid = (np.asarray(ends[0], float) + np.asarray(ends[1], float)) / 2
+            return {"length_mm": distance_mm(vol, ends[0], ends[1]), "k": mid[0], "j": mid[1], "i": mid[2]}
         pos, size = m.roi.pos(), m.roi.size()
         center = ((pos.y() + size.y() / 2) / self.pixel_mm[0] - 0.5, (pos.x() + size.x() / 2) / self.pixel_mm[1] - 0.5)
         radii = (size.y() / 2 / self.pixel_mm[0], size.x() / 2 / self.pixel_mm[1])
+        voxel = display_to_voxel(vol.shape, self.orientation, m.slice_index, *center)
+        where = {"k": float(voxel[0]), "j": float(voxel[1]), "i": float(voxel[2])}
         image = extract(vol.array, self.orientation, m.slice_index)
         s = ellipse_stats(image, center, radii, self.pixel_mm)
         if s.pixels == 0:
-            return "ROI: empty"
-        return f"mean {s.mean:.1f} HU  sd {s.std:.1f}\narea {s.area_mm2:.1f} mm\u00b2"
+            return where
+        return {"mean_hu": s.mean, "sd_hu": s.std, "area_mm2": s.area_mm2, **where}
 
-    def _record(self, m: Measurement) -> tuple[str, int, tuple[tuple[float, float], ...]]:
+    def measurement_text(self, m: Measurement) -> str:
+        v = self.measurement_values(m)
+        if m.kind == "ruler":
+            return f"{v['length_mm']:.1f} mm"
+        if "mean_hu" not in v:
+            return "ROI: empty"
+        return f"mean {v['mean_hu']:.1f} HU  sd {v['sd_hu']:.1f}\narea {v['area_mm2']:.1f} mm\u00b2"
+
+    def _record(self, m: Measurement) -> tuple[str, int, tuple[tuple[float, float], ...], str]:
         """A measurement as plain data on this view's mm grid: kind, slice, two points (ruler ends, or the
         ellipse's corner and size)."""
         if m.kind == "ruler":
@@ -604,9 +623,9 @@ class SliceView(QtWidgets.QWidget):
         else:
             pos, size = m.roi.pos(), m.roi.size()
             pts = ((pos.x(), pos.y()), (size.x(), size.y()))
-        return m.kind, m.slice_index, pts
+        return m.kind, m.slice_index, pts, m.name
 
-    def _restore(self, kind: str, index: int, points: tuple[tuple[float, float], ...]) -> Measurement:
+    def _restore(self, kind: str, index: int, points: tuple[tuple[float, float], ...], name: str = "") -> Measurement:
         """Draw a recorded measurement again (`_record`'s data)."""
         tool, self.tool = self.tool, kind
         try:
@@ -614,7 +633,7 @@ class SliceView(QtWidgets.QWidget):
             m = self._new_measurement(a, b if kind == "ruler" else a)
         finally:
             self.tool = tool
-        m.slice_index = index
+        m.slice_index, m.name = index, name
         if kind != "ruler":
             m.roi.setPos(a)
             m.roi.setSize((b.x(), b.y()))
@@ -626,6 +645,15 @@ class SliceView(QtWidgets.QWidget):
             self.viewbox.removeItem(m.roi)
             self.viewbox.removeItem(m.label)
         self.measurements.clear()
+        self.measurements_changed.emit()
+
+    def remove_measurement(self, m: Measurement) -> None:
+        """Delete one measurement from this view."""
+        if m in self.measurements:
+            self.viewbox.removeItem(m.roi)
+            self.viewbox.removeItem(m.label)
+            self.measurements.remove(m)
+            self.measurements_changed.emit()
 
     # -- Qt events ---------------------------------------------------------------------------
 

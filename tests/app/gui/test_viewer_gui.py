@@ -671,3 +671,41 @@ def test_measurements_survive_a_series_switch(qtbot, phantom_series, tmp_path, m
     assert [view.measurement_text(m) for m in view.measurements] == texts
     assert [m.label.toPlainText() for m in view.measurements] == texts
     win.close()
+
+
+def test_measurements_dock_lists_jumps_renames_deletes_and_exports(qtbot, phantom_series, tmp_path, monkeypatch):
+    import csv
+
+    folder, labels = phantom_series
+    win = window_on_path(qtbot, tmp_path, monkeypatch, folder / "dicom")
+    panel = win.measurements_panel
+    axial, coronal = win.views[Orientation.AXIAL], win.views[Orientation.CORONAL]
+    axial.set_tool("ruler")
+    ruler = axial._new_measurement(QtCore.QPointF(20.0, 30.0), QtCore.QPointF(80.0, 110.0))
+    coronal.set_tool("ellipse")
+    win.state.set_slice(Orientation.CORONAL, 40)
+    roi = coronal._new_measurement(QtCore.QPointF(40.0, 40.0), QtCore.QPointF(40.0, 40.0))
+    roi.roi.setSize((30.0, 20.0))
+    coronal.measurements_changed.emit()  # as the end of a drag does
+    assert panel.table.rowCount() == 2
+    assert [panel.table.item(r, 1).text() for r in range(2)] == ["axial", "coronal"]
+    assert panel.table.item(0, 4).text() == axial.measurement_text(ruler)
+    panel.table.item(1, 0).setText("aorta ROI")  # rename in place
+    assert roi.name == "aorta ROI"
+    win.state.set_slice(Orientation.CORONAL, 5)
+    panel.go_to(1)
+    assert win.state.slice_index(Orientation.CORONAL) == 40
+    rows = list(csv.DictReader(panel.export_csv(tmp_path / "m.csv").read_text().splitlines()))
+    assert [r["name"] for r in rows] == ["ruler 1", "aorta ROI"]
+    assert float(rows[0]["length_mm"]) == pytest.approx(axial.measurement_values(ruler)["length_mm"], abs=1e-3)
+    assert rows[1]["mean_hu"] and rows[1]["area_mm2"] and rows[0]["mean_hu"] == ""
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(labels))
+    assert panel.table.rowCount() == 0
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))
+    assert panel.table.rowCount() == 2 and panel.table.item(1, 0).text() == "aorta ROI"  # names come back too
+    panel.table.selectRow(0)
+    panel.delete_selected()
+    assert panel.table.rowCount() == 1 and axial.measurements == []
+    win.close()
