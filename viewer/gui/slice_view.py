@@ -606,6 +606,25 @@ class SliceView(QtWidgets.QWidget):
             return where
         return {"mean_hu": s.mean, "sd_hu": s.std, "area_mm2": s.area_mm2, **where}
 
+    def measurement_points(self, m: Measurement) -> np.ndarray:
+        """A measurement's geometry as (k, j, i) voxel coordinates: a ruler's two ends, or an ellipse's major then
+        minor axis end points (4 points)."""
+        vol = self.state.volume
+
+        def voxel(x: float, y: float) -> tuple[float, float, float]:
+            return display_to_voxel(vol.shape, self.orientation, m.slice_index,
+                                    y / self.pixel_mm[0] - 0.5, x / self.pixel_mm[1] - 0.5)
+
+        if m.kind == "ruler":
+            pts = [self.viewbox.mapSceneToView(h[1]) for h in m.roi.getSceneHandlePositions()]
+            return np.array([voxel(p.x(), p.y()) for p in pts], float)
+        pos, size = m.roi.pos(), m.roi.size()
+        cx, cy, rx, ry = pos.x() + size.x() / 2, pos.y() + size.y() / 2, size.x() / 2, size.y() / 2
+        wide = [(cx - rx, cy), (cx + rx, cy)]
+        tall = [(cx, cy - ry), (cx, cy + ry)]
+        major, minor = (wide, tall) if rx >= ry else (tall, wide)
+        return np.array([voxel(x, y) for x, y in (*major, *minor)], float)
+
     def measurement_text(self, m: Measurement) -> str:
         v = self.measurement_values(m)
         if m.kind == "ruler":

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from viewer.core.errors import LoadError
+from viewer.dicom.tags import read_dataset
 from viewer.gui.slice_view import Measurement, SliceView
 from viewer.io.atomic_files import write_text_atomic
+from viewer.io.measurement_sr import MeasurementRecord, write_measurement_sr
 from viewer.state.slicing import Orientation
 
 COLUMNS = ("name", "view", "slice", "kind", "value")
@@ -38,9 +41,13 @@ class MeasurementsPanel(QtWidgets.QWidget):
         delete.clicked.connect(self.delete_selected)
         export = QtWidgets.QPushButton("Export CSV...")
         export.clicked.connect(self._export_dialog)
+        export_sr = QtWidgets.QPushButton("Export DICOM SR...")
+        export_sr.setToolTip("a TID 1500 measurement report referencing the CT series (3D Slicer and OHIF read it)")
+        export_sr.clicked.connect(self._export_sr_dialog)
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(delete)
         buttons.addWidget(export)
+        buttons.addWidget(export_sr)
         buttons.addStretch(1)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -102,6 +109,35 @@ class MeasurementsPanel(QtWidgets.QWidget):
         """Write `csv_text` to `path` (atomically)."""
         write_text_atomic(Path(path), self.csv_text())
         return Path(path)
+
+    def export_sr(self, path: str | Path) -> Path:
+        """Write every measurement as a DICOM SR measurement report over the open DICOM series.
+
+        Raises:
+            ValueError: no measurement, or the CT was not read from DICOM (a report references its images).
+            LoadError: a CT file cannot be read again.
+        """
+        if not self.rows:
+            raise ValueError("no measurements to export")
+        vol = self.rows[0][0].state.volume
+        if vol is None or not vol.files:
+            raise ValueError("a DICOM SR references the DICOM images it measures; this CT was not read from DICOM "
+                             "(export CSV instead)")
+        records = []
+        for row, (view, m) in enumerate(self.rows):
+            values = {k: v for k, v in view.measurement_values(m).items() if k not in ("k", "j", "i")}
+            records.append(MeasurementRecord(m.name or f"{m.kind} {row + 1}", m.kind,
+                                             vol.index_to_lps(view.measurement_points(m)), values))
+        return write_measurement_sr(path, records, [read_dataset(f, pixels=False) for f in vol.files])
+
+    def _export_sr_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export measurements as DICOM SR",
+                                                        "measurements-sr.dcm", "DICOM (*.dcm)")
+        if path:
+            try:
+                self.export_sr(path)
+            except (ValueError, LoadError, OSError) as exc:
+                QtWidgets.QMessageBox.warning(self, "Export DICOM SR", f"{path}: {exc}")
 
     def _export_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export measurements", "measurements.csv",

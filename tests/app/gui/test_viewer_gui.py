@@ -699,6 +699,21 @@ def test_measurements_dock_lists_jumps_renames_deletes_and_exports(qtbot, phanto
     assert [r["name"] for r in rows] == ["ruler 1", "aorta ROI"]
     assert float(rows[0]["length_mm"]) == pytest.approx(axial.measurement_values(ruler)["length_mm"], abs=1e-3)
     assert rows[1]["mean_hu"] and rows[1]["area_mm2"] and rows[0]["mean_hu"] == ""
+    # DICOM SR (TID 1500), read back by highdicom: names, values and the ruler's ends in LPS mm
+    import highdicom as hd
+
+    from viewer.io.measurement_sr import read_measurement_sr
+
+    panel.export_sr(tmp_path / "m.dcm")
+    sr = hd.sr.srread(str(tmp_path / "m.dcm"))
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert [str(g.tracking_identifier) for g in groups] == ["ruler 1", "aorta ROI"]
+    back = read_measurement_sr(tmp_path / "m.dcm")
+    assert back[0].kind == "ruler" and back[1].kind == "ellipse" and back[1].points_lps.shape == (4, 3)
+    assert back[0].values["length_mm"] == pytest.approx(float(rows[0]["length_mm"]), abs=1e-3)
+    assert back[1].values["mean_hu"] == pytest.approx(float(rows[1]["mean_hu"]), abs=1e-3)
+    ends = back[0].points_lps
+    assert np.linalg.norm(ends[1] - ends[0]) == pytest.approx(back[0].values["length_mm"], rel=1e-6)
     with qtbot.waitSignal(win.volume_loaded, timeout=30000):
         win.open_path(str(labels))
     assert panel.table.rowCount() == 0
