@@ -34,6 +34,7 @@ from viewer.state.slicing import (
 )
 from viewer.state.view_state import ViewerState
 
+COMPACT_BELOW_PX = (420, 320)  # views narrower or lower than this show no corner text, only the short info
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
 MEASURE_TOOLS = ("ruler", "ellipse")
@@ -349,9 +350,7 @@ class SliceView(QtWidgets.QWidget):
         """Show the patient, study and acquisition text in the four corners (`viewer.core.corner_text`), or only
         the plane, slice and window in the top left."""
         self.corner_text_visible = visible
-        for lab in self.corners.values():
-            lab.setVisible(visible)
-        self.info.setVisible(not visible)
+        self._show_corners()
         if self.state.volume is not None:
             self._update_info()
             self._place_overlays()
@@ -386,8 +385,17 @@ class SliceView(QtWidgets.QWidget):
             for corner, lines in self.corner_lines().items():
                 lab = self.corners[corner]
                 lab.setText("\n".join(lines))
-                lab.setVisible(bool(lines))
                 lab.adjustSize()
+        self._show_corners()
+
+    def _show_corners(self) -> None:
+        """Corner text where it is on and the view is big enough; a small view (a 1+3 side pane) keeps the short
+        plane, slice and window line, which the corners would otherwise bury its image under."""
+        w, h = self.graphics.width(), self.graphics.height()
+        full = self.corner_text_visible and w >= COMPACT_BELOW_PX[0] and h >= COMPACT_BELOW_PX[1]
+        for lab in self.corners.values():
+            lab.setVisible(full and bool(lab.text()))
+        self.info.setVisible(not full)
 
     # -- geometry helpers --------------------------------------------------------------------
 
@@ -720,6 +728,7 @@ class SliceView(QtWidgets.QWidget):
                     if self.corner_text_visible:
                         self._update_info()  # the zoom line
         self.scale_bar.move(w - self.scale_bar.width() - 10, h - self.scale_bar.height() - 24)
+        self._show_corners()
         c = self.corners
         c["top_left"].move(6, 4)
         c["top_right"].move(w - c["top_right"].width() - 6, 4)

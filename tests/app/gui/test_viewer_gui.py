@@ -416,8 +416,10 @@ def test_corner_text_shows_the_series_and_follows_the_slice(qtbot, tmp_path, mon
     qtbot.addWidget(win)
     win.resize(1000, 800)
     win.show()
+    win.set_layout("1x1")  # the axial view large: a small pane shows the short line only (checked below)
     win.state.set_volume(vol)
     view = win.views[Orientation.AXIAL]
+    qtbot.waitUntil(lambda: view.graphics.width() >= 420)
     view.refresh_now()
     text = {corner: lab.text() for corner, lab in view.corners.items()}
     assert text["top_left"].splitlines() == ["PHANTOM^LUNGLENS", "ID PHANTOM-0003", "O / 61 y"]
@@ -434,6 +436,11 @@ def test_corner_text_shows_the_series_and_follows_the_slice(qtbot, tmp_path, mon
     assert not view.corners["top_left"].isVisible() and view.info.isVisible()
     assert not win.corner_text_action.isChecked()
     win.set_corner_text(True)
+    small = make_view(qtbot, win.state, Orientation.CORONAL)  # a small pane: the short line, no corners
+    small.resize(300, 300)
+    qtbot.waitUntil(lambda: small.graphics.width() < 420)
+    small._place_overlays()
+    assert not any(lab.isVisible() for lab in small.corners.values()) and small.info.isVisible()
     win.state.set_volume(dataclasses.replace(vol, metadata=SeriesMetadata(series_description="scan.nii.gz")))
     view.refresh_now()
     shown = "\n".join(lab.text() for lab in view.corners.values() if lab.isVisible())
