@@ -221,31 +221,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ai_dock.setMinimumWidth(280)
         self._update_device_label()
 
+        # further docks are tabs beside AI results: a third column of docks would squeeze the views
         self.annotation_panel = AnnotationPanel(self.annotation)
-        dock = QtWidgets.QDockWidget("Annotation", self)
-        dock.setObjectName("annotation")
-        dock.setWidget(self.annotation_panel)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        self.tabifyDockWidget(self.ai_dock, dock)  # a third column of docks would squeeze the views
-        self.annotation_dock = dock
-
+        self.annotation_dock = self._tab_dock("Annotation", "annotation", self.annotation_panel)
         self.measurements_panel = MeasurementsPanel(self.views)
-        dock = QtWidgets.QDockWidget("Measurements", self)
-        dock.setObjectName("measurements")
-        dock.setWidget(self.measurements_panel)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        self.tabifyDockWidget(self.ai_dock, dock)
-        self.measurements_dock = dock
-
+        self.measurements_dock = self._tab_dock("Measurements", "measurements", self.measurements_panel)
         self.tag_panel = TagPanel(self.state)
-        dock = QtWidgets.QDockWidget("DICOM tags", self)
-        dock.setObjectName("dicom-tags")
-        dock.setWidget(self.tag_panel)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        self.tabifyDockWidget(self.ai_dock, dock)
-        self.tag_dock = dock
+        self.tag_dock = dock = self._tab_dock("DICOM tags", "dicom-tags", self.tag_panel)
         dock.hide()  # View > DICOM tags (Ctrl+T)
         self.ai_dock.raise_()
+
+    def _tab_dock(self, title: str, name: str, widget: QtWidgets.QWidget) -> QtWidgets.QDockWidget:
+        """A right-hand dock for `widget`, tabbed with AI results."""
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.ai_dock, dock)
+        return dock
 
     def _build_actions(self) -> None:
         menu = self.menuBar()
