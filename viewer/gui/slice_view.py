@@ -590,7 +590,22 @@ class SliceView(QtWidgets.QWidget):
         else:
             pos = m.roi.pos()
             m.label.setPos(pos.x(), pos.y())
+        self._avoid_overlap(m)
         self.measured.emit(text)
+
+    def _avoid_overlap(self, m: Measurement) -> None:
+        """Move `m`'s label down, below any other label of the same slice it would cover (up to 20 steps)."""
+        others = [o.label.sceneBoundingRect() for o in self.measurements
+                  if o is not m and o.slice_index == m.slice_index]
+        for _ in range(20):
+            mine = m.label.sceneBoundingRect()
+            hit = next((r for r in others if r.intersects(mine)), None)
+            if hit is None:
+                return
+            shift = hit.bottom() - mine.top() + 2  # scene pixels: just below the other label
+            here = self.viewbox.mapSceneToView(mine.topLeft())
+            there = self.viewbox.mapSceneToView(mine.topLeft() + QtCore.QPointF(0, shift))
+            m.label.setPos(m.label.pos() + (there - here))
 
     def measurement_values(self, m: Measurement) -> dict[str, float]:
         """A measurement's numbers: {"length_mm"} for a ruler; {"mean_hu", "sd_hu", "area_mm2"} for an ellipse

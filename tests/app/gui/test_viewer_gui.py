@@ -731,3 +731,15 @@ def test_measurements_dock_lists_jumps_renames_deletes_and_exports(qtbot, phanto
     panel.delete_selected()
     assert panel.table.rowCount() == 1 and axial.measurements == []
     win.close()
+
+
+def test_labels_of_two_measurements_do_not_overlap(qtbot, phantom):
+    state = ViewerState(phantom.volume)
+    view = make_view(qtbot, state, Orientation.AXIAL)
+    view.set_tool("ruler")
+    a = view._new_measurement(QtCore.QPointF(20.0, 30.0), QtCore.QPointF(80.0, 110.0))
+    b = view._new_measurement(QtCore.QPointF(30.0, 40.0), QtCore.QPointF(80.0, 110.0))  # the same end point
+    view._update_measurement(a)
+    view._update_measurement(b)
+    ra, rb = a.label.sceneBoundingRect(), b.label.sceneBoundingRect()
+    assert ra.width() > 0 and not ra.intersects(rb)
