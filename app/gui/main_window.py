@@ -24,6 +24,7 @@ from app.gui.annotation.controller import AnnotationController
 from app.gui.annotation.panel import AnnotationPanel
 from app.gui.docks.layer_panel import LayerPanel
 from app.gui.docks.measurements_panel import MeasurementsPanel
+from app.gui.docks.series_strip import SeriesStrip
 from app.gui.docks.tag_panel import TagPanel
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
@@ -82,6 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._threads: list[QtCore.QThread] = []  # every worker thread started, joined before the window goes
         self._closing = False  # set by `join_workers`: results still arriving are dropped
         self._pending_overlays: list[str] = []
+        self._loading_series: str | None = None
         self.load_warnings: list[str] = []
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -226,6 +228,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.annotation_dock = self._tab_dock("Annotation", "annotation", self.annotation_panel)
         self.measurements_panel = MeasurementsPanel(self.views)
         self.measurements_dock = self._tab_dock("Measurements", "measurements", self.measurements_panel)
+        self.series_strip = SeriesStrip()
+        self.series_strip.series_chosen.connect(lambda folder, sid: self.open_path(folder, series=sid))
+        self.study_dock = QtWidgets.QDockWidget("Study: series", self)
+        self.study_dock.setObjectName("study-strip")
+        self.study_dock.setWidget(self.series_strip)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.study_dock)
+        self.study_dock.hide()  # shown when a folder holds several series
         self.tag_panel = TagPanel(self.state)
         self.tag_dock = dock = self._tab_dock("DICOM tags", "dicom-tags", self.tag_panel)
         dock.hide()  # View > DICOM tags (Ctrl+T)
@@ -531,7 +540,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._pending_overlays = list(overlays or [])
         scan_first = series is None and os.path.isdir(path)
         worker = LoadWorker(path, series=series, scan_only=scan_first)
-        self._loading_path = path
+        self._loading_path, self._loading_series = path, series
         worker.loaded.connect(self._on_loaded)
         worker.scanned.connect(self._on_scanned)
         worker.failed.connect(self._on_failed)
@@ -599,6 +608,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closing:
             return
         path = self._loading_path
+        self._show_study(path, result)
         try:
             entry = choose_series(result)
             chosen = entry.id
@@ -614,10 +624,22 @@ class MainWindow(QtWidgets.QMainWindow):
         if chosen is not None:
             QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays))
 
+    def _show_study(self, folder: str, result) -> None:
+        """The thumbnail strip of a folder with several series (hidden for a single series)."""
+        if len(result.series) > 1:
+            self.series_strip.show_study(folder, result)
+            self.study_dock.show()
+        else:
+            self.study_dock.hide()
+
     def _on_loaded(self, volume: Volume) -> None:
         if self._closing:
             return
         path = self._loading_path
+        if os.path.abspath(path) == os.path.abspath(self.series_strip.folder or "/nonexistent"):
+            self.series_strip.mark(self._loading_series)
+        else:
+            self.study_dock.hide()  # another study (or a file): the strip belongs to the folder opened before
         self.state.set_volume(volume)
         # the slice views paint first; the 3D view (about 1 s on a big series) follows
         QtCore.QTimer.singleShot(30, self._push_volume_3d)

@@ -743,3 +743,24 @@ def test_labels_of_two_measurements_do_not_overlap(qtbot, phantom):
     view._update_measurement(b)
     ra, rb = a.label.sceneBoundingRect(), b.label.sceneBoundingRect()
     assert ra.width() > 0 and not ra.intersects(rb)
+
+
+def test_the_study_strip_shows_every_series_and_opens_the_one_clicked(qtbot, phantom_series, tmp_path, monkeypatch):
+    from tests.dicom_factory import axial_positions, write_planes
+
+    write_planes(tmp_path / "s" / "a", axial_positions(5), uid_seed="one", series_number=1)
+    write_planes(tmp_path / "s" / "b", axial_positions(9), uid_seed="two", series_number=2)
+    win = window_on_path(qtbot, tmp_path, monkeypatch, tmp_path / "s")
+    strip = win.series_strip
+    assert win.state.volume.shape[0] == 9 and not win.study_dock.isHidden() and strip.count() == 2
+    assert strip.item(0).text().startswith("1:") and "5 slices" in strip.item(0).text()
+    assert not strip.item(0).icon().isNull()
+    assert strip.currentRow() == 1  # the series on show
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        strip.itemClicked.emit(strip.item(0))  # a click on the other series
+    assert win.state.volume.shape[0] == 5 and strip.currentRow() == 0 and not win.study_dock.isHidden()
+    folder, _ = phantom_series
+    with qtbot.waitSignal(win.volume_loaded, timeout=30000):
+        win.open_path(str(folder / "dicom"))  # another study with one series: no strip
+    assert win.study_dock.isHidden()
+    win.close()
