@@ -140,14 +140,22 @@ class Annotator:
             self.labels.end_stroke()
 
     def fill(self, plane: str, voxel: Voxel) -> Box | None:
-        """Flood fill (2D on the slice of `plane`, or 3D) from `voxel`; nothing if it lies outside the volume."""
+        """Flood fill (2D on the slice of `plane`, or 3D) from `voxel`; nothing if it lies outside the volume.
+
+        Raises:
+            ValueError: the fill would change nothing, or it is over its volume limit (the message says why).
+        """
         s = self.settings
         seed = np.rint(np.asarray(voxel, float)).astype(int)
         if np.any(seed < 0) or np.any(seed >= self.labels.shape):
             return None
-        return flood_fill(self.labels, self.hu, seed, s.value, hu_range=s.hu_range,
-                          plane=None if s.fill_3d else plane, overwrite=s.overwrite(),
-                          max_extent_mm=s.max_extent_mm, max_ml=s.max_fill_ml)
+        box = flood_fill(self.labels, self.hu, seed, s.value, hu_range=s.hu_range,
+                         plane=None if s.fill_3d else plane, overwrite=s.overwrite(),
+                         max_extent_mm=s.max_extent_mm, max_ml=s.max_fill_ml)
+        if box is None:
+            raise ValueError("the fill changed nothing: the region is already this label, locked, or outside the "
+                             "HU range")
+        return box
 
     def lasso(self, plane: str, points: Sequence[Voxel]) -> Box | None:
         """Fill the polygon through `points` (voxel coordinates, fractional) on their slice of `plane`."""

@@ -120,7 +120,6 @@ class AnnotationController(QtCore.QObject):
         self.ai_masks: tuple[np.ndarray, np.ndarray] | None = None
         self.ai_names: tuple[str, str] = ("", "")  # the algorithms that made the AI's lungs and lesions
         self.ai_values: dict[int, str] = {}  # label values imported from the AI -> the algorithm that made them
-        self._last_status_was_error = False  # the last guarded edit was refused (its message is on show)
         self.prompt_answer: PromptFn | None = None
         self._autosaved_revision = -1
         self._saving = False
@@ -257,12 +256,7 @@ class AnnotationController(QtCore.QObject):
         if self.ensure_labels() is None:
             return
         self.settings.tool = view.tool
-        before = self.labels.revision if self.labels is not None else None
-        box = self._guard(lambda: self.annotator.press(view.orientation.value, voxel))
-        if view.tool == "fill" and box is None and self.labels is not None and self.labels.revision == before \
-                and not self._last_status_was_error:
-            self.show_status("the fill changed nothing: the region is already this label, locked, or outside the "
-                             "HU range", 5000)
+        self._guard(lambda: self.annotator.press(view.orientation.value, voxel))
 
     def stroke_move(self, view: SliceView, voxel: tuple[int, int, int]) -> None:
         if self.annotator is not None and self.annotator.painting:
@@ -288,11 +282,9 @@ class AnnotationController(QtCore.QObject):
     def _guard(self, edit: Callable[[], Any]) -> Any:
         """Run an edit; a refused one (a locked label, a fill over its size limit, ...) is reported as a status
         message, not raised."""
-        self._last_status_was_error = False
         try:
             return edit()
         except ValueError as exc:
-            self._last_status_was_error = True
             self.show_status(str(exc), 5000)
             return None
 
