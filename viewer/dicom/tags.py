@@ -95,20 +95,25 @@ def read_dataset(path: str | Path, pixels: bool = True) -> Dataset:
         raise LoadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+def slice_planes(datasets: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each image's position (N, 3) and unit normal (N, 3) in LPS mm, or None when one lacks them (a
+    multi-frame file, an image without geometry)."""
+    try:
+        pos = np.array([np.asarray(ds.ImagePositionPatient, float)[:3] for ds in datasets])
+        iop = np.array([np.asarray(ds.ImageOrientationPatient, float)[:6] for ds in datasets])
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if pos.shape != (len(datasets), 3) or iop.shape != (len(datasets), 6):
+        return None
+    return pos, np.cross(iop[:, :3], iop[:, 3:])
+
+
 def slice_order(datasets: Sequence[Dataset]) -> list[int]:
     """Indices of the files in the order the viewer stacks them: along the slice normal (ascending), by
     InstanceNumber where positions are missing."""
-    def position(ds: Dataset) -> float | None:
-        try:
-            iop = np.asarray(ds.ImageOrientationPatient, float)
-            normal = np.cross(iop[:3], iop[3:])
-            return float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal))
-        except (AttributeError, ValueError, TypeError, IndexError):
-            return None
-
-    keys = [position(ds) for ds in datasets]
-    if all(k is not None for k in keys):
-        return sorted(range(len(datasets)), key=lambda i: keys[i])  # type: ignore[arg-type, return-value]
+    planes = slice_planes(datasets)
+    if planes is not None:
+        return np.argsort(np.einsum("ij,ij->i", *planes), kind="stable").tolist()
     return sorted(range(len(datasets)), key=lambda i: int(getattr(datasets[i], "InstanceNumber", 0) or 0))
 
 
@@ -147,20 +152,13 @@ def differing_tags(headers: Sequence[Dataset]) -> set[str]:
     return {tag for tag, v in values.items() if len(v) > 1 or counts[tag] < len(headers)}
 
 
-def nearest_file(headers: Sequence[Dataset], lps: Sequence[float]) -> int:
-    """The index of the data set whose image plane lies nearest the LPS point (mm, along each plane's normal);
-    0 where positions are missing (a multi-frame file, a single slice)."""
-    best, best_d = 0, float("inf")
-    for i, ds in enumerate(headers):
-        try:
-            iop = np.asarray(ds.ImageOrientationPatient, float)
-            d = abs(float(np.dot(np.asarray(lps, float) - np.asarray(ds.ImagePositionPatient, float),
-                                 np.cross(iop[:3], iop[3:]))))
-        except (AttributeError, ValueError, TypeError, IndexError):
-            continue
-        if d < best_d:
-            best, best_d = i, d
-    return best
+def nearest_file(planes: tuple[np.ndarray, np.ndarray] | None, lps: Sequence[float]) -> int:
+    """The index of the image whose plane (`slice_planes`) lies nearest the LPS point (mm, along its normal);
+    0 without planes (a multi-frame file, a single slice)."""
+    if planes is None:
+        return 0
+    pos, normal = planes
+    return int(np.argmin(np.abs(np.einsum("ij,ij->i", np.asarray(lps, float) - pos, normal))))
 
 
 def filter_rows(rows: Sequence[TagRow], text: str) -> list[TagRow]:

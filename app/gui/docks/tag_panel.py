@@ -7,7 +7,15 @@ import os
 from PySide6 import QtGui, QtWidgets
 
 from viewer.core.errors import LoadError
-from viewer.dicom.tags import TagRow, differing_tags, filter_rows, nearest_file, read_dataset, tag_rows
+from viewer.dicom.tags import (
+    TagRow,
+    differing_tags,
+    filter_rows,
+    nearest_file,
+    read_dataset,
+    slice_planes,
+    tag_rows,
+)
 from viewer.state.view_state import ViewerState
 
 COLUMNS = ("tag", "keyword", "VR", "value")
@@ -39,6 +47,7 @@ class TagPanel(QtWidgets.QWidget):
         layout.addWidget(self.file_label)
         layout.addWidget(self.tree, 1)
         self._headers: list | None = None  # the series' data sets without pixels, read on first use
+        self._planes: tuple | None = None  # their positions and normals (`slice_planes`), for the cursor's file
         self._differing: set[str] = set()
         self._shown_file: str | None = None
         self.rows: list[TagRow] = []
@@ -46,7 +55,7 @@ class TagPanel(QtWidgets.QWidget):
         state.cursor_changed.connect(lambda _c: self.refresh() if self.isVisible() else None)
 
     def _forget(self) -> None:
-        self._headers, self._differing, self._shown_file, self.rows = None, set(), None, []
+        self._headers, self._planes, self._differing, self._shown_file, self.rows = None, None, set(), None, []
         if self.isVisible():
             self.refresh()
         else:
@@ -68,8 +77,9 @@ class TagPanel(QtWidgets.QWidget):
         try:
             if self._headers is None:
                 self._headers = [read_dataset(f, pixels=False) for f in vol.files]
+                self._planes = slice_planes(self._headers)
                 self._differing = differing_tags(self._headers)
-            path = vol.files[nearest_file(self._headers, vol.index_to_lps(self.state.cursor))]
+            path = vol.files[nearest_file(self._planes, vol.index_to_lps(self.state.cursor))]
             if path == self._shown_file:
                 return
             rows = tag_rows(read_dataset(path))
