@@ -636,7 +636,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closing:
             return
         path = self._loading_path
-        if os.path.abspath(path) == os.path.abspath(self.series_strip.folder or "/nonexistent"):
+        folder = self.series_strip.folder
+        if folder and os.path.abspath(path) == os.path.abspath(folder):
             self.series_strip.mark(self._loading_series)
         else:
             self.study_dock.hide()  # another study (or a file): the strip belongs to the folder opened before

@@ -143,6 +143,7 @@ class SliceView(QtWidgets.QWidget):
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
         self._series_key: str | None = None  # the series on show, whose measurements are in `measurements`
         self._kept: dict[str, list] = {}  # measurements of the other series opened, by `series_key`
+        self._x_major_cache: tuple | None = None  # (volume, its x-major copy) for sagittal slabs
         self._lut: GreyLUT | None = None
         self._dirty: set[str] = set()
         self._timer = QtCore.QTimer(self, singleShot=True, interval=0)
@@ -225,7 +226,7 @@ class SliceView(QtWidgets.QWidget):
         self._schedule("image")
 
     def _on_volume(self, volume) -> None:
-        self._x_major_cache: tuple | None = None
+        self._x_major_cache = None
         # measurements belong to their series: put them aside, and bring back those of the series now shown
         if self._series_key is not None and self.measurements:
             self._kept[self._series_key] = [self._record(m) for m in self.measurements]
@@ -297,7 +298,7 @@ class SliceView(QtWidgets.QWidget):
         vol = self.state.volume
         if self.orientation is not Orientation.SAGITTAL or vol is None:
             return None
-        cached = getattr(self, "_x_major_cache", None)
+        cached = self._x_major_cache
         if cached is None or cached[0] is not vol:
             self._x_major_cache = (vol, np.ascontiguousarray(vol.array.transpose(2, 0, 1)))
         return self._x_major_cache[1]
@@ -366,26 +367,27 @@ class SliceView(QtWidgets.QWidget):
         lps = vol.index_to_lps(cursor)
         position = float(lps[2 - self.orientation.axis])  # the LPS coordinate along this plane's normal
         px_per_mm = self.scale_bar.px_per_mm if self.scale_bar.px_per_mm != 1.0 else None
-        slab = (f"{PROJECTION_NAMES[self.state.projection]} {self.state.slab_mm:g} mm"
-                if self.state.slab_mm > 0 else "")
         facts = ViewFacts(self.orientation.value, index, slice_count(vol.shape, self.orientation), position,
-                          self.state.window, px_per_mm, slab)
+                          self.state.window, px_per_mm, self._slab_caption())
         return corner_text(vol.metadata, facts)
+
+    def _slab_caption(self) -> str:
+        """E.g. "MIP 10 mm" while a thick slab is shown, else ""."""
+        if self.state.slab_mm <= 0:
+            return ""
+        return f"{PROJECTION_NAMES[self.state.projection]} {self.state.slab_mm:g} mm"
 
     def _update_info(self) -> None:
         vol = self.state.volume
         n = slice_count(vol.shape, self.orientation)
         w = self.state.window
-        slab = (f"  {PROJECTION_NAMES[self.state.projection]} {self.state.slab_mm:g} mm"
-                if self.state.slab_mm > 0 else "")
-        self.info.setText(f"{self.orientation.value} {self.state.slice_index(self.orientation) + 1}/{n}{slab}\n"
-                          f"W {w.width:.0f}  L {w.center:.0f}")
-        self.info.adjustSize()
+        slab = self._slab_caption()
+        _set_text(self.info, f"{self.orientation.value} {self.state.slice_index(self.orientation) + 1}/{n}"
+                             f"{'  ' + slab if slab else ''}\nW {w.width:.0f}  L {w.center:.0f}")
         if self.corner_text_visible:
+            # while scrolling only the slice lines change: the other corners keep their text (and size)
             for corner, lines in self.corner_lines().items():
-                lab = self.corners[corner]
-                lab.setText("\n".join(lines))
-                lab.adjustSize()
+                _set_text(self.corners[corner], "\n".join(lines))
         self._show_corners()
 
     def _show_corners(self) -> None:
@@ -612,11 +614,8 @@ class SliceView(QtWidgets.QWidget):
         (empty when it holds no pixel); plus its centre voxel as "k", "j", "i"."""
         vol = self.state.volume
         if m.kind == "ruler":
-            handles = m.roi.getSceneHandlePositions()
-            pts = [self.viewbox.mapSceneToView(h[1]) for h in handles]
-            ends = [display_to_voxel(vol.shape, self.orientation, m.slice_index,
-                                     p.y() / self.pixel_mm[0] - 0.5, p.x() / self.pixel_mm[1] - 0.5) for p in pts]
-            mid = (np.asarray(ends[0], float) + np.asarray(ends[1], float)) / 2
+            ends = self.measurement_points(m)
+            mid = ends.mean(axis=0)
             return {"length_mm": distance_mm(vol, ends[0], ends[1]), "k": mid[0], "j": mid[1], "i": mid[2]}
         pos, size = m.roi.pos(), m.roi.size()
         center = ((pos.y() + size.y() / 2) / self.pixel_mm[0] - 0.5, (pos.x() + size.x() / 2) / self.pixel_mm[1] - 0.5)
@@ -629,6 +628,10 @@ class SliceView(QtWidgets.QWidget):
             return where
         return {"mean_hu": s.mean, "sd_hu": s.std, "area_mm2": s.area_mm2, **where}
 
+    def _ruler_ends(self, m: Measurement) -> list[QtCore.QPointF]:
+        """A ruler's two ends in view (mm) coordinates."""
+        return [self.viewbox.mapSceneToView(h[1]) for h in m.roi.getSceneHandlePositions()]
+
     def measurement_points(self, m: Measurement) -> np.ndarray:
         """A measurement's geometry as (k, j, i) voxel coordinates: a ruler's two ends, or an ellipse's major then
         minor axis end points (4 points)."""
@@ -639,8 +642,7 @@ class SliceView(QtWidgets.QWidget):
                                     y / self.pixel_mm[0] - 0.5, x / self.pixel_mm[1] - 0.5)
 
         if m.kind == "ruler":
-            pts = [self.viewbox.mapSceneToView(h[1]) for h in m.roi.getSceneHandlePositions()]
-            return np.array([voxel(p.x(), p.y()) for p in pts], float)
+            return np.array([voxel(p.x(), p.y()) for p in self._ruler_ends(m)], float)
         pos, size = m.roi.pos(), m.roi.size()
         cx, cy, rx, ry = pos.x() + size.x() / 2, pos.y() + size.y() / 2, size.x() / 2, size.y() / 2
         wide = [(cx - rx, cy), (cx + rx, cy)]
@@ -660,8 +662,7 @@ class SliceView(QtWidgets.QWidget):
         """A measurement as plain data on this view's mm grid: kind, slice, two points (ruler ends, or the
         ellipse's corner and size)."""
         if m.kind == "ruler":
-            pts = tuple((p.x(), p.y()) for p in (self.viewbox.mapSceneToView(h[1])
-                                                 for h in m.roi.getSceneHandlePositions()))
+            pts = tuple((p.x(), p.y()) for p in self._ruler_ends(m))
         else:
             pos, size = m.roi.pos(), m.roi.size()
             pts = ((pos.x(), pos.y()), (size.x(), size.y()))
@@ -749,6 +750,13 @@ class SliceView(QtWidgets.QWidget):
         c["top_right"].move(w - c["top_right"].width() - 6, 4)
         c["bottom_left"].move(6, h - c["bottom_left"].height() - 4)
         c["bottom_right"].move(w - c["bottom_right"].width() - 6, self.scale_bar.y() - c["bottom_right"].height() - 4)
+
+
+def _set_text(label: QtWidgets.QLabel, text: str) -> None:
+    """Set a label's text and size, only when it changed (relayout costs on every slice change otherwise)."""
+    if label.text() != text:
+        label.setText(text)
+        label.adjustSize()
 
 
 def _cosmetic_pen(rgb: tuple[int, int, int], width: float) -> QtGui.QPen:
