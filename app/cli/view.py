@@ -21,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a label/mask volume to show over the CT, or a float map (such as `lunglens screen`'s "
                         "heatmap.nii.gz) as a heat map (repeatable); a refused one is reported (exit code 1 "
                         "with --screenshot) and the CT still shown")
+    p.add_argument("--compare", metavar="PATH2",
+                   help="a second series (a prior study) shown beside the main view, scrolling with it: same "
+                        "patient position, or the volumes' centres aligned when the frames of reference differ")
+    p.add_argument("--compare-series", metavar="ID", help="series id when PATH2 holds several")
     add_view_options(p)
     p.set_defaults(func=run)
 
@@ -28,8 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.gui.launch import run_viewer
 
-    if args.path is not None and not os.path.exists(args.path):
-        return fail(f"{args.path}: no such file or folder")
+    for given in (args.path, args.compare):
+        if given is not None and not os.path.exists(given):
+            return fail(f"{given}: no such file or folder")
+    if args.compare and args.path is None:
+        return fail("--compare needs PATH: the series to compare it with")
     return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
                       layout=args.layout, preset=args.preset, analyze=args.analyze,
-                      model=args.model, slab=args.slab, projection=args.projection)
+                      model=args.model, slab=args.slab, projection=args.projection,
+                      compare=args.compare, compare_series=args.compare_series)

@@ -57,12 +57,15 @@ def run_viewer(
     model: str | None = None,
     slab: float = 0.0,
     projection: str = "mip",
+    compare: str | None = None,
+    compare_series: str | None = None,
     echo: Echo = _stdout,
     echo_error: Echo = _stderr,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
     `model` picks the AI model (one with installed weights) that Analyze, and `analyze`, use; `slab` (mm) and
-    `projection` show thick slabs (MIP, MinIP or mean).
+    `projection` show thick slabs (MIP, MinIP or mean). `compare` (with `compare_series` when it holds several)
+    opens a second series beside the main view, linked to it (prior comparison).
 
     Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
     the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
@@ -95,6 +98,11 @@ def run_viewer(
     window.resize(*size)
     window.show()
     status = {"code": 0}
+    ready = window.volume_loaded  # everything asked for is on show (the comparison too, when one is asked)
+    if compare:
+        window.volume_loaded.connect(
+            lambda _v: QtCore.QTimer.singleShot(0, lambda: window.open_comparison(compare, series=compare_series)))
+        ready = window.comparison_loaded
 
     if screenshot:
         def shoot(_volume=None) -> None:
@@ -120,7 +128,7 @@ def run_viewer(
             window.analysis_done.connect(shoot)
             window.analysis_failed.connect(failed)
         else:
-            window.volume_loaded.connect(shoot)
+            ready.connect(shoot)
         window.load_failed.connect(failed)
 
         def overlay_refused(message: str) -> None:
@@ -133,11 +141,13 @@ def run_viewer(
             QtCore.QTimer.singleShot(0, shoot)
     if analyze:
         # analyse once the load has delivered its volume (queued after the load's own handlers)
-        window.volume_loaded.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
+        ready.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
     if path is not None:
-        if not Path(path).exists():
-            echo_error(f"lunglens: error: {path}: no such file or folder")
-            return 1
+        for given in (path, compare):
+            if given is not None and not Path(given).exists():
+                echo_error(f"lunglens: error: {given}: no such file or folder")
+                window.close()
+                return 1
         window.open_path(path, series=series, overlays=overlays)
     try:
         app.exec()

@@ -22,6 +22,7 @@ from app.gui.analysis import (
 )
 from app.gui.annotation.controller import AnnotationController
 from app.gui.annotation.panel import AnnotationPanel
+from app.gui.comparison import Comparison
 from app.gui.docks.layer_panel import LayerPanel
 from app.gui.docks.measurements_panel import MeasurementsPanel
 from app.gui.docks.series_strip import SeriesStrip
@@ -30,6 +31,7 @@ from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
 from app.gui.workers import LoadWorker, start_worker
 from inference.screening.assess import lung_problem, prediction_problem, voxel_problem
+from viewer.core.corner_text import dicom_date
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
 from viewer.core.windowing import Window
@@ -40,6 +42,7 @@ from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.slicing import PROJECTION_NAMES, PROJECTIONS, Orientation
+from viewer.state.sync import CursorLink
 from viewer.state.view_state import ViewerState
 
 LAYOUTS = ("2x2", "1+3", "1x1")
@@ -65,6 +68,7 @@ class MainWindow(QtWidgets.QMainWindow):
     """Wires the viewer state to the views, the layer panel, the menus and the loading worker."""
 
     volume_loaded = QtCore.Signal(object)
+    comparison_loaded = QtCore.Signal(object)  # the comparison series' volume, once on show
     load_failed = QtCore.Signal(str)
     analysis_done = QtCore.Signal(object)
     analysis_failed = QtCore.Signal(str)
@@ -84,6 +88,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closing = False  # set by `join_workers`: results still arriving are dropped
         self._pending_overlays: list[str] = []
         self._loading_series: str | None = None
+        self._loading_target = "main"  # what the running load is for: "main" or "comparison"
+        self.comparison: Comparison | None = None  # a second series beside the main view (prior comparison)
         self.load_warnings: list[str] = []
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -125,8 +131,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.set_layout(self.layout_name)
 
     def panes(self) -> list[QtWidgets.QWidget]:
-        return [self.views[Orientation.AXIAL], self.views[Orientation.CORONAL], self.views[Orientation.SAGITTAL],
-                self.view3d]
+        panes: list[QtWidgets.QWidget] = [self.views[Orientation.AXIAL], self.views[Orientation.CORONAL],
+                                          self.views[Orientation.SAGITTAL], self.view3d]
+        return panes + ([self.compare_view] if self.compare_view is not None else [])
 
     def set_layout(self, name: str) -> None:
         """2x2 (axial, coronal / sagittal, 3D), 1+3 (main view large) or 1x1 (main view only)."""
@@ -141,8 +148,17 @@ class MainWindow(QtWidgets.QMainWindow):
         for c in range(2):
             self.grid.setColumnStretch(c, 0)
         main = self.views[self.main_view] if isinstance(self.main_view, Orientation) else self.view3d
-        others = [w for w in self.panes() if w is not main]
-        if name == "2x2":
+        others = [w for w in self.panes()[:4] if w is not main]
+        if self.compare_view is not None:
+            # prior comparison: the main view of each series, side by side, the same size
+            self.grid.addWidget(self.views[self._compare_orientation()], 0, 0)
+            self.grid.addWidget(self.compare_view, 0, 1)
+            for w in (self.views[self._compare_orientation()], self.compare_view):
+                w.show()
+            self.grid.setRowStretch(0, 1)
+            self.grid.setColumnStretch(0, 1)
+            self.grid.setColumnStretch(1, 1)
+        elif name == "2x2":
             for w, (r, c) in zip(self.panes(), ((0, 0), (0, 1), (1, 0), (1, 1))):
                 self.grid.addWidget(w, r, c)
                 w.show()
@@ -167,11 +183,102 @@ class MainWindow(QtWidgets.QMainWindow):
         if hasattr(self, "layout_box"):  # the View menu and the toolbar box must agree
             with QtCore.QSignalBlocker(self.layout_box):
                 self.layout_box.setCurrentText(name)
+            self.layout_box.setEnabled(self.compare_view is None)
+            self.layout_box.setToolTip("" if self.compare_view is None else
+                                       "the comparison shows the main view of both series: close it for the layouts")
         if getattr(self.view3d, "labels_stale", False) and self.view3d.isVisible():
             self.sync_3d_labels()  # label edits made while the 3D view was hidden
 
     def set_main_view(self, orientation: Orientation | str) -> None:
         self.main_view = Orientation(orientation) if orientation != "3d" else "3d"
+        if self.compare_view is not None and self.compare_view.orientation is not self._compare_orientation():
+            self._make_compare_view()
+            self.compare_view.reset_view()
+        self.set_layout(self.layout_name)
+
+    # -- prior comparison --------------------------------------------------------------------
+
+    def _compare_orientation(self) -> Orientation:
+        return self.main_view if isinstance(self.main_view, Orientation) else Orientation.AXIAL
+
+    def open_comparison_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a series to compare (e.g. the prior study)",
+                                                          self.settings.last_folder)
+        if path:
+            self.open_comparison(path)
+
+    def open_comparison(self, path: str | os.PathLike, series: str | None = None) -> None:
+        """Load a second series (a prior study, another reconstruction) in the background and show it beside
+        the main view, its crosshair following the main series by patient position."""
+        if self.state.volume is None:
+            self._on_failed("open a series before opening one to compare it with")
+            return
+        if self._worker is not None and not self._worker.result_delivered:
+            self.statusBar().showMessage("busy: wait for the current task or cancel it", 5000)
+            return
+        self.open_path(path, series=series, target="comparison")
+
+    def show_comparison(self, volume: Volume) -> None:
+        """Show `volume` beside the main view, linked (`CursorLink`) when synchronisation is on."""
+        if self.comparison is None:
+            self.comparison = Comparison(self.state)
+        self.comparison.show(volume, linked=self.sync_action.isChecked())
+        if self.comparison.view is None:
+            self._make_compare_view()
+        self.close_compare_action.setEnabled(True)
+        self.set_layout(self.layout_name)
+        link = self.comparison.link
+        self.statusBar().showMessage(
+            f"comparing with {dicom_date(volume.metadata.study_date) or Path(volume.source).name or 'a series'}"
+            + ("" if link is None or link.absolute else
+               " (another frame of reference: aligned by the volumes' centres; unlink with Ctrl+L, align, and link "
+               "again to re-anchor)"), 10000)
+        self.comparison_loaded.emit(volume)
+
+    def _make_compare_view(self) -> None:
+        orientation = self._compare_orientation()
+        old = self.comparison.make_view(orientation, self.views[orientation])
+        if old is not None:
+            self.grid.removeWidget(old)
+            old.hide()
+            old.deleteLater()
+        view = self.comparison.view
+        view.set_corner_text(self.corner_text_action.isChecked())
+        view.set_smooth_reformat(self.smooth_action.isChecked())
+        tool = self.views[Orientation.AXIAL].tool
+        view.set_tool("navigate" if tool in EDIT_TOOLS else tool)
+        view.hovered.connect(lambda voxel: self._show_hover(voxel, self.compare_state))
+        view.setToolTip("comparison series: its labels and AI results are not shown here")
+
+    @property
+    def compare_state(self) -> ViewerState | None:
+        return self.comparison.state if self.comparison is not None else None
+
+    @property
+    def compare_view(self) -> SliceView | None:
+        return self.comparison.view if self.comparison is not None else None
+
+    @property
+    def compare_link(self) -> CursorLink | None:
+        return self.comparison.link if self.comparison is not None else None
+
+    def set_sync(self, on: bool) -> None:
+        """Link (or unlink) the comparison's crosshair, window and slab to the main series'. Linking again takes
+        the offset from where the two crosshairs are now (after aligning them by hand)."""
+        with QtCore.QSignalBlocker(self.sync_action):
+            self.sync_action.setChecked(on)
+        if self.comparison is not None:
+            self.comparison.set_linked(on)
+
+    def close_comparison(self) -> None:
+        if self.comparison is None:
+            return
+        view, self.comparison = self.comparison.close(), None
+        if view is not None:
+            self.grid.removeWidget(view)
+            view.hide()
+            view.deleteLater()
+        self.close_compare_action.setEnabled(False)
         self.set_layout(self.layout_name)
 
     def _build_docks(self) -> None:
@@ -257,6 +364,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         self._action(file_menu, "Add &Mask Overlay...", self.add_overlay_dialog, "Ctrl+M")
+        self._action(file_menu, "Open &Comparison Series...", self.open_comparison_dialog, "Ctrl+Shift+C")
+        self.close_compare_action = self._action(file_menu, "Close Comparison", self.close_comparison)
+        self.close_compare_action.setEnabled(False)
         file_menu.addSeparator()
         a = self.annotation
         self._action(file_menu, "&New Label Map", a.new_label_map)
@@ -276,6 +386,10 @@ class MainWindow(QtWidgets.QMainWindow):
             label = o.value if isinstance(o, Orientation) else "3D"
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        self.sync_action = self._action(view_menu, "S&ynchronise comparison (link again to re-anchor)",
+                                        self.set_sync, "Ctrl+L")
+        self.sync_action.setCheckable(True)
+        self.sync_action.setChecked(True)
         self.smooth_action = self._action(view_menu, "Smooth &thick-slice reformats (linear)", self.set_smooth_reformat)
         self.smooth_action.setCheckable(True)
         self.smooth_action.setChecked(True)
@@ -445,6 +559,8 @@ class MainWindow(QtWidgets.QMainWindow):
         """Navigate, measure or edit in every slice view (an editing tool starts a label map if needed)."""
         for view in self.views.values():
             view.set_tool(tool)
+        if self.compare_view is not None:  # measuring works on the comparison too; editing does not
+            self.compare_view.set_tool("navigate" if tool in EDIT_TOOLS else tool)
         act = getattr(self, "tool_actions", {}).get(tool)
         if act is not None and not act.isChecked():
             act.setChecked(True)
@@ -491,18 +607,22 @@ class MainWindow(QtWidgets.QMainWindow):
         acquired slices' staircase (nearest)."""
         with QtCore.QSignalBlocker(self.smooth_action):
             self.smooth_action.setChecked(smooth)
-        for view in self.views.values():
+        for view in self.slice_views():
             view.set_smooth_reformat(smooth)
 
     def set_corner_text(self, visible: bool) -> None:
         """Show or hide the patient, study and acquisition text in the slice views' corners (key I)."""
         with QtCore.QSignalBlocker(self.corner_text_action):
             self.corner_text_action.setChecked(visible)
-        for view in self.views.values():
+        for view in self.slice_views():
             view.set_corner_text(visible)
 
+    def slice_views(self) -> list[SliceView]:
+        """The main series' slice views and, while one is open, the comparison's."""
+        return [*self.views.values(), *([self.compare_view] if self.compare_view is not None else [])]
+
     def reset_views(self) -> None:
-        for view in self.views.values():
+        for view in self.slice_views():
             view.reset_view()
         if hasattr(self.view3d, "reset_camera"):
             self.view3d.reset_camera()
@@ -530,17 +650,19 @@ class MainWindow(QtWidgets.QMainWindow):
             self.recent_menu.addAction("(none)").setEnabled(False)
 
     def open_path(self, path: str | os.PathLike, series: str | None = None,
-                  overlays: list[str] | None = None) -> None:
-        """Load a folder or file in the background; a folder with several series opens the series browser."""
+                  overlays: list[str] | None = None, target: str = "main") -> None:
+        """Load a folder or file in the background; a folder with several series opens the series browser.
+        `target` "comparison" shows it beside the main view (`show_comparison`) instead of replacing it."""
         path = str(path)
-        if not self.annotation.resolve_unsaved(then=lambda: self.open_path(path, series, overlays)):
+        if target == "main" and not self.annotation.resolve_unsaved(
+                then=lambda: self.open_path(path, series, overlays)):
             return
         if self._thread is not None:
             self.cancel_loading()
         self._pending_overlays = list(overlays or [])
         scan_first = series is None and os.path.isdir(path)
         worker = LoadWorker(path, series=series, scan_only=scan_first)
-        self._loading_path, self._loading_series = path, series
+        self._loading_path, self._loading_series, self._loading_target = path, series, target
         worker.loaded.connect(self._on_loaded)
         worker.scanned.connect(self._on_scanned)
         worker.failed.connect(self._on_failed)
@@ -607,8 +729,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
         if self._closing:
             return
-        path = self._loading_path
-        self._show_study(path, result)
+        path, target = self._loading_path, self._loading_target
+        if target == "main":
+            self._show_study(path, result)
         try:
             entry = choose_series(result)
             chosen = entry.id
@@ -622,7 +745,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 return
             chosen = dialog.chosen_id()
         if chosen is not None:
-            QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays))
+            QtCore.QTimer.singleShot(0, lambda: self.open_path(path, series=chosen, overlays=self._pending_overlays,
+                                                               target=target))
 
     def _show_study(self, folder: str, result) -> None:
         """The thumbnail strip of a folder with several series (hidden for a single series)."""
@@ -636,6 +760,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closing:
             return
         path = self._loading_path
+        if self._loading_target == "comparison":
+            self.show_comparison(volume)
+            return
         folder = self.series_strip.folder
         if folder and os.path.abspath(path) == os.path.abspath(folder):
             self.series_strip.mark(self._loading_series)
@@ -654,6 +781,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.add_overlay(overlay)
         self._pending_overlays = []
         self.annotation.volume_loaded(volume)
+        if self.comparison is not None:
+            self.comparison.realign()  # a new main series: align the comparison with it afresh
         self.volume_loaded.emit(volume)
 
     def _on_failed(self, message: str) -> None:
@@ -817,14 +946,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if hasattr(self.view3d, "set_cursor") and self.state.volume is not None:
             self.view3d.set_cursor(self.state.cursor)
 
-    def _show_hover(self, voxel) -> None:
-        if voxel is None or self.state.volume is None:
+    def _show_hover(self, voxel, state: ViewerState | None = None) -> None:
+        """The read-out of the voxel under the mouse, in the series of `state` (default: the main one)."""
+        state = state or self.state
+        if voxel is None or state.volume is None:
             self.position_label.setText("")
             return
         k, j, i = (int(v) for v in voxel)
-        p = self.state.volume.index_to_lps((k, j, i))
-        hu = self.state.hu_at((k, j, i))
-        self.position_label.setText(f"voxel ({i}, {j}, {k})   LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm   "
+        p = state.volume.index_to_lps((k, j, i))
+        hu = state.hu_at((k, j, i))
+        prefix = "comparison: " if state is not self.state else ""
+        self.position_label.setText(f"{prefix}voxel ({i}, {j}, {k})   LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm   "
                                     f"{hu:.0f} HU")
 
     # -- screenshots, drag and drop, close ---------------------------------------------------
@@ -836,7 +968,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def render_all(self) -> None:
         """Bring every view up to date now (screenshots, tests)."""
-        for view in self.views.values():
+        for view in self.slice_views():
             view.refresh_now()
         if self.state.volume is not None and getattr(self.view3d, "renderer", None) is not None:
             if self.view3d.renderer.volume is not self.state.volume:

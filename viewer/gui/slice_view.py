@@ -85,8 +85,7 @@ class _SliceViewBox(pg.ViewBox):
     def wheelEvent(self, ev, axis=None) -> None:
         delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
         if ev.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
-            factor = 0.85 ** (delta / 120.0)
-            self.scaleBy((factor, factor), center=self.mapSceneToView(ev.scenePos()))
+            self._view.zoom_by(0.85 ** (delta / 120.0), self.mapSceneToView(ev.scenePos()))
         else:
             self._view.state.step(self._view.orientation, 1 if delta > 0 else -1)
         ev.accept()
@@ -141,6 +140,8 @@ class SliceView(QtWidgets.QWidget):
         self.tool = "navigate"
         self.measurements: list[Measurement] = []
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
+        self.fitting = False  # True while `reset_view` fits the image to the view
+        self.zooming = False  # True while the user zooms (`zoom_by`): range listeners tell it from a resize
         self._series_key: str | None = None  # the series on show, whose measurements are in `measurements`
         self._kept: dict[str, list] = {}  # measurements of the other series opened, by `series_key`
         self._x_major_cache: tuple | None = None  # (volume, its x-major copy) for sagittal slabs
@@ -427,8 +428,20 @@ class SliceView(QtWidgets.QWidget):
         """Fit the whole slice in the view (Home)."""
         if self.state.volume is None:
             return
-        self.viewbox.setRange(rect=self._rect, padding=0.02)
+        self.fitting = True  # range-change listeners tell a fit from the user's zoom by this
+        try:
+            self.viewbox.setRange(rect=self._rect, padding=0.02)
+        finally:
+            self.fitting = False
         self._needs_fit = not self.isVisible() or self.graphics.width() < 10
+
+    def zoom_by(self, factor: float, center: QtCore.QPointF | None = None) -> None:
+        """Zoom by `factor` (< 1 magnifies) about `center` (view mm; default the middle): Ctrl+wheel."""
+        self.zooming = True
+        try:
+            self.viewbox.scaleBy((factor, factor), center=center)
+        finally:
+            self.zooming = False
 
     def view_pixel_of_voxel(self, voxel) -> QtCore.QPoint:
         """Widget pixel where the centre of voxel (k, j, i) is drawn (for tests and tools)."""
