@@ -36,6 +36,28 @@ def _has_display() -> bool:
         "offscreen", "minimal", "vnc", "eglfs", "linuxfb")
 
 
+def qt_binding_problem() -> str:
+    """Why the installed Qt binding cannot run the viewer, or "".
+
+    PySide6 6.12 drops a reference to None on every call of a Qt method that returns nothing. Python 3.12 and
+    later never free None, but under 3.11 the viewer died ("none_dealloc") after a few hundred crosshair moves.
+    The probe counts instead of trusting version numbers, so a fixed release passes.
+    """
+    if sys.version_info >= (3, 12):
+        return ""
+    import PySide6
+
+    probe = QtCore.QObject()
+    before = sys.getrefcount(None)
+    for _ in range(200):
+        probe.setObjectName("probe")
+    if before - sys.getrefcount(None) < 100:
+        return ""
+    return (f"PySide6 {PySide6.__version__} loses a reference to None on every Qt call under Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}, which would crash the viewer within minutes; "
+            "install a release without the fault: pip install 'PySide6-Essentials<6.12'")
+
+
 def application() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("LungLens")
@@ -59,13 +81,15 @@ def run_viewer(
     projection: str = "mip",
     compare: str | None = None,
     compare_series: str | None = None,
+    oblique: float = 0.0,
     echo: Echo = _stdout,
     echo_error: Echo = _stderr,
 ) -> int:
     """Open the main window (on `path` if given). With `screenshot`, save it once everything is drawn and exit.
     `model` picks the AI model (one with installed weights) that Analyze, and `analyze`, use; `slab` (mm) and
     `projection` show thick slabs (MIP, MinIP or mean). `compare` (with `compare_series` when it holds several)
-    opens a second series beside the main view, linked to it (prior comparison).
+    opens a second series beside the main view, linked to it (prior comparison). `oblique` turns the crosshair
+    axes that many degrees clockwise in the axial view once the series is loaded (oblique MPR).
 
     Returns the process exit code: 0, or 1 when loading failed, an overlay was refused (the screenshot shows
     the CT without it) or the screenshot could not be written. Worker threads are joined on every path.
@@ -76,6 +100,10 @@ def run_viewer(
     if screenshot is None and not _has_display():
         echo_error("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
                    "under xvfb-run, or save a picture with --screenshot FILE.png")
+        return 1
+    problem = qt_binding_problem()
+    if problem:
+        echo_error(f"lunglens: error: {problem}")
         return 1
     from app.gui.main_window import MainWindow
 
@@ -98,6 +126,15 @@ def run_viewer(
     window.resize(*size)
     window.show()
     status = {"code": 0}
+    if oblique:
+        def turn(_volume) -> None:
+            import math
+
+            from viewer.state.slicing import Orientation
+
+            window.state.rotate_planes(Orientation.AXIAL, math.radians(oblique))
+
+        window.volume_loaded.connect(turn)
     ready = window.volume_loaded  # everything asked for is on show (the comparison too, when one is asked)
     if compare:
         window.volume_loaded.connect(
