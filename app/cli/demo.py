@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     return run_viewer(str(path / "dicom"), overlays=[str(path / "masks" / "labels.nii.gz")],
                       screenshot=args.screenshot, layout=args.layout, preset=args.preset, analyze=args.analyze,
-                      model=args.model, slab=args.slab, projection=args.projection)
+                      model=args.model, slab=args.slab, projection=args.projection,
+                      oblique=args.oblique)
 
 
 def demo_study_path() -> Path:

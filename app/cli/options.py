@@ -22,9 +22,22 @@ def add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the AI model Analyze uses (default: the first installed, light-squeezenet)")
     p.add_argument("--slab", type=_slab_mm, default=0.0, metavar="MM",
                    help="show every view as a thick slab of MM (0: single slices)")
+    p.add_argument("--oblique", type=_degrees, default=0.0, metavar="DEG",
+                   help="turn the crosshair axes DEG degrees clockwise in the axial view: the coronal and sagittal "
+                        "views show oblique planes (the Rotate tool, key O, does it by mouse)")
     p.add_argument("--projection", choices=SLAB_PROJECTIONS, default="mip",
                    help="how a slab is projected: mip (maximum: nodules, vessels), minip (minimum: airways, ground "
                         "glass) or mean")
+
+
+def _degrees(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not -180 <= value <= 180:
+        raise argparse.ArgumentTypeError(f"the angle must be -180..180 degrees, got {text}")
+    return value
 
 
 def _slab_mm(text: str) -> float:

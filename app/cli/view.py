@@ -40,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     return run_viewer(args.path, series=args.series, overlays=args.overlay, screenshot=args.screenshot,
                       layout=args.layout, preset=args.preset, analyze=args.analyze,
                       model=args.model, slab=args.slab, projection=args.projection,
-                      compare=args.compare, compare_series=args.compare_series)
+                      compare=args.compare, compare_series=args.compare_series, oblique=args.oblique)

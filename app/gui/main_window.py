@@ -47,7 +47,7 @@ from viewer.state.view_state import ViewerState
 
 LAYOUTS = ("2x2", "1+3", "1x1")
 APP_NAME = "LungLens"
-TOOL_SHORTCUTS = {"brush": "B", "sphere": "Shift+B", "eraser": "E", "fill": "F", "lasso": "L"}
+TOOL_SHORTCUTS = {"rotate": "O", "brush": "B", "sphere": "Shift+B", "eraser": "E", "fill": "F", "lasso": "L"}
 
 
 def _make_3d_view(parent: QtWidgets.QWidget) -> QtWidgets.QWidget:
@@ -116,6 +116,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for view in self.views.values():
             view.hovered.connect(self._show_hover)
             view.measured.connect(lambda text: self.statusBar().showMessage(text.replace("\n", "  "), 5000))
+            view.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.resize(1280, 900)
         # the viewer's views get the room; the docks start narrow (the user can widen them)
         self.resizeDocks([self.layers_dock, self.ai_dock], [300, 300], QtCore.Qt.Orientation.Horizontal)
@@ -248,6 +249,7 @@ class MainWindow(QtWidgets.QMainWindow):
         tool = self.views[Orientation.AXIAL].tool
         view.set_tool("navigate" if tool in EDIT_TOOLS else tool)
         view.hovered.connect(lambda voxel: self._show_hover(voxel, self.compare_state))
+        view.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
         view.setToolTip("comparison series: its labels and AI results are not shown here")
 
     @property
@@ -386,6 +388,7 @@ class MainWindow(QtWidgets.QMainWindow):
             label = o.value if isinstance(o, Orientation) else "3D"
             self._action(main_menu, label, lambda _=False, o=o: self.set_main_view(o))
         self._action(view_menu, "&Reset views", self.reset_views, "Home")
+        self._action(view_menu, "Reset &oblique planes (Rotate tool: O)", self.reset_oblique, "Shift+O")
         self.sync_action = self._action(view_menu, "S&ynchronise comparison (link again to re-anchor)",
                                         self.set_sync, "Ctrl+L")
         self.sync_action.setCheckable(True)
@@ -620,6 +623,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def slice_views(self) -> list[SliceView]:
         """The main series' slice views and, while one is open, the comparison's."""
         return [*self.views.values(), *([self.compare_view] if self.compare_view is not None else [])]
+
+    def reset_oblique(self) -> None:
+        """Back to orthogonal axial, coronal and sagittal planes (the comparison's too)."""
+        self.state.reset_planes()
+        if self.compare_state is not None:
+            self.compare_state.reset_planes()
 
     def reset_views(self) -> None:
         for view in self.slice_views():

@@ -1,5 +1,5 @@
-"""Benchmark: slice-change latency with overlays (single slices and a 10 mm MIP slab), and time to first image
-when opening a series.
+"""Benchmark: slice-change latency with overlays (single slices, a 10 mm MIP slab, and oblique planes turned
+30 degrees in the axial view), and time to first image when opening a series.
 
     python -m tests.benchmarks.bench_viewer [--slices 300] [--size 512] [--repeat 100]
 
@@ -12,6 +12,7 @@ against SimpleITK's ImageSeriesReader on the same files in the same run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -32,11 +33,13 @@ from viewer.state.slicing import Orientation
 from viewer.state.view_state import ViewerState
 
 
-def slice_change_ms(app, volume, orientation: Orientation, repeat: int, slab_mm: float = 0.0) -> float:
+def slice_change_ms(app, volume, orientation: Orientation, repeat: int, slab_mm: float = 0.0,
+                    oblique_deg: float = 0.0) -> float:
     from viewer.gui.slice_view import SliceView
 
     state = ViewerState(volume)
     state.set_slab(slab_mm, "mip")
+    state.rotate_planes(Orientation.AXIAL, math.radians(oblique_deg))
     labels = np.zeros(state.shape, np.uint8)
     labels[:, 100:400, 100:250] = 1
     labels[:, 200:300, 300:420] = 3
@@ -106,6 +109,9 @@ def main() -> None:
     for o in Orientation:
         ms = slice_change_ms(app, volume, o, args.repeat, slab_mm=10.0)
         rows.append((f"slice change, {o.value}, 2 overlays, 10 mm MIP slab", f"{ms:.1f} ms"))
+    for o in (Orientation.CORONAL, Orientation.SAGITTAL):
+        ms = slice_change_ms(app, volume, o, args.repeat, oblique_deg=30.0)
+        rows.append((f"slice change, {o.value} oblique (30 deg), 2 overlays", f"{ms:.1f} ms"))
     opens = [first_image_s(app, folder) for _ in range(3)]
     sitk_times = []
     for _ in range(3):

@@ -27,6 +27,7 @@ class ViewFacts:
     window: Window
     px_per_mm: float | None = None
     slab: str = ""  # e.g. "MIP 10 mm" while a thick slab is shown
+    oblique: bool = False  # a turned plane: no slice number, no position along an axis
 
 
 def dicom_date(value: str) -> str:
@@ -89,7 +90,8 @@ def corner_text(md: SeriesMetadata, view: ViewFacts) -> dict[str, list[str]]:
     lines = {
         "top_left": [md.patient_name.strip(), f"ID {md.patient_id.strip()}" if md.patient_id.strip() else "", sex_age],
         "top_right": [study_when, md.study_description.strip(), series],
-        "bottom_left": [f"{view.plane} {view.index + 1}/{view.count}", slice_line, view.slab],
+        "bottom_left": [f"{view.plane} oblique" if view.oblique else f"{view.plane} {view.index + 1}/{view.count}",
+                        slice_line, view.slab],
         "bottom_right": [_join(_number(md.kvp, "kVp"), _number(md.exposure_mas, "mAs")),
                          f"W {view.window.width:.0f}  L {view.window.center:.0f}", zoom],
     }

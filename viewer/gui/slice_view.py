@@ -20,6 +20,7 @@ from viewer.core.measure import distance_mm, ellipse_stats
 from viewer.core.windowing import GreyLUT
 from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
+from viewer.state.oblique import PlaneGrid, edge_letters
 from viewer.state.slicing import (
     PROJECTION_NAMES,
     Orientation,
@@ -38,7 +39,8 @@ COMPACT_BELOW_PX = (420, 320)  # views narrower or lower than this show no corne
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
 MEASURE_TOOLS = ("ruler", "ellipse")
-TOOLS = ("navigate", *MEASURE_TOOLS, *EDIT_TOOLS)
+TOOLS = ("navigate", "rotate", *MEASURE_TOOLS, *EDIT_TOOLS)  # rotate: turn the crosshair axes (oblique MPR)
+OBLIQUE_REFUSAL = "measuring and editing work on orthogonal planes: reset the oblique planes first (Shift+O)"
 Voxel = tuple[float, float, float]
 
 
@@ -103,8 +105,13 @@ class _SliceViewBox(pg.ViewBox):
         if button == QtCore.Qt.MouseButton.LeftButton:
             if view.tool == "navigate":
                 view.set_cursor_at(self.mapSceneToView(ev.scenePos()))
+            elif view.tool == "rotate":
+                view.rotate_drag(self.mapSceneToView(ev.lastScenePos()), self.mapSceneToView(ev.scenePos()))
             elif view.tool in MEASURE_TOOLS:
-                view.draw_measurement(ev)
+                if view.oblique:
+                    view.notice.emit(OBLIQUE_REFUSAL)
+                else:
+                    view.draw_measurement(ev)
         elif button == QtCore.Qt.MouseButton.MiddleButton:
             last = self.mapSceneToView(ev.lastScenePos())
             now = self.mapSceneToView(ev.scenePos())
@@ -131,6 +138,7 @@ class SliceView(QtWidgets.QWidget):
 
     hovered = QtCore.Signal(object)
     measured = QtCore.Signal(str)
+    notice = QtCore.Signal(str)  # a short message for the status bar (e.g. why an action was refused)
     measurements_changed = QtCore.Signal()  # one added, finished, renamed, removed, or the list replaced
 
     def __init__(self, state: ViewerState, orientation: Orientation, parent: QtWidgets.QWidget | None = None):
@@ -141,6 +149,7 @@ class SliceView(QtWidgets.QWidget):
         self.measurements: list[Measurement] = []
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
         self.fitting = False  # True while `reset_view` fits the image to the view
+        self._shown_centre = np.full(3, np.nan)  # where the turned plane on show is centred (world mm)
         self.zooming = False  # True while the user zooms (`zoom_by`): range listeners tell it from a resize
         self._series_key: str | None = None  # the series on show, whose measurements are in `measurements`
         self._kept: dict[str, list] = {}  # measurements of the other series opened, by `series_key`
@@ -159,6 +168,8 @@ class SliceView(QtWidgets.QWidget):
         state.cursor_changed.connect(self._on_cursor)
         state.window_changed.connect(lambda _w: self._schedule("image"))
         state.slab_changed.connect(self._on_slab)
+        state.planes_changed.connect(lambda _n: self._schedule("image", "overlays", "cursor", "measurements",
+                                                               "letters"))
         state.volume_changed.connect(self._on_volume)
         state.layers.changed.connect(lambda _l: self._schedule("overlays"))
         state.layers.layer_changed.connect(lambda _l: self._schedule("overlays"))
@@ -182,6 +193,7 @@ class SliceView(QtWidgets.QWidget):
                             Orientation.SAGITTAL: (Orientation.CORONAL, Orientation.AXIAL)}[self.orientation]
         self.vline = pg.InfiniteLine(angle=90, pen=pg.mkPen((*CROSSHAIR_COLORS[v_plane], 170)), movable=False)
         self.hline = pg.InfiniteLine(angle=0, pen=pg.mkPen((*CROSSHAIR_COLORS[h_plane], 170)), movable=False)
+        self._plane_lines = {v_plane: self.vline, h_plane: self.hline}
         for line in (self.vline, self.hline):
             line.setZValue(50)
             self.viewbox.addItem(line, ignoreBounds=True)
@@ -247,9 +259,17 @@ class SliceView(QtWidgets.QWidget):
         if restore:
             self._schedule("measurements")
 
+    @property
+    def oblique(self) -> bool:
+        """Whether this view shows a turned plane (resampled; no measuring or editing)."""
+        return self.state.volume is not None and self.state.is_oblique(self.orientation)
+
     def _on_cursor(self, _cursor) -> None:
-        index = self.state.slice_index(self.orientation)
-        if index != getattr(self, "_shown_index", None):
+        if self.oblique:
+            # a move within the turned plane moves only the crosshair; one off it moves the plane
+            if not np.allclose(self.state.plane_grid(self.orientation).centre, self._shown_centre):
+                self._schedule("image", "overlays")
+        elif self.state.slice_index(self.orientation) != getattr(self, "_shown_index", None):
             self._schedule("image", "overlays", "measurements")
         self._schedule("cursor")
 
@@ -265,33 +285,67 @@ class SliceView(QtWidgets.QWidget):
         if vol is None:
             return
         index = self.state.slice_index(self.orientation)
+        grid = self.state.plane_grid(self.orientation) if self.oblique else None
         if "image" in dirty:
             if self._lut is None or self._lut.window != self.state.window:
                 self._lut = GreyLUT(self.state.window)
-            image = (extract_slab(vol.array, self.orientation, index, self.state.slab_mm, vol.spacing,
-                                  self.state.projection, self._x_major()) if self.state.slab_mm > 0
-                     else extract(vol.array, self.orientation, index))
-            grey = self._lut(image)
-            if self.smooth_reformat and self.orientation is not Orientation.AXIAL:
-                # thick slices: rows of dz mm shown as interpolated rows about one pixel spacing apart
-                grey = upsample_rows(grey, int(round(self.pixel_mm[0] / self.pixel_mm[1])))
-            self.image_item.setImage(grey, autoLevels=False, levels=(0, 255), rect=self._rect)
+            if grid is not None:
+                self._show_oblique(grid)
+            else:
+                self._show_slice(vol, index)
             self._shown_index = index
             self._update_info()
         layers, self._dirty_layers = self._dirty_layers, set()
         if "overlays" in dirty:
-            self._update_overlays(index)
+            self._update_overlays(index, grid=grid)
         elif layers:
-            self._update_overlays(index, only=layers)
+            self._update_overlays(index, only=layers, grid=grid)
         if "cursor" in dirty:
-            row, col = voxel_to_display(vol.shape, self.orientation, self.state.cursor)
-            self.vline.setPos((col + 0.5) * self.pixel_mm[1])
-            self.hline.setPos((row + 0.5) * self.pixel_mm[0])
+            self._place_crosshair(vol)
+        if "letters" in dirty:
+            letters = edge_letters(grid) if grid is not None else self.orientation.labels
+            for edge, lab in self._edge_labels.items():
+                _set_text(lab, letters[edge])
+            self._place_overlays()
         if "measurements" in dirty:
             for m in self.measurements:
-                visible = m.slice_index == index
+                visible = m.slice_index == index and grid is None
                 m.roi.setVisible(visible)
                 m.label.setVisible(visible)
+
+    def _show_slice(self, vol, index: int) -> None:
+        image = (extract_slab(vol.array, self.orientation, index, self.state.slab_mm, vol.spacing,
+                                  self.state.projection, self._x_major()) if self.state.slab_mm > 0
+                     else extract(vol.array, self.orientation, index))
+        grey = self._lut(image)
+        if self.smooth_reformat and self.orientation is not Orientation.AXIAL:
+            # thick slices: rows of dz mm shown as interpolated rows about one pixel spacing apart
+            grey = upsample_rows(grey, int(round(self.pixel_mm[0] / self.pixel_mm[1])))
+        self.image_item.setImage(grey, autoLevels=False, levels=(0, 255), rect=self._rect)
+
+    def _show_oblique(self, grid: PlaneGrid) -> None:
+        """The turned plane, trilinear, in the orthogonal view's rectangle (no slab: a single plane)."""
+        self.image_item.setImage(self._lut(grid.sample(self.state.volume.array)), autoLevels=False,
+                                 levels=(0, 255), rect=self._rect)
+        self._shown_centre = grid.centre
+
+    def _place_crosshair(self, vol) -> None:
+        """The lines where the other two planes cut this one, through the crosshair (turned with them)."""
+        if not self.state.oblique:
+            row, col = voxel_to_display(vol.shape, self.orientation, self.state.cursor)
+            self.vline.setAngle(90)
+            self.hline.setAngle(0)
+            self.vline.setPos((col + 0.5) * self.pixel_mm[1])
+            self.hline.setPos((row + 0.5) * self.pixel_mm[0])
+            return
+        grid = self.state.plane_grid(self.orientation)
+        y, x = grid.screen_of(self.state.point)
+        for plane, line in self._plane_lines.items():
+            angle = grid.line_angle(self.state.plane_grid(plane).normal)
+            line.setVisible(angle is not None)
+            if angle is not None:
+                line.setAngle(angle)
+                line.setPos(QtCore.QPointF(x, y))
 
     def _x_major(self) -> np.ndarray | None:
         """Sagittal slabs: a contiguous (x, z, y) copy of the volume, made on first use (one more volume in
@@ -304,13 +358,21 @@ class SliceView(QtWidgets.QWidget):
             self._x_major_cache = (vol, np.ascontiguousarray(vol.array.transpose(2, 0, 1)))
         return self._x_major_cache[1]
 
-    def _update_overlays(self, index: int, only: set[int] | None = None) -> None:
+    def _overlay_rgba(self, layer, index: int, grid: PlaneGrid | None) -> np.ndarray:
+        """A layer's RGBA on this view: its slice, or its nearest samples on the turned plane (labels must stay
+        whole numbers; heat maps are smooth, and nearest costs a quarter of trilinear)."""
+        if grid is None:
+            return layer.rgba(self.orientation, index)
+        fill = 0 if isinstance(layer, LabelLayer) else layer.vmin
+        return layer.colorize(grid.sample(layer.data, order=0, fill=fill))
+
+    def _update_overlays(self, index: int, only: set[int] | None = None, grid: PlaneGrid | None = None) -> None:
         """Re-render the overlay images (all, or the layers whose ids are in `only`)."""
         if only is not None:
             for layer in self.state.layers:
                 item = self._overlay_items.get(id(layer))
                 if id(layer) in only and item is not None and layer.visible:
-                    item.setImage(layer.rgba(self.orientation, index), levels=None)
+                    item.setImage(self._overlay_rgba(layer, index, grid), levels=None, rect=self._rect)
             return
         live = set()
         for z, layer in enumerate(self.state.layers):
@@ -325,7 +387,7 @@ class SliceView(QtWidgets.QWidget):
             item.setVisible(layer.visible)
             if layer.visible and isinstance(layer, (LabelLayer, HeatmapLayer)):
                 # levels=None: pyqtgraph wraps uint8 RGBA as a QImage without converting it
-                item.setImage(layer.rgba(self.orientation, index), levels=None, rect=self._rect)
+                item.setImage(self._overlay_rgba(layer, index, grid), levels=None, rect=self._rect)
         for key in list(self._overlay_items):
             if key not in live:
                 self.viewbox.removeItem(self._overlay_items.pop(key))
@@ -335,7 +397,7 @@ class SliceView(QtWidgets.QWidget):
 
         Nothing happens when the box misses the slice on show; the other overlays are not re-rendered.
         """
-        if box is not None:
+        if box is not None and not self.oblique:
             a = self.orientation.axis
             if not box[2 * a] <= self.state.slice_index(self.orientation) < box[2 * a + 1]:
                 return
@@ -368,14 +430,18 @@ class SliceView(QtWidgets.QWidget):
         lps = vol.index_to_lps(cursor)
         position = float(lps[2 - self.orientation.axis])  # the LPS coordinate along this plane's normal
         px_per_mm = self.scale_bar.px_per_mm if self.scale_bar.px_per_mm != 1.0 else None
-        facts = ViewFacts(self.orientation.value, index, slice_count(vol.shape, self.orientation), position,
-                          self.state.window, px_per_mm, self._slab_caption())
+        oblique = self.oblique
+        facts = ViewFacts(self.orientation.value, index, slice_count(vol.shape, self.orientation),
+                          None if oblique else position, self.state.window, px_per_mm, self._slab_caption(),
+                          oblique=oblique)
         return corner_text(vol.metadata, facts)
 
     def _slab_caption(self) -> str:
         """E.g. "MIP 10 mm" while a thick slab is shown, else ""."""
         if self.state.slab_mm <= 0:
             return ""
+        if self.oblique:
+            return "slab: orthogonal planes only"
         return f"{PROJECTION_NAMES[self.state.projection]} {self.state.slab_mm:g} mm"
 
     def _update_info(self) -> None:
@@ -383,8 +449,9 @@ class SliceView(QtWidgets.QWidget):
         n = slice_count(vol.shape, self.orientation)
         w = self.state.window
         slab = self._slab_caption()
-        _set_text(self.info, f"{self.orientation.value} {self.state.slice_index(self.orientation) + 1}/{n}"
-                             f"{'  ' + slab if slab else ''}\nW {w.width:.0f}  L {w.center:.0f}")
+        where = "oblique" if self.oblique else f"{self.state.slice_index(self.orientation) + 1}/{n}"
+        _set_text(self.info, f"{self.orientation.value} {where}{'  ' + slab if slab else ''}\n"
+                             f"W {w.width:.0f}  L {w.center:.0f}")
         if self.corner_text_visible:
             # while scrolling only the slice lines change: the other corners keep their text (and size)
             for corner, lines in self.corner_lines().items():
@@ -411,10 +478,18 @@ class SliceView(QtWidgets.QWidget):
         rows, cols = display_shape(vol.shape, self.orientation)
         if not (0 <= row < rows and 0 <= col < cols):
             return None
+        if self.oblique:
+            voxel = np.rint(self.state.plane_grid(self.orientation).voxel_of(point.y(), point.x()))
+            if not all(0 <= v < n for v, n in zip(voxel, vol.shape)):
+                return None
+            return float(voxel[0]), float(voxel[1]), float(voxel[2])
         return display_to_voxel(vol.shape, self.orientation, self.state.slice_index(self.orientation),
                                 math.floor(row), math.floor(col))
 
     def set_cursor_at(self, point: QtCore.QPointF) -> None:
+        if self.oblique and self.voxel_at(point) is not None:  # exactly on the plane: it must not move
+            self.state.set_cursor(self.state.plane_grid(self.orientation).voxel_of(point.y(), point.x()))
+            return
         voxel = self.voxel_at(point)
         if voxel is not None:
             self.state.set_cursor(voxel)
@@ -434,6 +509,15 @@ class SliceView(QtWidgets.QWidget):
         finally:
             self.fitting = False
         self._needs_fit = not self.isVisible() or self.graphics.width() < 10
+
+    def rotate_drag(self, last: QtCore.QPointF, now: QtCore.QPointF) -> None:
+        """The rotate tool: turn the other views' planes by the angle the mouse swept about the crosshair."""
+        if self.state.volume is None:
+            return
+        y, x = self.state.plane_grid(self.orientation).screen_of(self.state.point)
+        swept = (math.atan2(now.y() - y, now.x() - x) - math.atan2(last.y() - y, last.x() - x))
+        swept = (swept + math.pi) % (2 * math.pi) - math.pi
+        self.state.rotate_planes(self.orientation, swept)
 
     def zoom_by(self, factor: float, center: QtCore.QPointF | None = None) -> None:
         """Zoom by `factor` (< 1 magnifies) about `center` (view mm; default the middle): Ctrl+wheel."""
@@ -462,7 +546,8 @@ class SliceView(QtWidgets.QWidget):
         elif self._editing:
             self._finish_edit()
         self.tool = tool
-        cursor = QtCore.Qt.CursorShape.ArrowCursor if tool == "navigate" else QtCore.Qt.CursorShape.CrossCursor
+        cursor = {"navigate": QtCore.Qt.CursorShape.ArrowCursor, "rotate": QtCore.Qt.CursorShape.SizeAllCursor}.get(
+            tool, QtCore.Qt.CursorShape.CrossCursor)
         self.graphics.viewport().setCursor(cursor)
         self.outline.hide()
 
@@ -476,9 +561,14 @@ class SliceView(QtWidgets.QWidget):
         left = QtCore.Qt.MouseButton.LeftButton
         if kind == QtCore.QEvent.Type.MouseButtonPress and ev.button() == left:
             self.setFocus()
+            if self.oblique:
+                self.notice.emit(OBLIQUE_REFUSAL)
+                return True
             self._begin_edit(ev.position())
             return True
         if kind == QtCore.QEvent.Type.MouseMove:
+            if self.oblique:
+                return False
             self._move_outline(ev.position())
             if self._editing:
                 self._continue_edit(ev.position())

@@ -84,8 +84,11 @@ class LabelLayer:
     def rgba(self, orientation: Orientation, index: int) -> np.ndarray:
         """(rows, columns, 4) uint8 RGBA of one slice: one 4-byte look-up per pixel (several times faster
         than indexing the (N, 4) table, which is what keeps a brush dab's redraw short)."""
+        return self.colorize(extract(self.data, orientation, index))
+
+    def colorize(self, values: np.ndarray) -> np.ndarray:
+        """(rows, columns, 4) uint8 RGBA of a 2D image of label values (a slice, or an oblique plane's samples)."""
         lut32 = np.ascontiguousarray(self.lut()).view(np.uint32).reshape(-1)
-        values = extract(self.data, orientation, index)
         if values.dtype != np.uint8 and int(values.max(initial=0)) >= len(lut32):
             values = np.minimum(values, len(lut32) - 1)
         if self.outline:
@@ -150,7 +153,10 @@ class HeatmapLayer:
         return self._lut
 
     def rgba(self, orientation: Orientation, index: int) -> np.ndarray:
-        values = extract(self.data, orientation, index)
+        return self.colorize(extract(self.data, orientation, index))
+
+    def colorize(self, values: np.ndarray) -> np.ndarray:
+        """(rows, columns, 4) uint8 RGBA of a 2D image of map values."""
         scale = 256.0 / max(self.vmax - self.vmin, 1e-12)
         idx = np.clip((values - np.float32(self.vmin)) * np.float32(scale), 0, 255)
         return self.lut()[np.nan_to_num(idx, nan=0).astype(np.uint8)]

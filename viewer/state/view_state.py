@@ -13,6 +13,7 @@ from viewer.core.reorient import to_canonical
 from viewer.core.volume import Volume
 from viewer.core.windowing import PRESETS, Window
 from viewer.state.layers import LayerList
+from viewer.state.oblique import BASES, PlaneGrid, in_plane_turn, step_mm
 from viewer.state.slicing import PROJECTIONS, Orientation, clamp_voxel, slice_count
 
 
@@ -20,8 +21,11 @@ class ViewerState:
     """The shared state of all views of one volume.
 
     Events: `cursor_changed(voxel)`, `window_changed(window)`, `volume_changed(volume)`, `slab_changed((mm,
-    projection))`;
+    projection))`, `planes_changed(None)` (oblique planes turned or reset);
     overlays announce themselves through `layers.changed` / `layers.layer_changed`.
+
+    The crosshair is `point`, a fractional voxel (an oblique plane moves it by fractions), and `cursor`, the
+    voxel it lies in. Each view's plane is turned by `turns[orientation]` (identity: orthogonal).
     """
 
     def __init__(self, volume: Volume | None = None, window: Window | None = None) -> None:
@@ -29,6 +33,9 @@ class ViewerState:
         self.window_changed = Event()
         self.volume_changed = Event()
         self.slab_changed = Event()
+        self.planes_changed = Event()
+        self.turns: dict[Orientation, np.ndarray] = {o: np.eye(3) for o in Orientation}
+        self.point = np.zeros(3)
         self.slab_mm = 0.0  # thick-slab display: 0 shows single slices
         self.projection = "mip"  # one of `slicing.PROJECTIONS`
         self.layers = LayerList()
@@ -45,6 +52,8 @@ class ViewerState:
         self.volume = to_canonical(volume)
         self.layers.clear()
         self.cursor = tuple(n // 2 for n in self.volume.shape)  # type: ignore[assignment]
+        self.point = np.array(self.cursor, float)
+        self.turns = {o: np.eye(3) for o in Orientation}
         self.volume_changed.emit(self.volume)
         self.cursor_changed.emit(self.cursor)
 
@@ -55,19 +64,26 @@ class ViewerState:
     # -- cursor -----------------------------------------------------------------------------
 
     def set_cursor(self, voxel) -> None:
-        """Move the linked crosshair to voxel (k, j, i) (clamped into the volume)."""
+        """Move the linked crosshair to voxel (k, j, i), fractions kept in `point` (clamped into the volume)."""
         if self.volume is None:
             return
-        new = clamp_voxel(self.shape, voxel)
-        if new != self.cursor:
-            self.cursor = new
+        point = np.clip(np.asarray(voxel, float), 0, np.asarray(self.shape) - 1)
+        new = clamp_voxel(self.shape, point)
+        if new != self.cursor or not np.array_equal(point, self.point):
+            self.cursor, self.point = new, point
             self.cursor_changed.emit(new)
 
     def slice_index(self, orientation: Orientation) -> int:
         return self.cursor[orientation.axis]
 
     def step(self, orientation: Orientation, delta: int) -> None:
-        """Move `delta` slices through the view of `orientation`."""
+        """Move `delta` slices through the view of `orientation` (along its normal when it is oblique)."""
+        if self.volume is not None and self.is_oblique(orientation):
+            normal = self.turns[orientation] @ BASES[orientation][2]
+            spacing = np.asarray(self.volume.spacing)
+            world = self.point * spacing + delta * step_mm(normal, self.volume.spacing) * normal
+            self.set_cursor(world / spacing)
+            return
         cur = list(self.cursor)
         cur[orientation.axis] += delta
         self.set_cursor(cur)
@@ -76,6 +92,41 @@ class ViewerState:
         cur = list(self.cursor)
         cur[orientation.axis] = int(np.clip(index, 0, slice_count(self.shape, orientation) - 1))
         self.set_cursor(cur)
+
+    # -- oblique planes ------------------------------------------------------------------------
+
+    def is_oblique(self, orientation: Orientation) -> bool:
+        """Whether the view of `orientation` shows a turned (oblique) plane."""
+        return not np.allclose(self.turns[orientation], np.eye(3), atol=1e-9)
+
+    @property
+    def oblique(self) -> bool:
+        """Whether any plane is turned (the crosshair lines then show the turned planes)."""
+        return any(self.is_oblique(o) for o in Orientation)
+
+    def rotate_planes(self, about: Orientation, screen_angle: float) -> None:
+        """Turn the other two views' planes about the normal of `about`'s view, through the crosshair, by
+        `screen_angle` radians as seen on `about`'s screen (clockwise: rows run down): the crosshair lines in that
+        view turn with the mouse, and the other views show the oblique planes."""
+        if self.volume is None or screen_angle == 0:
+            return
+        turn = in_plane_turn(about, self.turns[about], screen_angle)
+        for o in Orientation:
+            if o is not about:
+                self.turns[o] = turn @ self.turns[o]
+        self.planes_changed.emit(None)
+
+    def reset_planes(self) -> None:
+        """Back to the orthogonal axial, coronal and sagittal planes (the crosshair stays)."""
+        if self.oblique:
+            self.turns = {o: np.eye(3) for o in Orientation}
+            self.planes_changed.emit(None)
+
+    def plane_grid(self, orientation: Orientation) -> PlaneGrid:
+        """The sample grid of `orientation`'s plane through the crosshair."""
+        if self.volume is None:
+            raise ValueError("no volume")
+        return PlaneGrid(self.shape, self.volume.spacing, orientation, self.turns[orientation], self.point)
 
     # -- slab -------------------------------------------------------------------------------
 
