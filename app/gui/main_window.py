@@ -28,15 +28,16 @@ from app.gui.docks.measurements_panel import MeasurementsPanel
 from app.gui.docks.series_strip import SeriesStrip
 from app.gui.docks.tag_panel import TagPanel
 from app.gui.series_browser import SeriesBrowser
-from app.gui.settings import Settings
+from app.gui.settings import Settings, settings_path
 from app.gui.workers import LoadWorker, start_worker
 from inference.screening.assess import lung_problem, prediction_problem, voxel_problem
 from viewer.core.corner_text import dicom_date
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
 from viewer.core.windowing import Window
-from viewer.gui.slice_view import TOOLS, SliceView
+from viewer.gui.slice_view import TOOLS, SliceView, series_key
 from viewer.io.label_grid import read_overlay_on_grid
+from viewer.io.measurement_store import load_measurements, save_measurements
 from viewer.io.volumes import volume_suffix
 from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
@@ -47,6 +48,12 @@ from viewer.state.view_state import ViewerState
 
 LAYOUTS = ("2x2", "1+3", "1x1")
 APP_NAME = "LungLens"
+TOOL_LABELS = {"axes": "Long/short axis"}
+TOOL_TIPS = {
+    "rotate": "Rotate (O): drag about the crosshair to turn the other views' planes (oblique MPR); Shift+O resets",
+    "angle": "Angle: drag the first arm from the vertex, then move the second arm's end",
+    "axes": "Long/short axis: drag the long axis; the short axis stays perpendicular (move its ends to fit)",
+}
 TOOL_SHORTCUTS = {"rotate": "O", "brush": "B", "sphere": "Shift+B", "eraser": "E", "fill": "F", "lasso": "L"}
 
 
@@ -111,6 +118,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
         self._cine_timer = QtCore.QTimer(self)
         self._cine_timer.timeout.connect(self._cine_step)
+        self._measure_timer = QtCore.QTimer(self, singleShot=True, interval=400)  # measurements to disk, debounced
+        self._measure_timer.timeout.connect(self.save_measurements)
+        self._restoring_measurements = False
+        for view in self.views.values():
+            view.measurements_changed.connect(self._measurements_changed)
         self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
         for view in self.views.values():
@@ -432,8 +444,10 @@ class MainWindow(QtWidgets.QMainWindow):
         for tool in TOOLS:
             if tool == EDIT_TOOLS[0]:
                 tools.addSeparator()
-            act = self._action(tools, tool.capitalize(), lambda _=False, t=tool: self.set_tool(t),
-                               TOOL_SHORTCUTS.get(tool))
+            act = self._action(tools, TOOL_LABELS.get(tool, tool.capitalize()),
+                               lambda _=False, t=tool: self.set_tool(t), TOOL_SHORTCUTS.get(tool))
+            if tool in TOOL_TIPS:
+                act.setToolTip(TOOL_TIPS[tool])
             act.setCheckable(True)
             act.setChecked(tool == "navigate")
             self.tool_group.addAction(act)
@@ -777,7 +791,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.series_strip.mark(self._loading_series)
         else:
             self.study_dock.hide()  # another study (or a file): the strip belongs to the folder opened before
+        if self._measure_timer.isActive():  # the last edits of the series going away reach the disk first
+            self._measure_timer.stop()
+            self.save_measurements()
         self.state.set_volume(volume)
+        self.restore_measurements()
         # the slice views paint first; the 3D view (about 1 s on a big series) follows
         QtCore.QTimer.singleShot(30, self._push_volume_3d)
         self.settings.add_recent(path)
@@ -793,6 +811,44 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.comparison is not None:
             self.comparison.realign()  # a new main series: align the comparison with it afresh
         self.volume_loaded.emit(volume)
+
+    # -- measurements kept between sessions --------------------------------------------------
+
+    def _measurements_changed(self) -> None:
+        if self.persist and not self._restoring_measurements and self.state.volume is not None:
+            self._measure_timer.start()
+
+    def _measurement_folder(self) -> Path:
+        return settings_path().parent / "measurements"
+
+    def save_measurements(self) -> None:
+        """Keep the open series' measurements on disk (done by itself 0.4 s after each change)."""
+        vol = self.state.volume
+        if vol is None or not self.persist:
+            return
+        views = {o.value: view.measurement_records() for o, view in self.views.items()}
+        try:
+            save_measurements(self._measurement_folder(), series_key(vol), views)
+        except OSError as exc:
+            self.statusBar().showMessage(f"measurements not saved: {exc}", 15000)
+
+    def restore_measurements(self) -> None:
+        """Bring back the measurements kept for the series now open (unless they are already on show)."""
+        vol = self.state.volume
+        if vol is None or any(view.measurements for view in self.views.values()):
+            return
+        try:
+            kept = load_measurements(self._measurement_folder(), series_key(vol))
+        except LoadError as exc:
+            self.statusBar().showMessage(str(exc), 15000)
+            return
+        self._restoring_measurements = True
+        try:
+            for o, view in self.views.items():
+                if kept.get(o.value):
+                    view.restore_measurements(kept[o.value])
+        finally:
+            self._restoring_measurements = False
 
     def _on_failed(self, message: str) -> None:
         self._report(message, self.load_failed, "Cannot open")
@@ -1008,6 +1064,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self.annotation.resolve_unsaved(then=self.close):
             ev.ignore()
             return
+        if self._measure_timer.isActive():
+            self._measure_timer.stop()
+            self.save_measurements()
         self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
         self.annotation.shutdown()
         if self.persist:

@@ -16,8 +16,9 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from viewer.core.corner_text import CORNERS, ViewFacts, corner_text
-from viewer.core.measure import distance_mm, ellipse_stats
+from viewer.core.measure import CrossAxes, angle_deg, distance_mm, ellipse_stats
 from viewer.core.windowing import GreyLUT
+from viewer.gui.measure_rois import SegmentsROI
 from viewer.labels.session import EDIT_TOOLS
 from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.oblique import PlaneGrid, edge_letters
@@ -38,7 +39,8 @@ from viewer.state.view_state import ViewerState
 COMPACT_BELOW_PX = (420, 320)  # views narrower or lower than this show no corner text, only the short info
 CROSSHAIR_COLORS = {Orientation.AXIAL: (255, 80, 80), Orientation.CORONAL: (80, 220, 80),
                     Orientation.SAGITTAL: (90, 150, 255)}
-MEASURE_TOOLS = ("ruler", "ellipse")
+MEASURE_TOOLS = ("ruler", "ellipse", "angle", "axes")  # axes: the long and the short axis across it
+SEGMENTS = {"angle": ((0, 1), (1, 2)), "axes": ((0, 1), (2, 3))}  # handle pairs drawn; handle 1 carries the label
 TOOLS = ("navigate", "rotate", *MEASURE_TOOLS, *EDIT_TOOLS)  # rotate: turn the crosshair axes (oblique MPR)
 OBLIQUE_REFUSAL = "measuring and editing work on orthogonal planes: reset the oblique planes first (Shift+O)"
 Voxel = tuple[float, float, float]
@@ -68,6 +70,7 @@ class Measurement:
     roi: pg.ROI
     label: pg.TextItem
     name: str = ""  # the user's name for it (Measurements dock)
+    cross: CrossAxes | None = None  # long and short axis: the short one kept perpendicular
 
 
 def series_key(volume) -> str:
@@ -660,6 +663,13 @@ class SliceView(QtWidgets.QWidget):
         m = self._drawing
         if m.kind == "ruler":
             m.roi.movePoint(m.roi.getHandles()[1], now, finish=False)
+        elif m.kind == "angle":  # the first arm follows the mouse; the second stays square to it
+            handles = m.roi.getHandles()
+            m.roi.movePoint(handles[0], now, finish=False)
+            m.roi.movePoint(handles[2], _square_arm(start, now), finish=False)
+        elif m.kind == "axes":  # the long axis follows the mouse; the short one crosses its middle, half as long
+            m.cross = _initial_cross(start, now)
+            self._apply_cross(m)
         else:
             x0, y0 = min(start.x(), now.x()), min(start.y(), now.y())
             m.roi.setPos((x0, y0), update=False, finish=False)
@@ -672,24 +682,67 @@ class SliceView(QtWidgets.QWidget):
 
     def _new_measurement(self, start: QtCore.QPointF, now: QtCore.QPointF) -> Measurement:
         pen = pg.mkPen((255, 230, 60), width=2)
+        cross = None
         if self.tool == "ruler":
             roi = pg.LineSegmentROI([start, now], pen=pen)
+        elif self.tool == "angle":
+            roi = SegmentsROI([now, start, _square_arm(start, now)], SEGMENTS["angle"], pen=pen)
+        elif self.tool == "axes":
+            cross = _initial_cross(start, now)
+            points = [cross.long_a, cross.long_b, *cross.short_ends]
+            roi = SegmentsROI([QtCore.QPointF(*p) for p in points], SEGMENTS["axes"], pen=pen)
         else:
             roi = pg.EllipseROI(start, (1e-3, 1e-3), pen=pen)
         label = pg.TextItem(color=(255, 230, 60), anchor=(0, 1), fill=(0, 0, 0, 140))
         self.viewbox.addItem(roi)
         self.viewbox.addItem(label)
-        m = Measurement(self.tool, self.state.slice_index(self.orientation), roi, label)
+        m = Measurement(self.tool, self.state.slice_index(self.orientation), roi, label, cross=cross)
         roi.sigRegionChanged.connect(lambda *_: self._update_measurement(m))
         roi.sigRegionChangeFinished.connect(lambda *_: self.measurements_changed.emit())
         self.measurements.append(m)
         self.measurements_changed.emit()
         return m
 
+    def _apply_cross(self, m: Measurement) -> None:
+        """Put the handles of a long/short axis cross where `m.cross` says (the short axis perpendicular)."""
+        if m.cross is None:
+            return
+        self._constraining = True
+        try:
+            targets = [m.cross.long_a, m.cross.long_b, *m.cross.short_ends]
+            for handle, (x, y), p in zip(m.roi.getHandles(), targets, self._handle_points(m)):
+                if abs(p.x() - x) > 1e-9 or abs(p.y() - y) > 1e-9:
+                    m.roi.movePoint(handle, QtCore.QPointF(x, y), finish=False)
+        finally:
+            self._constraining = False
+
+    def _constrain_axes(self, m: Measurement) -> None:
+        """After a handle of the cross moved: a long-axis end (or the whole cross) carries the short axis along;
+        a short-axis end slides the short axis along the long one and sets its reach."""
+        if m.cross is None or getattr(self, "_constraining", False):
+            return
+        pts = [(p.x(), p.y()) for p in self._handle_points(m)]
+        c = m.cross
+        short = c.short_ends
+
+        def moved(p, q) -> bool:
+            return abs(p[0] - q[0]) > 1e-6 or abs(p[1] - q[1]) > 1e-6
+
+        if moved(pts[0], c.long_a) or moved(pts[1], c.long_b):
+            c = c.with_long(pts[0], pts[1])
+        elif moved(pts[2], short[0]):
+            c = c.with_short_end(0, pts[2])
+        elif moved(pts[3], short[1]):
+            c = c.with_short_end(1, pts[3])
+        m.cross = c
+        self._apply_cross(m)
+
     def _update_measurement(self, m: Measurement) -> None:
+        if m.kind == "axes":
+            self._constrain_axes(m)
         text = self.measurement_text(m)
         m.label.setText(text)
-        if m.kind == "ruler":
+        if m.kind in ("ruler", *SEGMENTS):
             p = m.roi.getSceneHandlePositions()[1][1]
             m.label.setPos(self.viewbox.mapSceneToView(p))
         else:
@@ -714,8 +767,18 @@ class SliceView(QtWidgets.QWidget):
 
     def measurement_values(self, m: Measurement) -> dict[str, float]:
         """A measurement's numbers: {"length_mm"} for a ruler; {"mean_hu", "sd_hu", "area_mm2"} for an ellipse
-        (empty when it holds no pixel); plus its centre voxel as "k", "j", "i"."""
+        (empty when it holds no pixel); {"angle_deg"} for an angle; {"long_mm", "short_mm"} for a long/short axis
+        cross; plus its centre voxel (an angle's vertex) as "k", "j", "i"."""
         vol = self.state.volume
+        if m.kind in SEGMENTS:
+            mm = [np.array([p.x(), p.y()]) for p in self._handle_points(m)]  # view coordinates are mm
+            vox = self.measurement_points(m)
+            if m.kind == "angle":
+                k, j, i = vox[1]
+                return {"angle_deg": angle_deg(mm[0], mm[1], mm[2]), "k": k, "j": j, "i": i}
+            k, j, i = vox[:2].mean(axis=0)
+            return {"long_mm": float(np.linalg.norm(mm[1] - mm[0])), "short_mm": float(np.linalg.norm(mm[3] - mm[2])),
+                    "k": k, "j": j, "i": i}
         if m.kind == "ruler":
             ends = self.measurement_points(m)
             mid = ends.mean(axis=0)
@@ -731,21 +794,22 @@ class SliceView(QtWidgets.QWidget):
             return where
         return {"mean_hu": s.mean, "sd_hu": s.std, "area_mm2": s.area_mm2, **where}
 
-    def _ruler_ends(self, m: Measurement) -> list[QtCore.QPointF]:
-        """A ruler's two ends in view (mm) coordinates."""
+    def _handle_points(self, m: Measurement) -> list[QtCore.QPointF]:
+        """The handles of a ruler, an angle or a cross in view (mm) coordinates."""
         return [self.viewbox.mapSceneToView(h[1]) for h in m.roi.getSceneHandlePositions()]
 
     def measurement_points(self, m: Measurement) -> np.ndarray:
-        """A measurement's geometry as (k, j, i) voxel coordinates: a ruler's two ends, or an ellipse's major then
-        minor axis end points (4 points)."""
+        """A measurement's geometry as (k, j, i) voxel coordinates: a ruler's two ends; an ellipse's major then
+        minor axis end points (4 points); an angle's first end, vertex and second end; a cross's long then short
+        axis ends."""
         vol = self.state.volume
 
         def voxel(x: float, y: float) -> tuple[float, float, float]:
             return display_to_voxel(vol.shape, self.orientation, m.slice_index,
                                     y / self.pixel_mm[0] - 0.5, x / self.pixel_mm[1] - 0.5)
 
-        if m.kind == "ruler":
-            return np.array([voxel(p.x(), p.y()) for p in self._ruler_ends(m)], float)
+        if m.kind in ("ruler", *SEGMENTS):
+            return np.array([voxel(p.x(), p.y()) for p in self._handle_points(m)], float)
         pos, size = m.roi.pos(), m.roi.size()
         cx, cy, rx, ry = pos.x() + size.x() / 2, pos.y() + size.y() / 2, size.x() / 2, size.y() / 2
         wide = [(cx - rx, cy), (cx + rx, cy)]
@@ -757,15 +821,19 @@ class SliceView(QtWidgets.QWidget):
         v = self.measurement_values(m)
         if m.kind == "ruler":
             return f"{v['length_mm']:.1f} mm"
+        if m.kind == "angle":
+            return f"{v['angle_deg']:.1f}\u00b0"
+        if m.kind == "axes":
+            return f"long {v['long_mm']:.1f} mm\nshort {v['short_mm']:.1f} mm"
         if "mean_hu" not in v:
             return "ROI: empty"
         return f"mean {v['mean_hu']:.1f} HU  sd {v['sd_hu']:.1f}\narea {v['area_mm2']:.1f} mm\u00b2"
 
     def _record(self, m: Measurement) -> tuple[str, int, tuple[tuple[float, float], ...], str]:
-        """A measurement as plain data on this view's mm grid: kind, slice, two points (ruler ends, or the
-        ellipse's corner and size)."""
-        if m.kind == "ruler":
-            pts = tuple((p.x(), p.y()) for p in self._ruler_ends(m))
+        """A measurement as plain data on this view's mm grid: kind, slice, points (the handles of a ruler, an
+        angle or a cross; an ellipse's corner and size)."""
+        if m.kind in ("ruler", *SEGMENTS):
+            pts = tuple((p.x(), p.y()) for p in self._handle_points(m))
         else:
             pos, size = m.roi.pos(), m.roi.size()
             pts = ((pos.x(), pos.y()), (size.x(), size.y()))
@@ -775,16 +843,34 @@ class SliceView(QtWidgets.QWidget):
         """Draw a recorded measurement again (`_record`'s data)."""
         tool, self.tool = self.tool, kind
         try:
-            a, b = (QtCore.QPointF(*p) for p in points)
+            a, b = (QtCore.QPointF(*p) for p in points[:2])
             m = self._new_measurement(a, b if kind == "ruler" else a)
         finally:
             self.tool = tool
         m.slice_index, m.name = index, name
-        if kind != "ruler":
+        if kind in SEGMENTS:
+            if kind == "axes":
+                m.cross = CrossAxes.from_points(*points)
+                self._apply_cross(m)
+            else:
+                for handle, p in zip(m.roi.getHandles(), points):
+                    m.roi.movePoint(handle, QtCore.QPointF(*p), finish=False)
+        elif kind != "ruler":
             m.roi.setPos(a)
             m.roi.setSize((b.x(), b.y()))
         self._update_measurement(m)
         return m
+
+    def measurement_records(self) -> list[tuple[str, int, tuple[tuple[float, float], ...], str]]:
+        """Every measurement of the series on show as plain data (`viewer.io.measurement_store.Record`)."""
+        return [self._record(m) for m in self.measurements]
+
+    def restore_measurements(self, records) -> None:
+        """Draw recorded measurements (`measurement_records`' data) on the series on show."""
+        for kind, index, points, name in records:
+            self._restore(kind, index, points, name)
+        self._schedule("measurements")
+        self.measurements_changed.emit()
 
     def clear_measurements(self) -> None:
         for m in self.measurements:
@@ -853,6 +939,19 @@ class SliceView(QtWidgets.QWidget):
         c["top_right"].move(w - c["top_right"].width() - 6, 4)
         c["bottom_left"].move(6, h - c["bottom_left"].height() - 4)
         c["bottom_right"].move(w - c["bottom_right"].width() - 6, self.scale_bar.y() - c["bottom_right"].height() - 4)
+
+
+def _square_arm(vertex: QtCore.QPointF, end: QtCore.QPointF) -> QtCore.QPointF:
+    """The end of an arm from `vertex` as long as the arm to `end`, a quarter turn from it: a new angle's second
+    arm, for the user to move."""
+    d = end - vertex
+    return vertex + QtCore.QPointF(d.y(), -d.x())
+
+
+def _initial_cross(start: QtCore.QPointF, now: QtCore.QPointF) -> CrossAxes:
+    """A new long axis from `start` to `now` with a short axis across its middle, half as long."""
+    length = math.hypot(now.x() - start.x(), now.y() - start.y())
+    return CrossAxes((start.x(), start.y()), (now.x(), now.y()), 0.5, length / 4, -length / 4)
 
 
 def _set_text(label: QtWidgets.QLabel, text: str) -> None:

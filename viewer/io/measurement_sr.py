@@ -4,7 +4,10 @@ and OHIF read.
 Each measurement is a planar ROI group ("Planar ROI measurements and qualitative evaluations") with a 3D
 region in the CT's frame of reference (SCOORD3D, LPS mm): a ruler is a POLYLINE of its two ends with its Length
 (mm); an ellipse is an ELLIPSE of its major and minor axis end points with its Area (mm²), Mean and Standard
-Deviation (HU). The group's tracking identifier is the measurement's name. The CT images are the evidence.
+Deviation (HU); an angle is a POLYLINE of its first end, vertex and second end with its Angle (degrees); a long
+and short axis cross is a POLYLINE of its long axis with its Long axis and Short axis lengths (mm) (the short
+axis' ends are not kept: TID 1500 gives a group one region). The group's tracking identifier is the
+measurement's name. The CT images are the evidence.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from viewer.core.errors import LoadError
 from viewer.core.version import lunglens_version
 from viewer.io.atomic_files import atomic_write
 
-KINDS = ("ruler", "ellipse")
+KINDS = ("ruler", "ellipse", "angle", "axes")
+POINTS = {"ruler": 2, "ellipse": 4, "angle": 3, "axes": 4}  # points a record holds (an "axes" read back: 2)
 HU = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")
 #: measurement value key -> (concept, unit)
 _CONCEPTS = {
@@ -31,13 +35,17 @@ _CONCEPTS = {
     "area_mm2": (codes.SCT.Area, codes.UCUM.SquareMillimeter),
     "mean_hu": (codes.SCT.Mean, HU),
     "sd_hu": (codes.SCT.StandardDeviation, HU),
+    "angle_deg": (codes.SCT.Angle, codes.UCUM.Degree),
+    "long_mm": (codes.SCT.LongAxis, codes.UCUM.Millimeter),
+    "short_mm": (codes.SCT.ShortAxis, codes.UCUM.Millimeter),
 }
 
 
 @dataclass
 class MeasurementRecord:
-    """A measurement as plain data: its name, kind ("ruler" or "ellipse"), points in LPS mm (a ruler's two ends;
-    an ellipse's major then minor axis end points) and values (keys of `_CONCEPTS`)."""
+    """A measurement as plain data: its name, kind (`KINDS`), points in LPS mm (a ruler's two ends; an ellipse's
+    major then minor axis end points; an angle's end, vertex, end; a cross's long then short axis ends) and values
+    (keys of `_CONCEPTS`)."""
 
     name: str
     kind: str
@@ -62,9 +70,12 @@ def write_measurement_sr(path: str | Path, records: Sequence[MeasurementRecord],
         pts = np.asarray(rec.points_lps, float)
         if rec.kind not in KINDS:
             raise ValueError(f"unknown measurement kind {rec.kind!r}; expected one of {KINDS}")
-        if pts.shape != ((2, 3) if rec.kind == "ruler" else (4, 3)):
-            raise ValueError(f"a {rec.kind} needs {2 if rec.kind == 'ruler' else 4} points in LPS mm, got {pts.shape}")
-        graphic = hd.sr.GraphicTypeValues3D.POLYLINE if rec.kind == "ruler" else hd.sr.GraphicTypeValues3D.ELLIPSE
+        if pts.shape != (POINTS[rec.kind], 3):
+            raise ValueError(f"a {rec.kind} needs {POINTS[rec.kind]} points in LPS mm, got {pts.shape}")
+        if rec.kind == "axes":
+            pts = pts[:2]
+        graphic = (hd.sr.GraphicTypeValues3D.ELLIPSE if rec.kind == "ellipse"
+                   else hd.sr.GraphicTypeValues3D.POLYLINE)
         region = hd.sr.ImageRegion3D(graphic_type=graphic, graphic_data=pts, frame_of_reference_uid=frame)
         measurements = [hd.sr.Measurement(name=_CONCEPTS[k][0], value=float(v), unit=_CONCEPTS[k][1])
                         for k, v in rec.values.items() if k in _CONCEPTS and np.isfinite(v)]
@@ -110,10 +121,13 @@ def read_measurement_sr(path: str | Path) -> list[MeasurementRecord]:
         roi = g.roi
         if roi is None:
             continue
-        kind = "ruler" if roi.GraphicType == "POLYLINE" else "ellipse" if roi.GraphicType == "ELLIPSE" else ""
-        if not kind:
-            continue
         values = {names[m.name.value]: float(m.value) for m in g.get_measurements() if m.name.value in names}
-        out.append(MeasurementRecord(str(g.tracking_identifier), kind,
-                                     np.asarray(roi.value, float).reshape(-1, 3), values))
+        points = np.asarray(roi.value, float).reshape(-1, 3)
+        if roi.GraphicType == "ELLIPSE":
+            kind = "ellipse"
+        elif roi.GraphicType == "POLYLINE":
+            kind = "axes" if "long_mm" in values else "angle" if len(points) == 3 else "ruler"
+        else:
+            continue
+        out.append(MeasurementRecord(str(g.tracking_identifier), kind, points, values))
     return out

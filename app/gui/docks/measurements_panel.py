@@ -1,5 +1,5 @@
-"""The measurements dock: every ruler and ellipse of the open series, with its values; jump to one, rename,
-delete, and export them all as CSV."""
+"""The measurements dock: every ruler, ellipse, angle and long/short axis cross of the open series, with its
+values; jump to one, rename, delete, and export them all as CSV or DICOM SR."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from viewer.io.measurement_sr import MeasurementRecord, write_measurement_sr
 from viewer.state.slicing import Orientation
 
 COLUMNS = ("name", "view", "slice", "kind", "value")
-CSV_FIELDS = ("name", "view", "slice", "kind", "length_mm", "mean_hu", "sd_hu", "area_mm2", "voxel_k", "voxel_j",
-              "voxel_i", "x_mm", "y_mm", "z_mm")
+VALUES = ("length_mm", "mean_hu", "sd_hu", "area_mm2", "angle_deg", "long_mm", "short_mm")
+CSV_FIELDS = ("name", "view", "slice", "kind", *VALUES, "voxel_k", "voxel_j", "voxel_i", "x_mm", "y_mm", "z_mm")
 
 
 class MeasurementsPanel(QtWidgets.QWidget):
@@ -98,7 +98,7 @@ class MeasurementsPanel(QtWidgets.QWidget):
             lps = view.state.volume.index_to_lps((v["k"], v["j"], v["i"])) if view.state.volume is not None else None
             record = {"name": m.name or f"{m.kind} {row + 1}", "view": view.orientation.value,
                       "slice": m.slice_index + 1, "kind": m.kind,
-                      **{k: round(v[k], 3) for k in ("length_mm", "mean_hu", "sd_hu", "area_mm2") if k in v},
+                      **{k: round(v[k], 3) for k in VALUES if k in v},
                       "voxel_k": round(v["k"], 2), "voxel_j": round(v["j"], 2), "voxel_i": round(v["i"], 2)}
             if lps is not None:
                 record.update(x_mm=round(float(lps[0]), 2), y_mm=round(float(lps[1]), 2), z_mm=round(float(lps[2]), 2))

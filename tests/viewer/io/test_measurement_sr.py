@@ -43,7 +43,7 @@ def test_bad_input_is_refused(tmp_path, sources):
     with pytest.raises(ValueError, match="a ruler needs 2 points"):
         write_measurement_sr(tmp_path / "a.dcm", [MeasurementRecord("r", "ruler", np.zeros((3, 3)))], sources)
     with pytest.raises(ValueError, match="unknown measurement kind"):
-        write_measurement_sr(tmp_path / "a.dcm", [MeasurementRecord("r", "angle", np.zeros((3, 3)))], sources)
+        write_measurement_sr(tmp_path / "a.dcm", [MeasurementRecord("r", "arrow", np.zeros((2, 3)))], sources)
     assert not (tmp_path / "a.dcm").exists()
     (tmp_path / "junk.dcm").write_bytes(b"junk")
     with pytest.raises(LoadError, match="junk.dcm: not a readable DICOM SR"):
