@@ -215,7 +215,7 @@ class SliceView(QtWidgets.QWidget):
         self.corners: dict[str, QtWidgets.QLabel] = {}
         for corner in CORNERS:
             lab = QtWidgets.QLabel(self.graphics)
-            lab.setStyleSheet("color: #e8e8e8; font-size: 11px; background: rgba(0, 0, 0, 90); padding: 1px 3px;")
+            lab.setStyleSheet("color: #f0f0f0; font-size: 13px; background: rgba(0, 0, 0, 150); padding: 1px 3px;")
             lab.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
             if corner.endswith("right"):
                 lab.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight)
@@ -991,6 +991,10 @@ class _ScaleBar(QtWidgets.QWidget):
         length = int(round(self.length_mm * self.px_per_mm))
         x1 = self.width() - 2
         x0 = max(2, x1 - length)
+        # a dark backing: the bar and its label stay legible over bright tissue and bone
+        label_w = p.fontMetrics().horizontalAdvance(f"{self.length_mm:g} mm") + 6
+        p.fillRect(QtCore.QRect(min(x0, self.width() - label_w) - 2, 0, self.width(), self.height()),
+                   QtGui.QColor(0, 0, 0, 120))
         p.setPen(QtGui.QPen(QtGui.QColor(240, 240, 240), 2))
         p.drawLine(x0, 16, x1, 16)
         p.drawLine(x0, 12, x0, 20)
