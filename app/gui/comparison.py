@@ -52,6 +52,8 @@ class Comparison:
         out of its layout), or None."""
         old = self.view
         self._unfollow()
+        if old is not None:
+            old.detach()
         self.view = SliceView(self.state, orientation)
         self._main_view = main_view
         main_view.viewbox.sigRangeChanged.connect(self._from_main)
@@ -63,6 +65,8 @@ class Comparison:
         self.set_linked(False)
         self._unfollow()
         view, self.view = self.view, None
+        if view is not None:
+            view.detach()
         return view
 
     # -- the same scale in both views ---------------------------------------------------------

@@ -132,13 +132,17 @@ def run_viewer(
 
             from viewer.state.slicing import Orientation
 
+            window.volume_loaded.disconnect(turn)  # the series asked for, not those the user opens later
             window.state.rotate_planes(Orientation.AXIAL, math.radians(oblique))
 
         window.volume_loaded.connect(turn)
     ready = window.volume_loaded  # everything asked for is on show (the comparison too, when one is asked)
     if compare:
-        window.volume_loaded.connect(
-            lambda _v: QtCore.QTimer.singleShot(0, lambda: window.open_comparison(compare, series=compare_series)))
+        def open_comparison(_volume) -> None:
+            window.volume_loaded.disconnect(open_comparison)  # once: not again for each series opened later
+            QtCore.QTimer.singleShot(0, lambda: window.open_comparison(compare, series=compare_series))
+
+        window.volume_loaded.connect(open_comparison)
         ready = window.comparison_loaded
 
     if screenshot:
@@ -178,7 +182,11 @@ def run_viewer(
             QtCore.QTimer.singleShot(0, shoot)
     if analyze:
         # analyse once the load has delivered its volume (queued after the load's own handlers)
-        ready.connect(lambda _v: QtCore.QTimer.singleShot(0, window.analyze))
+        def analyze_once(_volume) -> None:
+            ready.disconnect(analyze_once)  # the series asked for, not those the user opens later
+            QtCore.QTimer.singleShot(0, window.analyze)
+
+        ready.connect(analyze_once)
     if path is not None:
         for given in (path, compare):
             if given is not None and not Path(given).exists():

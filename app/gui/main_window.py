@@ -37,7 +37,7 @@ from viewer.core.volume import Volume
 from viewer.core.windowing import Window
 from viewer.gui.slice_view import TOOLS, SliceView, series_key
 from viewer.io.label_grid import read_overlay_on_grid
-from viewer.io.measurement_store import load_measurements, save_measurements
+from viewer.io.measurement_store import load_measurements, save_measurements, set_aside
 from viewer.io.volumes import volume_suffix
 from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
@@ -348,6 +348,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.annotation_panel = AnnotationPanel(self.annotation)
         self.annotation_dock = self._tab_dock("Annotation", "annotation", self.annotation_panel)
         self.measurements_panel = MeasurementsPanel(self.views)
+        self.measurements_panel.renamed.connect(self._measurements_changed)
         self.measurements_dock = self._tab_dock("Measurements", "measurements", self.measurements_panel)
         self.series_strip = SeriesStrip()
         self.series_strip.series_chosen.connect(lambda folder, sid: self.open_path(folder, series=sid))
@@ -794,7 +795,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._measure_timer.isActive():  # the last edits of the series going away reach the disk first
             self._measure_timer.stop()
             self.save_measurements()
-        self.state.set_volume(volume)
+        self._restoring_measurements = True  # the views put their measurements aside: nothing changed on disk
+        try:
+            self.state.set_volume(volume)
+        finally:
+            self._restoring_measurements = False
         self.restore_measurements()
         # the slice views paint first; the 3D view (about 1 s on a big series) follows
         QtCore.QTimer.singleShot(30, self._push_volume_3d)
@@ -837,10 +842,12 @@ class MainWindow(QtWidgets.QMainWindow):
         vol = self.state.volume
         if vol is None or any(view.measurements for view in self.views.values()):
             return
+        folder, key = self._measurement_folder(), series_key(vol)
         try:
-            kept = load_measurements(self._measurement_folder(), series_key(vol))
+            kept = load_measurements(folder, key)
         except LoadError as exc:
-            self.statusBar().showMessage(str(exc), 15000)
+            aside = set_aside(folder, key) if self.persist else None
+            self.statusBar().showMessage(f"{exc}; not restored" + (f", kept as {aside}" if aside else ""), 15000)
             return
         self._restoring_measurements = True
         try:

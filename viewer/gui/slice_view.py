@@ -153,6 +153,7 @@ class SliceView(QtWidgets.QWidget):
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
         self.fitting = False  # True while `reset_view` fits the image to the view
         self._shown_centre = np.full(3, np.nan)  # where the turned plane on show is centred (world mm)
+        self._air: tuple | None = None  # (volume, its minimum): what an oblique plane shows outside the volume
         self.zooming = False  # True while the user zooms (`zoom_by`): range listeners tell it from a resize
         self._series_key: str | None = None  # the series on show, whose measurements are in `measurements`
         self._kept: dict[str, list] = {}  # measurements of the other series opened, by `series_key`
@@ -168,17 +169,27 @@ class SliceView(QtWidgets.QWidget):
         self._editing = False
         self._lasso_points: list[Voxel] = []
         self._build()
-        state.cursor_changed.connect(self._on_cursor)
-        state.window_changed.connect(lambda _w: self._schedule("image"))
-        state.slab_changed.connect(self._on_slab)
-        state.planes_changed.connect(lambda _n: self._schedule("image", "overlays", "cursor", "measurements",
-                                                               "letters"))
-        state.volume_changed.connect(self._on_volume)
-        state.layers.changed.connect(lambda _l: self._schedule("overlays"))
-        state.layers.layer_changed.connect(lambda _l: self._schedule("overlays"))
+        self._subscriptions = [
+            (state.cursor_changed, self._on_cursor),
+            (state.window_changed, lambda _w: self._schedule("image")),
+            (state.slab_changed, self._on_slab),
+            (state.planes_changed, lambda _n: self._schedule("image", "overlays", "cursor", "measurements", "letters")),
+            (state.volume_changed, self._on_volume),
+            (state.layers.changed, lambda _l: self._schedule("overlays")),
+            (state.layers.layer_changed, lambda _l: self._schedule("overlays")),
+        ]
+        for event, callback in self._subscriptions:
+            event.connect(callback)
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
         if state.volume is not None:
             self._on_volume(state.volume)
+
+    def detach(self) -> None:
+        """Stop following the state (before the view is deleted while its state lives on)."""
+        for event, callback in self._subscriptions:
+            event.disconnect(callback)
+        self._subscriptions = []
+        self._timer.stop()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -253,7 +264,7 @@ class SliceView(QtWidgets.QWidget):
         self.pixel_mm = pixel_spacing(volume.spacing, self.orientation)
         # setRect only works once an item has an image of the right shape: set image and rect together
         self._rect = QtCore.QRectF(0, 0, cols * self.pixel_mm[1], rows * self.pixel_mm[0])
-        self._schedule("image", "overlays", "cursor")
+        self._schedule("image", "overlays", "cursor", "letters")  # letters: a new volume's planes are orthogonal
         self.refresh_now()
         self._needs_fit = True
         self.reset_view()
@@ -328,7 +339,10 @@ class SliceView(QtWidgets.QWidget):
 
     def _show_oblique(self, grid: PlaneGrid) -> None:
         """The turned plane, trilinear, in the orthogonal view's rectangle (no slab: a single plane)."""
-        self.image_item.setImage(self._lut(grid.sample(self.state.volume.array)), autoLevels=False,
+        vol = self.state.volume
+        if self._air is None or self._air[0] is not vol:  # the fill outside the volume: its minimum, found once
+            self._air = (vol, float(vol.array.min()))
+        self.image_item.setImage(self._lut(grid.sample(vol.array, fill=self._air[1])), autoLevels=False,
                                  levels=(0, 255), rect=self._rect)
         self._shown_centre = grid.centre
 

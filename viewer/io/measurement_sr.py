@@ -27,7 +27,7 @@ from viewer.core.version import lunglens_version
 from viewer.io.atomic_files import atomic_write
 
 KINDS = ("ruler", "ellipse", "angle", "axes")
-POINTS = {"ruler": 2, "ellipse": 4, "angle": 3, "axes": 4}  # points a record holds (an "axes" read back: 2)
+POINTS = {"ruler": (2,), "ellipse": (4,), "angle": (3,), "axes": (4, 2)}  # an "axes" read back holds its long axis
 HU = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")
 #: measurement value key -> (concept, unit)
 _CONCEPTS = {
@@ -70,8 +70,9 @@ def write_measurement_sr(path: str | Path, records: Sequence[MeasurementRecord],
         pts = np.asarray(rec.points_lps, float)
         if rec.kind not in KINDS:
             raise ValueError(f"unknown measurement kind {rec.kind!r}; expected one of {KINDS}")
-        if pts.shape != (POINTS[rec.kind], 3):
-            raise ValueError(f"a {rec.kind} needs {POINTS[rec.kind]} points in LPS mm, got {pts.shape}")
+        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) not in POINTS[rec.kind]:
+            need = " or ".join(str(n) for n in POINTS[rec.kind])
+            raise ValueError(f"a {rec.kind} needs {need} points in LPS mm, got {pts.shape}")
         if rec.kind == "axes":
             pts = pts[:2]
         graphic = (hd.sr.GraphicTypeValues3D.ELLIPSE if rec.kind == "ellipse"
@@ -126,8 +127,11 @@ def read_measurement_sr(path: str | Path) -> list[MeasurementRecord]:
         if roi.GraphicType == "ELLIPSE":
             kind = "ellipse"
         elif roi.GraphicType == "POLYLINE":
-            kind = "axes" if "long_mm" in values else "angle" if len(points) == 3 else "ruler"
+            kind = ("axes" if "long_mm" in values else "angle" if "angle_deg" in values and len(points) == 3
+                    else "ruler" if len(points) == 2 else "")
         else:
-            continue
+            kind = ""
+        if not kind:
+            continue  # another tool's shape this reader does not know
         out.append(MeasurementRecord(str(g.tracking_identifier), kind, points, values))
     return out

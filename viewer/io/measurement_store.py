@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from viewer.core.errors import LoadError
@@ -16,7 +17,7 @@ from viewer.io.atomic_files import write_text_atomic
 
 #: kind, slice index, points (x, y) in the view's mm, name
 Record = tuple[str, int, tuple[tuple[float, float], ...], str]
-KINDS = ("ruler", "ellipse", "angle", "axes")
+POINTS = {"ruler": 2, "ellipse": 2, "angle": 3, "axes": 4}  # an ellipse: its corner and its size
 VERSION = 1
 
 
@@ -52,10 +53,23 @@ def load_measurements(folder: str | Path, series_key: str) -> dict[str, list[Rec
         for view, records in data["views"].items():
             out[str(view)] = []
             for r in records:
-                if r["kind"] not in KINDS:
+                if r["kind"] not in POINTS:
                     raise ValueError(f"unknown measurement kind {r['kind']!r}")
                 points = tuple((float(x), float(y)) for x, y in r["points"])
+                if len(points) != POINTS[r["kind"]] or not all(math.isfinite(v) for p in points for v in p):
+                    raise ValueError(f"a {r['kind']} needs {POINTS[r['kind']]} finite points, got {r['points']}")
                 out[str(view)].append((str(r["kind"]), int(r["slice"]), points, str(r.get("name", ""))))
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LoadError(f"{path}: saved measurements unreadable ({exc}); they were not restored") from None
+        raise LoadError(f"{path}: saved measurements unreadable ({exc})") from None
+
+
+def set_aside(folder: str | Path, series_key: str) -> Path | None:
+    """Move an unreadable measurement file out of the way (`<name>.unreadable`), so that new measurements do not
+    overwrite what it held; returns where it went (None when there was none)."""
+    path = store_path(folder, series_key)
+    if not path.exists():
+        return None
+    aside = path.with_suffix(".unreadable")
+    path.replace(aside)
+    return aside

@@ -50,7 +50,7 @@ class CursorLink:
         elif initial:
             self.offset_mm = _centre(va) - _centre(vb)
         else:
-            self.offset_mm = va.index_to_lps(self.a.cursor) - vb.index_to_lps(self.b.cursor)
+            self.offset_mm = va.index_to_lps(self.a.point) - vb.index_to_lps(self.b.point)
         if not self._connected:
             self.a.cursor_changed.connect(self._from_a)
             self.b.cursor_changed.connect(self._from_b)
@@ -105,11 +105,11 @@ class CursorLink:
         finally:
             self._busy = False
 
-    def _from_a(self, cursor) -> None:
-        self._guarded(lambda: self.b.set_cursor(self.voxel_in_b(cursor)))
+    def _from_a(self, _cursor) -> None:
+        self._guarded(lambda: self.b.set_cursor(self.voxel_in_b(self.a.point)))  # fractions kept
 
-    def _from_b(self, cursor) -> None:
-        self._guarded(lambda: self.a.set_cursor(self.voxel_in_a(cursor)))
+    def _from_b(self, _cursor) -> None:
+        self._guarded(lambda: self.a.set_cursor(self.voxel_in_a(self.b.point)))
 
     def _window_from_a(self, window) -> None:
         if self.window:

@@ -84,12 +84,12 @@ class ViewerState:
             world = self.point * spacing + delta * step_mm(normal, self.volume.spacing) * normal
             self.set_cursor(world / spacing)
             return
-        cur = list(self.cursor)
-        cur[orientation.axis] += delta
+        cur = self.point.copy()  # the other axes keep their fractions: turned planes must not shift
+        cur[orientation.axis] = self.cursor[orientation.axis] + delta
         self.set_cursor(cur)
 
     def set_slice(self, orientation: Orientation, index: int) -> None:
-        cur = list(self.cursor)
+        cur = self.point.copy()
         cur[orientation.axis] = int(np.clip(index, 0, slice_count(self.shape, orientation) - 1))
         self.set_cursor(cur)
 

@@ -24,6 +24,8 @@ CSV_FIELDS = ("name", "view", "slice", "kind", *VALUES, "voxel_k", "voxel_j", "v
 class MeasurementsPanel(QtWidgets.QWidget):
     """Lists the measurements of the slice views; double-click a row to go there, edit its name in place."""
 
+    renamed = QtCore.Signal()  # a measurement got a new name (the list itself is unchanged)
+
     def __init__(self, views: dict[Orientation, SliceView], parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.views = views
@@ -75,6 +77,7 @@ class MeasurementsPanel(QtWidgets.QWidget):
     def _on_renamed(self, item: QtWidgets.QTableWidgetItem) -> None:
         if item.column() == 0 and 0 <= item.row() < len(self.rows):
             self.rows[item.row()][1].name = item.text().strip()
+            self.renamed.emit()
 
     def go_to(self, row: int) -> None:
         """Show the measurement of `row`: its slice in its view, the crosshair on its centre."""

@@ -156,3 +156,21 @@ def test_view_command_shows_the_comparison_in_its_screenshot(tmp_path, studies):
     missing = subprocess.run([*run, "--compare", str(tmp_path / "nowhere")], cwd=root, env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "nowhere: no such file or folder" in missing.stderr
+
+
+def test_changing_the_main_plane_leaves_no_dead_view_behind(qtbot, tmp_path, monkeypatch, studies):
+    from PySide6 import QtWidgets
+
+    from viewer.core.windowing import Window
+
+    win = open_both(qtbot, tmp_path, monkeypatch, studies)
+    win.set_main_view(Orientation.SAGITTAL)
+    win.set_main_view(Orientation.AXIAL)
+    for _ in range(3):
+        QtWidgets.QApplication.processEvents()  # the replaced views are deleted now
+    win.state.step(Orientation.AXIAL, 2)  # raised "Internal C++ object already deleted" from the old views
+    win.state.set_window(Window(40, 400))
+    assert win.compare_state.window == Window(40, 400)
+    assert len(win.compare_state.cursor_changed._callbacks) == 2  # the link and the one live view
+    win.close_comparison()
+    win.close()

@@ -163,3 +163,32 @@ def test_screenshot_windows_keep_no_measurements(qtbot, tmp_path, monkeypatch, s
     draw(win.views[Orientation.AXIAL], "ruler", (10, 10), (40, 50))
     win.close()
     assert not (tmp_path / "cfg" / "measurements").exists()
+
+
+def test_store_problems_never_stop_a_series_opening_nor_lose_a_file(qtbot, tmp_path, monkeypatch, series):
+    from viewer.core.errors import LoadError
+    from viewer.gui.slice_view import series_key
+    from viewer.io.measurement_store import load_measurements, save_measurements, store_path
+
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    folder = tmp_path / "cfg" / "measurements"
+    win = open_window(qtbot, tmp_path, series)
+    qtbot.wait(600)
+    assert not folder.exists()  # opening a series changes nothing on disk
+    key = series_key(win.state.volume)
+    # a rename is saved too
+    draw(win.views[Orientation.AXIAL], "ruler", (10, 10), (40, 50))
+    win.measurements_panel.table.item(0, 0).setText("nodule A")
+    win.close()
+    assert load_measurements(folder, key)["axial"][0][3] == "nodule A"
+    # a well-formed file with a wrong record: refused by the store, set aside by the window, series opens
+    save_measurements(folder, key, {"axial": [("axes", 3, ((0.0, 0.0), (1.0, 1.0)), "")]})
+    with pytest.raises(LoadError, match="needs 4 finite points"):
+        load_measurements(folder, key)
+    again = open_window(qtbot, tmp_path, series)  # volume_loaded arrives
+    assert all(not v.measurements for v in again.views.values())
+    assert store_path(folder, key).with_suffix(".unreadable").exists()
+    draw(again.views[Orientation.AXIAL], "ruler", (10, 10), (30, 30))
+    again.close()
+    assert len(load_measurements(folder, key)["axial"]) == 1  # new work saved; the bad file kept aside
+    assert store_path(folder, key).with_suffix(".unreadable").exists()

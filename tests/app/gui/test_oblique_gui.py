@@ -150,3 +150,17 @@ def test_measuring_and_editing_on_a_turned_plane_are_refused_with_a_reason(qtbot
     axial.viewbox.mouseDragEvent(Drag(QtCore.Qt.MouseButton.LeftButton, axial.viewbox.mapViewToScene(
         QtCore.QPointF(10, 10)), axial.viewbox.mapViewToScene(QtCore.QPointF(40, 50))))
     assert len(axial.measurements) == 1 and axial.measurement_text(axial.measurements[0]) == "50.0 mm"
+
+
+def test_a_new_series_shows_orthogonal_planes_and_their_letters(qtbot, window):
+    win = window
+    coronal = win.views[Orientation.CORONAL]
+    drag = win.views[Orientation.AXIAL]
+    win.set_tool("rotate")
+    drag_about_crosshair(drag, 30.0)
+    win.render_all()
+    assert coronal._edge_labels["left"].text() == "RA"
+    vol, _ = vessel_volume()
+    win.state.set_volume(vol)
+    win.render_all()
+    assert not win.state.oblique and coronal._edge_labels["left"].text() == "R"

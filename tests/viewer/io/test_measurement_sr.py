@@ -48,3 +48,12 @@ def test_bad_input_is_refused(tmp_path, sources):
     (tmp_path / "junk.dcm").write_bytes(b"junk")
     with pytest.raises(LoadError, match="junk.dcm: not a readable DICOM SR"):
         read_measurement_sr(tmp_path / "junk.dcm")
+
+
+def test_a_long_short_axis_read_back_can_be_written_again(tmp_path, sources):
+    lps = np.array([[0.0, 0.0, 10.0], [40.0, 0.0, 10.0], [20.0, 8.0, 10.0], [20.0, -8.0, 10.0]])
+    rec = MeasurementRecord("mass", "axes", lps, {"long_mm": 40.0, "short_mm": 16.0})
+    back = read_measurement_sr(write_measurement_sr(tmp_path / "a.dcm", [rec], sources))
+    assert back[0].kind == "axes" and back[0].points_lps.shape == (2, 3)
+    again = read_measurement_sr(write_measurement_sr(tmp_path / "b.dcm", back, sources))
+    assert again[0].values == pytest.approx({"long_mm": 40.0, "short_mm": 16.0})

@@ -105,3 +105,16 @@ def test_edge_letters_name_the_patient_directions_of_a_turned_plane():
     assert letters["top"] == "S" and letters["bottom"] == "I"
     assert {letters["left"], letters["right"]} == {"RA", "LP"} or {letters["left"], letters["right"]} == {"RP", "LA"}
     assert direction_letters(np.array([0.1, -0.3, 0.9])) == "LA"
+
+
+def test_paging_an_orthogonal_view_keeps_the_turned_planes_in_place():
+    """The crosshair's fractions survive paging: the coronal plane turned about the axial normal holds the axial
+    direction, so paging the axial view moves no pixel of it (it shifted by half a millimetre when the fractions
+    were dropped)."""
+    state = ViewerState(random_volume())
+    state.rotate_planes(Orientation.AXIAL, 0.7)
+    centre = state.plane_grid(Orientation.CORONAL).centre
+    state.step(Orientation.AXIAL, 3)
+    state.set_slice(Orientation.AXIAL, 2)
+    np.testing.assert_allclose(state.plane_grid(Orientation.CORONAL).centre, centre, atol=1e-9)
+    assert state.cursor[0] == 2
