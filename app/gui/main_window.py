@@ -95,7 +95,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closing = False  # set by `join_workers`: results still arriving are dropped
         self._pending_overlays: list[str] = []
         self._loading_series: str | None = None
-        self._loading_target = "main"  # what the running load is for: "main" or "comparison"
         self.comparison: Comparison | None = None  # a second series beside the main view (prior comparison)
         self.load_warnings: list[str] = []
         self.setWindowTitle(APP_NAME)
@@ -686,9 +685,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._pending_overlays = list(overlays or [])
         scan_first = series is None and os.path.isdir(path)
         worker = LoadWorker(path, series=series, scan_only=scan_first)
-        self._loading_path, self._loading_series, self._loading_target = path, series, target
-        worker.loaded.connect(self._on_loaded)
-        worker.scanned.connect(self._on_scanned)
+        self._loading_path, self._loading_series = path, series
+        # each target has its own slots: a cancelled load's late result never lands in the other place
+        worker.loaded.connect(self._on_loaded if target == "main" else self._on_comparison_loaded)
+        worker.scanned.connect(self._on_scanned if target == "main" else self._on_comparison_scanned)
         worker.failed.connect(self._on_failed)
         self._start(worker, f"Opening {path}...")
 
@@ -748,12 +748,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress.setValue(int(fraction * 1000))
         self.statusBar().showMessage(message)
 
-    def _on_scanned(self, result) -> None:
+    def _on_comparison_scanned(self, result) -> None:
+        self._on_scanned(result, "comparison")
+
+    def _on_comparison_loaded(self, volume: Volume) -> None:
+        if not self._closing:
+            self.show_comparison(volume)
+
+    def _on_scanned(self, result, target: str = "main") -> None:
         from viewer.io.volumes import choose_series
 
         if self._closing:
             return
-        path, target = self._loading_path, self._loading_target
+        path = self._loading_path
         if target == "main":
             self._show_study(path, result)
         try:
@@ -784,9 +791,6 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closing:
             return
         path = self._loading_path
-        if self._loading_target == "comparison":
-            self.show_comparison(volume)
-            return
         folder = self.series_strip.folder
         if folder and os.path.abspath(path) == os.path.abspath(folder):
             self.series_strip.mark(self._loading_series)
