@@ -28,7 +28,7 @@ from torch import nn
 
 from inference.transforms.common import HUWindow
 
-WINDOW_HU: tuple[float, float] = (-1200.0, 600.0)
+WINDOW_HU: tuple[float, float] = (-1000.0, 400.0)  # DeCoVNet authors: [-1000, 400] HU -> [0, 1]
 SIZE: tuple[int, int] = (224, 336)
 Z_SPACING_MM = 2.0
 

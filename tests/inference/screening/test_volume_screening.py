@@ -46,7 +46,11 @@ def spec(tmp_path_factory):
     torch.manual_seed(0)
     net = decovnet()
     with torch.no_grad():
-        net.fc.bias.copy_(torch.tensor([-4.0, 4.0]))
+        # a confident COVID answer that grows with every feature, so that Grad-CAM has gradients to weigh (the
+        # authors' 0.01-std linear layers leave an untrained net's maps all but zero)
+        net.fc[0].weight.copy_(torch.eye(32))
+        net.fc[-1].weight.copy_(torch.stack([torch.full((32,), -0.05), torch.full((32,), 0.05)]))
+        net.fc[-1].bias.copy_(torch.tensor([-4.0, 4.0]))
     torch.save(net.state_dict(), root / "decovnet.pt")
     (root / "decovnet.card.json").write_text(json.dumps({"validation_metrics": {"accuracy": 0.5, "roc_auc": 0.5},
                                                          "training_data": {"dataset": "test phantoms"}}))
