@@ -9,37 +9,10 @@ import numpy as np
 import pytest
 from PySide6 import QtCore
 
+from tests.app.gui.drag import Drag
 from viewer.dicom.write import write_ct_series
 from viewer.state.slicing import Orientation
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
-
-
-class Drag:
-    """The part of pyqtgraph's drag event the viewer reads: one step from `start` to `now` (scene positions)."""
-
-    def __init__(self, start, now):
-        self._start, self._now = start, now
-
-    def button(self):
-        return QtCore.Qt.MouseButton.LeftButton
-
-    def buttonDownScenePos(self):
-        return self._start
-
-    def scenePos(self):
-        return self._now
-
-    def lastScenePos(self):
-        return self._start
-
-    def isStart(self):
-        return True
-
-    def isFinish(self):
-        return True
-
-    def accept(self):
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore
 
+from tests.app.gui.drag import Drag
 from viewer.core.volume import Volume
 from viewer.core.windowing import GreyLUT
 from viewer.state.layers import LabelLayer
@@ -25,34 +26,6 @@ def vessel_volume() -> tuple[Volume, np.ndarray]:
         j, i = int(round(31.5 + s * math.sin(rad))), int(round(31.5 + s * math.cos(rad)))
         a[6:10, j - 1: j + 1, i - 1: i + 1] = 300
     return Volume(a, spacing=(1.0, 1.0, 1.0)), (a > 0).astype(np.uint8)
-
-
-class Drag:
-    """The part of pyqtgraph's drag event the viewer reads."""
-
-    def __init__(self, button, last, now):
-        self._button, self._last, self._now = button, last, now
-
-    def button(self):
-        return self._button
-
-    def scenePos(self):
-        return self._now
-
-    def lastScenePos(self):
-        return self._last
-
-    def buttonDownScenePos(self):
-        return self._last
-
-    def isStart(self):
-        return True
-
-    def isFinish(self):
-        return True
-
-    def accept(self):
-        pass
 
 
 @pytest.fixture
@@ -79,7 +52,7 @@ def drag_about_crosshair(view, degrees: float, button=QtCore.Qt.MouseButton.Left
     r = 20.0
     last = QtCore.QPointF(x + r, y)
     now = QtCore.QPointF(x + r * math.cos(math.radians(degrees)), y + r * math.sin(math.radians(degrees)))
-    view.viewbox.mouseDragEvent(Drag(button, view.viewbox.mapViewToScene(last), view.viewbox.mapViewToScene(now)))
+    view.viewbox.mouseDragEvent(Drag(view.viewbox.mapViewToScene(last), view.viewbox.mapViewToScene(now), button))
 
 
 def test_rotate_tool_turns_the_other_planes_onto_an_oblique_vessel(qtbot, window):
@@ -134,8 +107,7 @@ def test_measuring_and_editing_on_a_turned_plane_are_refused_with_a_reason(qtbot
     drag_about_crosshair(axial, 20.0)
     win.set_tool("ruler")
     with qtbot.waitSignal(coronal.notice, timeout=1000) as notice:
-        coronal.viewbox.mouseDragEvent(Drag(QtCore.Qt.MouseButton.LeftButton, QtCore.QPointF(100, 100),
-                                            QtCore.QPointF(150, 120)))
+        coronal.viewbox.mouseDragEvent(Drag(QtCore.QPointF(100, 100), QtCore.QPointF(150, 120)))
     assert "reset the oblique planes" in notice.args[0] and coronal.measurements == []
     win.set_tool("brush")
     layer = win.annotation.layer
@@ -147,8 +119,8 @@ def test_measuring_and_editing_on_a_turned_plane_are_refused_with_a_reason(qtbot
     np.testing.assert_array_equal(layer.data, painted)
     # the orthogonal axial view still measures
     win.set_tool("ruler")
-    axial.viewbox.mouseDragEvent(Drag(QtCore.Qt.MouseButton.LeftButton, axial.viewbox.mapViewToScene(
-        QtCore.QPointF(10, 10)), axial.viewbox.mapViewToScene(QtCore.QPointF(40, 50))))
+    axial.viewbox.mouseDragEvent(Drag(axial.viewbox.mapViewToScene(QtCore.QPointF(10, 10)),
+                                      axial.viewbox.mapViewToScene(QtCore.QPointF(40, 50))))
     assert len(axial.measurements) == 1 and axial.measurement_text(axial.measurements[0]) == "50.0 mm"
 
 
