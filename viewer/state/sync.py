@@ -4,7 +4,8 @@ Moving the crosshair in either state moves the other's to the same patient posit
 one frame of reference (one scanner session) share coordinates, so the link is absolute. A prior study was
 scanned with the patient elsewhere on the table: its link keeps the offset found when it was made (the
 volumes' centres at first), and re-linking after scrolling one series alone re-anchors it, as Weasis and
-Horos do. The window and the slab can follow too.
+Horos do. The window, the slab and the oblique planes follow too (both volumes are canonical, so a plane's
+turn means the same in both).
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ class CursorLink:
             self.b.window_changed.connect(self._window_from_b)
             self.a.slab_changed.connect(self._slab_from_a)
             self.b.slab_changed.connect(self._slab_from_b)
+            self.a.planes_changed.connect(self._planes_from_a)
+            self.b.planes_changed.connect(self._planes_from_b)
             self._connected = True
         self._from_a(self.a.cursor)
         if self.window:
             self._window_from_a(self.a.window)
         if self.slab:
             self._slab_from_a((self.a.slab_mm, self.a.projection))
+        self._planes_from_a(None)
 
     def unlink(self) -> None:
         """Stop following (both ways)."""
@@ -74,6 +78,8 @@ class CursorLink:
             self.b.window_changed.disconnect(self._window_from_b)
             self.a.slab_changed.disconnect(self._slab_from_a)
             self.b.slab_changed.disconnect(self._slab_from_b)
+            self.a.planes_changed.disconnect(self._planes_from_a)
+            self.b.planes_changed.disconnect(self._planes_from_b)
             self._connected = False
 
     @property
@@ -126,6 +132,19 @@ class CursorLink:
     def _slab_from_b(self, slab) -> None:
         if self.slab:
             self._guarded(lambda: self.a.set_slab(*slab))
+
+    def _planes_from_a(self, _none) -> None:
+        self._guarded(lambda: _copy_turns(self.a, self.b))
+
+    def _planes_from_b(self, _none) -> None:
+        self._guarded(lambda: _copy_turns(self.b, self.a))
+
+
+def _copy_turns(source: ViewerState, target: ViewerState) -> None:
+    """Give `target` the oblique planes of `source` (announced only when they differ)."""
+    if any(not np.array_equal(source.turns[o], target.turns[o]) for o in source.turns):
+        target.turns = {o: t.copy() for o, t in source.turns.items()}
+        target.planes_changed.emit(None)
 
 
 def _centre(volume) -> np.ndarray:

@@ -90,3 +90,16 @@ def test_link_maps_through_each_volumes_own_orientation(flip):
     CursorLink(a, b)
     a.set_slice(Orientation.AXIAL, 30)
     assert np.allclose(b.volume.index_to_lps(b.cursor), a.volume.index_to_lps(a.cursor))
+
+
+def test_oblique_planes_follow_both_ways():
+    a, b = ViewerState(volume(frame="1")), ViewerState(volume(frame="1"))
+    link = CursorLink(a, b)
+    a.rotate_planes(Orientation.AXIAL, 0.5)
+    assert b.is_oblique(Orientation.CORONAL)
+    np.testing.assert_array_equal(b.turns[Orientation.CORONAL], a.turns[Orientation.CORONAL])
+    b.reset_planes()
+    assert not a.oblique
+    link.unlink()
+    a.rotate_planes(Orientation.AXIAL, 0.2)
+    assert not b.oblique
