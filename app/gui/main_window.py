@@ -233,7 +233,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_comparison(self, volume: Volume) -> None:
         """Show `volume` beside the main view, linked (`CursorLink`) when synchronisation is on."""
         if self.comparison is None:
-            self.comparison = Comparison(self.state)
+            self.comparison = Comparison(self.state, self._measurement_folder() if self.persist else None,
+                                         lambda text: self.statusBar().showMessage(text, 15000))
         self.comparison.show(volume, linked=self.sync_action.isChecked())
         if self.comparison.view is None:
             self._make_compare_view()

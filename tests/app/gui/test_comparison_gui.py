@@ -174,3 +174,25 @@ def test_changing_the_main_plane_leaves_no_dead_view_behind(qtbot, tmp_path, mon
     assert len(win.compare_state.cursor_changed._callbacks) == 2  # the link and the one live view
     win.close_comparison()
     win.close()
+
+
+def test_the_comparisons_measurements_are_kept_across_plane_changes_and_sessions(qtbot, tmp_path, monkeypatch,
+                                                                                studies):
+    win = open_both(qtbot, tmp_path, monkeypatch, studies)
+    prior = win.compare_view
+    prior.set_tool("ruler")
+    prior._new_measurement(QtCore.QPointF(20.0, 30.0), QtCore.QPointF(80.0, 110.0))
+    prior.measurements_changed.emit()  # as the end of a drag does
+    text = prior.measurement_text(prior.measurements[0])
+    win.set_main_view(Orientation.CORONAL)
+    assert win.compare_view.measurements == []  # the ruler was drawn on the axial plane
+    win.set_main_view(Orientation.AXIAL)
+    assert [win.compare_view.measurement_text(m) for m in win.compare_view.measurements] == [text]
+    win.close()
+    again = open_both(qtbot, tmp_path, monkeypatch, studies)  # a new session
+    assert [again.compare_view.measurement_text(m) for m in again.compare_view.measurements] == [text]
+    with qtbot.waitSignal(again.volume_loaded, timeout=30000):
+        again.open_path(str(studies[1]))  # the prior as the main series: its ruler is there too
+    assert [again.views[Orientation.AXIAL].measurement_text(m) for m in again.views[Orientation.AXIAL].measurements] \
+        == [text]
+    again.close()
