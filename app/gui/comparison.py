@@ -3,18 +3,14 @@
 The comparison has its own `ViewerState` (its volume, crosshair, measurements) and one `SliceView` of the main
 view's plane; a `CursorLink` keeps its crosshair, window and slab on the main series', and the two views keep
 the same scale (mm per screen pixel), so that a lesion's size compares at a glance. Its measurements are kept
-in the same per-series store as the main series' (`viewer.io.measurement_store`), by plane.
+by plane in the same per-series store as the main series' (a `MeasurementKeeper`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-from viewer.core.errors import LoadError
+from app.gui.measurement_keeper import MeasurementKeeper
 from viewer.core.volume import Volume
-from viewer.gui.slice_view import SliceView, series_key
-from viewer.io.measurement_store import load_measurements, save_measurements
+from viewer.gui.slice_view import SliceView
 from viewer.state.slicing import Orientation
 from viewer.state.sync import CursorLink
 from viewer.state.view_state import ViewerState
@@ -23,33 +19,23 @@ from viewer.state.view_state import ViewerState
 class Comparison:
     """The comparison series on show: `state`, `view` (None until `make_view`) and `link` (None while unlinked)."""
 
-    def __init__(self, main: ViewerState, store: Path | None = None,
-                 notify: Callable[[str], None] | None = None) -> None:
-        """`store`: the measurement folder (None keeps nothing on disk); `notify` gets messages for the user."""
+    def __init__(self, main: ViewerState, keeper: MeasurementKeeper) -> None:
+        """`keeper` keeps the measurements of `view` (it asks the caller for the view on show)."""
         self.main = main
         self.state = ViewerState(window=main.window)
         self.view: SliceView | None = None
         self.link: CursorLink | None = None
         self._main_view: SliceView | None = None
         self._busy = False
-        self.store, self.notify = store, notify or (lambda _message: None)
-        self._key: str | None = None  # the series whose measurements `_records` holds (None: not kept on disk)
-        self._records: dict[str, list] = {}  # by plane, as the store keeps them
+        self.keeper = keeper
 
     def show(self, volume: Volume, linked: bool) -> None:
         """Show `volume`, linked to the main series (by the volumes' centres across frames of reference)."""
-        self._remember()
-        self._key, self._records = None, {}  # before the view puts the old series' measurements aside
+        self.keeper.leave()
         self.set_linked(False)
-        self.state.set_volume(volume)
-        if self.store is not None and self.state.volume is not None:
-            key = series_key(self.state.volume)
-            try:
-                self._key, self._records = key, load_measurements(self.store, key)
-            except LoadError as exc:
-                self.notify(f"{exc}; the comparison's measurements are not kept this time")
-        if self.view is not None and not self.view.measurements:
-            self.view.restore_measurements(self._records.get(self.view.orientation.value, []))
+        with self.keeper.quiet():
+            self.state.set_volume(volume)
+        self.keeper.arrive(self.state.volume)
         if linked:
             self.link = CursorLink(self.main, self.state)
 
@@ -72,14 +58,14 @@ class Comparison:
         """A new view of `orientation` beside `main_view`; returns the view it replaces (for the caller to take
         out of its layout), or None."""
         old = self.view
-        self._remember()
+        self.keeper.flush()  # the plane going away keeps its measurements
         self._unfollow()
         if old is not None:
-            old.measurements_changed.disconnect(self._measurements_changed)
+            old.measurements_changed.disconnect(self.keeper.changed)
             old.detach()
         self.view = SliceView(self.state, orientation)
-        self.view.restore_measurements(self._records.get(orientation.value, []))
-        self.view.measurements_changed.connect(self._measurements_changed)
+        self.keeper.restore_into(self.view)
+        self.keeper.watch(self.view)
         self._main_view = main_view
         main_view.viewbox.sigRangeChanged.connect(self._from_main)
         self.view.viewbox.sigRangeChanged.connect(self._from_view)
@@ -87,28 +73,13 @@ class Comparison:
 
     def close(self) -> SliceView | None:
         """Unlink; returns the view to take out of the layout."""
-        self._remember()
+        self.keeper.leave()
         self.set_linked(False)
         self._unfollow()
         view, self.view = self.view, None
         if view is not None:
             view.detach()
         return view
-
-    # -- measurements ---------------------------------------------------------------------------
-
-    def _measurements_changed(self) -> None:
-        self._remember()
-
-    def _remember(self) -> None:
-        """Keep the view's measurements of the series on show, in memory and in the store."""
-        if self.view is None or self._key is None:
-            return
-        self._records[self.view.orientation.value] = self.view.measurement_records()
-        try:
-            save_measurements(self.store, self._key, self._records)  # type: ignore[arg-type]
-        except OSError as exc:
-            self.notify(f"comparison measurements not saved: {exc}")
 
     # -- the same scale in both views ---------------------------------------------------------
 

@@ -27,6 +27,7 @@ from app.gui.docks.layer_panel import LayerPanel
 from app.gui.docks.measurements_panel import MeasurementsPanel
 from app.gui.docks.series_strip import SeriesStrip
 from app.gui.docks.tag_panel import TagPanel
+from app.gui.measurement_keeper import MeasurementKeeper
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings, settings_path
 from app.gui.workers import LoadWorker, start_worker
@@ -35,9 +36,8 @@ from viewer.core.corner_text import dicom_date
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
 from viewer.core.windowing import Window
-from viewer.gui.slice_view import TOOLS, SliceView, series_key
+from viewer.gui.slice_view import TOOLS, SliceView
 from viewer.io.label_grid import read_overlay_on_grid
-from viewer.io.measurement_store import load_measurements, save_measurements, set_aside
 from viewer.io.volumes import volume_suffix
 from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
@@ -100,6 +100,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
         self.views = {o: SliceView(self.state, o) for o in Orientation}
+        # measurements kept between sessions (none written by one-shot screenshot windows)
+        self.keeper = MeasurementKeeper(lambda: self.views.values(), self._measurement_folder() if persist else None,
+                                        lambda text: self.statusBar().showMessage(text, 15000), parent=self)
+        for view in self.views.values():
+            self.keeper.watch(view)
         self.view3d = _make_3d_view(self)
         self.annotation = AnnotationController(self.state, self.settings, self, parent=self)
         self.annotation.status_message.connect(self.statusBar().showMessage)
@@ -117,11 +122,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.layers.layer_changed.connect(lambda _l: self.sync_3d_labels())
         self._cine_timer = QtCore.QTimer(self)
         self._cine_timer.timeout.connect(self._cine_step)
-        self._measure_timer = QtCore.QTimer(self, singleShot=True, interval=400)  # measurements to disk, debounced
-        self._measure_timer.timeout.connect(self.save_measurements)
-        self._restoring_measurements = False
-        for view in self.views.values():
-            view.measurements_changed.connect(self._measurements_changed)
         self._cursor3d_timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self._cursor3d_timer.timeout.connect(self._push_cursor_3d)
         for view in self.views.values():
@@ -233,8 +233,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_comparison(self, volume: Volume) -> None:
         """Show `volume` beside the main view, linked (`CursorLink`) when synchronisation is on."""
         if self.comparison is None:
-            self.comparison = Comparison(self.state, self._measurement_folder() if self.persist else None,
-                                         lambda text: self.statusBar().showMessage(text, 15000))
+            self.comparison = Comparison(self.state, MeasurementKeeper(
+                lambda: [self.compare_view] if self.compare_view is not None else [],
+                self._measurement_folder() if self.persist else None,
+                lambda text: self.statusBar().showMessage(text, 15000), parent=self))
         self.comparison.show(volume, linked=self.sync_action.isChecked())
         if self.comparison.view is None:
             self._make_compare_view()
@@ -348,7 +350,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.annotation_panel = AnnotationPanel(self.annotation)
         self.annotation_dock = self._tab_dock("Annotation", "annotation", self.annotation_panel)
         self.measurements_panel = MeasurementsPanel(self.views)
-        self.measurements_panel.renamed.connect(self._measurements_changed)
+        self.measurements_panel.renamed.connect(self.keeper.changed)
         self.measurements_dock = self._tab_dock("Measurements", "measurements", self.measurements_panel)
         self.series_strip = SeriesStrip()
         self.series_strip.series_chosen.connect(lambda folder, sid: self.open_path(folder, series=sid))
@@ -797,15 +799,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.series_strip.mark(self._loading_series)
         else:
             self.study_dock.hide()  # another study (or a file): the strip belongs to the folder opened before
-        if self._measure_timer.isActive():  # the last edits of the series going away reach the disk first
-            self._measure_timer.stop()
-            self.save_measurements()
-        self._restoring_measurements = True  # the views put their measurements aside: nothing changed on disk
-        try:
+        self.keeper.leave()  # the last edits of the series going away reach the disk first
+        with self.keeper.quiet():  # the views put their measurements aside: nothing changed on disk
             self.state.set_volume(volume)
-        finally:
-            self._restoring_measurements = False
-        self.restore_measurements()
+        self.keeper.arrive(self.state.volume)
         # the slice views paint first; the 3D view (about 1 s on a big series) follows
         QtCore.QTimer.singleShot(30, self._push_volume_3d)
         self.settings.add_recent(path)
@@ -824,43 +821,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- measurements kept between sessions --------------------------------------------------
 
-    def _measurements_changed(self) -> None:
-        if self.persist and not self._restoring_measurements and self.state.volume is not None:
-            self._measure_timer.start()
-
     def _measurement_folder(self) -> Path:
         return settings_path().parent / "measurements"
-
-    def save_measurements(self) -> None:
-        """Keep the open series' measurements on disk (done by itself 0.4 s after each change)."""
-        vol = self.state.volume
-        if vol is None or not self.persist:
-            return
-        views = {o.value: view.measurement_records() for o, view in self.views.items()}
-        try:
-            save_measurements(self._measurement_folder(), series_key(vol), views)
-        except OSError as exc:
-            self.statusBar().showMessage(f"measurements not saved: {exc}", 15000)
-
-    def restore_measurements(self) -> None:
-        """Bring back the measurements kept for the series now open (unless they are already on show)."""
-        vol = self.state.volume
-        if vol is None or any(view.measurements for view in self.views.values()):
-            return
-        folder, key = self._measurement_folder(), series_key(vol)
-        try:
-            kept = load_measurements(folder, key)
-        except LoadError as exc:
-            aside = set_aside(folder, key) if self.persist else None
-            self.statusBar().showMessage(f"{exc}; not restored" + (f", kept as {aside}" if aside else ""), 15000)
-            return
-        self._restoring_measurements = True
-        try:
-            for o, view in self.views.items():
-                if kept.get(o.value):
-                    view.restore_measurements(kept[o.value])
-        finally:
-            self._restoring_measurements = False
 
     def _on_failed(self, message: str) -> None:
         self._report(message, self.load_failed, "Cannot open")
@@ -1076,9 +1038,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self.annotation.resolve_unsaved(then=self.close):
             ev.ignore()
             return
-        if self._measure_timer.isActive():
-            self._measure_timer.stop()
-            self.save_measurements()
+        self.keeper.flush()
+        if self.comparison is not None:
+            self.comparison.keeper.flush()
         self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
         self.annotation.shutdown()
         if self.persist:
