@@ -151,7 +151,7 @@ class SliceView(QtWidgets.QWidget):
         self.tool = "navigate"
         self.measurements: list[Measurement] = []
         self.smooth_reformat = True  # thick-slice coronal/sagittal images: linear between slices
-        self.fitting = False  # True while `reset_view` fits the image to the view
+        self._constraining = False  # True while a long/short axis cross moves its own handles
         self._shown_centre = np.full(3, np.nan)  # where the turned plane on show is centred (world mm)
         self._air: tuple | None = None  # (volume, its minimum): what an oblique plane shows outside the volume
         self.zooming = False  # True while the user zooms (`zoom_by`): range listeners tell it from a resize
@@ -350,8 +350,11 @@ class SliceView(QtWidgets.QWidget):
         """The lines where the other two planes cut this one, through the crosshair (turned with them)."""
         if not self.state.oblique:
             row, col = voxel_to_display(vol.shape, self.orientation, self.state.cursor)
-            self.vline.setAngle(90)
-            self.hline.setAngle(0)
+            if self.vline.angle != 90 or self.hline.angle != 0:  # back from oblique planes (a transform each)
+                self.vline.setAngle(90)
+                self.hline.setAngle(0)
+                self.vline.setVisible(True)
+                self.hline.setVisible(True)
             self.vline.setPos((col + 0.5) * self.pixel_mm[1])
             self.hline.setPos((row + 0.5) * self.pixel_mm[0])
             return
@@ -361,7 +364,8 @@ class SliceView(QtWidgets.QWidget):
             angle = grid.line_angle(self.state.plane_grid(plane).normal)
             line.setVisible(angle is not None)
             if angle is not None:
-                line.setAngle(angle)
+                if line.angle != angle:
+                    line.setAngle(angle)
                 line.setPos(QtCore.QPointF(x, y))
 
     def _x_major(self) -> np.ndarray | None:
@@ -520,11 +524,7 @@ class SliceView(QtWidgets.QWidget):
         """Fit the whole slice in the view (Home)."""
         if self.state.volume is None:
             return
-        self.fitting = True  # range-change listeners tell a fit from the user's zoom by this
-        try:
-            self.viewbox.setRange(rect=self._rect, padding=0.02)
-        finally:
-            self.fitting = False
+        self.viewbox.setRange(rect=self._rect, padding=0.02)
         self._needs_fit = not self.isVisible() or self.graphics.width() < 10
 
     def rotate_drag(self, last: QtCore.QPointF, now: QtCore.QPointF) -> None:
@@ -733,7 +733,7 @@ class SliceView(QtWidgets.QWidget):
     def _constrain_axes(self, m: Measurement) -> None:
         """After a handle of the cross moved: a long-axis end (or the whole cross) carries the short axis along;
         a short-axis end slides the short axis along the long one and sets its reach."""
-        if m.cross is None or getattr(self, "_constraining", False):
+        if m.cross is None or self._constraining:
             return
         pts = [(p.x(), p.y()) for p in self._handle_points(m)]
         c = m.cross

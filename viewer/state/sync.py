@@ -134,17 +134,10 @@ class CursorLink:
             self._guarded(lambda: self.a.set_slab(*slab))
 
     def _planes_from_a(self, _none) -> None:
-        self._guarded(lambda: _copy_turns(self.a, self.b))
+        self._guarded(lambda: self.b.set_planes(self.a.turns))
 
     def _planes_from_b(self, _none) -> None:
-        self._guarded(lambda: _copy_turns(self.b, self.a))
-
-
-def _copy_turns(source: ViewerState, target: ViewerState) -> None:
-    """Give `target` the oblique planes of `source` (announced only when they differ)."""
-    if any(not np.array_equal(source.turns[o], target.turns[o]) for o in source.turns):
-        target.turns = {o: t.copy() for o, t in source.turns.items()}
-        target.planes_changed.emit(None)
+        self._guarded(lambda: self.a.set_planes(self.b.turns))
 
 
 def _centre(volume) -> np.ndarray:

@@ -35,6 +35,7 @@ class ViewerState:
         self.slab_changed = Event()
         self.planes_changed = Event()
         self.turns: dict[Orientation, np.ndarray] = {o: np.eye(3) for o in Orientation}
+        self._turned: frozenset[Orientation] = frozenset()  # the views whose `turns` are not the identity
         self.point = np.zeros(3)
         self.slab_mm = 0.0  # thick-slab display: 0 shows single slices
         self.projection = "mip"  # one of `slicing.PROJECTIONS`
@@ -53,7 +54,7 @@ class ViewerState:
         self.layers.clear()
         self.cursor = tuple(n // 2 for n in self.volume.shape)  # type: ignore[assignment]
         self.point = np.array(self.cursor, float)
-        self.turns = {o: np.eye(3) for o in Orientation}
+        self.turns, self._turned = {o: np.eye(3) for o in Orientation}, frozenset()
         self.volume_changed.emit(self.volume)
         self.cursor_changed.emit(self.cursor)
 
@@ -97,12 +98,12 @@ class ViewerState:
 
     def is_oblique(self, orientation: Orientation) -> bool:
         """Whether the view of `orientation` shows a turned (oblique) plane."""
-        return not np.allclose(self.turns[orientation], np.eye(3), atol=1e-9)
+        return orientation in self._turned  # asked several times per slice change: kept, not recomputed
 
     @property
     def oblique(self) -> bool:
         """Whether any plane is turned (the crosshair lines then show the turned planes)."""
-        return any(self.is_oblique(o) for o in Orientation)
+        return bool(self._turned)
 
     def rotate_planes(self, about: Orientation, screen_angle: float) -> None:
         """Turn the other two views' planes about the normal of `about`'s view, through the crosshair, by
@@ -111,16 +112,19 @@ class ViewerState:
         if self.volume is None or screen_angle == 0:
             return
         turn = in_plane_turn(about, self.turns[about], screen_angle)
-        for o in Orientation:
-            if o is not about:
-                self.turns[o] = turn @ self.turns[o]
-        self.planes_changed.emit(None)
+        self.set_planes({o: t if o is about else turn @ t for o, t in self.turns.items()})
 
     def reset_planes(self) -> None:
         """Back to the orthogonal axial, coronal and sagittal planes (the crosshair stays)."""
-        if self.oblique:
-            self.turns = {o: np.eye(3) for o in Orientation}
-            self.planes_changed.emit(None)
+        self.set_planes({o: np.eye(3) for o in Orientation})
+
+    def set_planes(self, turns: dict[Orientation, np.ndarray]) -> None:
+        """Turn each view's plane by `turns[orientation]` (copied); announced when anything changes."""
+        if all(np.array_equal(turns[o], self.turns[o]) for o in Orientation):
+            return
+        self.turns = {o: np.array(turns[o], float) for o in Orientation}
+        self._turned = frozenset(o for o in Orientation if not np.allclose(self.turns[o], np.eye(3), atol=1e-9))
+        self.planes_changed.emit(None)
 
     def plane_grid(self, orientation: Orientation) -> PlaneGrid:
         """The sample grid of `orientation`'s plane through the crosshair."""
