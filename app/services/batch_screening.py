@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.services.key_images import write_key_images
 from app.services.slice_table import slice_table
 from inference.core.choices import DEFAULT_SCREENING_MODEL
 from inference.core.types import InferenceError
@@ -34,7 +35,7 @@ from viewer.io.volumes import read_volume_file, volume_suffix, write_volume
 _log = logging.getLogger(__name__)  # the default `log` of `screen`
 
 CSV_FIELDS = ("rank", "case", "status", "series", "probability", "involvement_percent", "severity", "lesion_ml",
-              "slices", "seconds", "source")
+              "slices", "seconds", "source", "patient_id", "patient_name", "study_date")
 NOT_ASSESSABLE = "not assessable"
 
 
@@ -142,7 +143,10 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = DEFAULT_SCREEN
             rows.append({**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)})
             log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
             continue
+        study = summary["study"]
         rows.append({**row, "status": STATUS_OK, "probability": summary["probability"],
+                     "patient_id": study["patient_id"], "patient_name": study["patient_name"],
+                     "study_date": study["study_date"],
                      "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],
                      "lesion_ml": summary["lesion_ml"], "slices": summary["slices_classified"],
                      "seconds": round(time.perf_counter() - t0, 3)})
@@ -187,9 +191,20 @@ def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier 
     folder = out / case.name
     for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
         write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
-    summary = {**pred.summary(), "slices": slice_table(pred, canon)}
+    summary = {**pred.summary(), "study": study_identity(volume),
+               "key_images": write_key_images(folder, hu, spacing, pred.heatmap, pred.lesion_mask, pred.lung_mask),
+               "slices": slice_table(pred, canon)}
     write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
     return summary
+
+
+def study_identity(volume: Volume) -> dict[str, str]:
+    """Who and what was screened, from the headers (empty strings where a tag is absent)."""
+    keys = ("patient_name", "patient_id", "patient_birth_date", "patient_sex", "patient_age", "study_date",
+            "study_time", "study_description", "accession_number", "study_instance_uid", "series_instance_uid",
+            "series_number", "series_description", "modality")
+    meta = volume.metadata.as_dict()
+    return {k: meta.get(k, "") for k in keys}
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

@@ -1,0 +1,110 @@
+"""Receiving instances (C-STORE): written byte for byte as sent, as DIR/<study>/<series>/<instance>.dcm.
+
+Used by C-GET (the instances come back on the same association), by C-MOVE (LungLens's own storage SCP on a
+configured port) and by `lunglens pacs listen`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+
+from app.pacs.nodes import PacsError
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: what a storage SCU is offered: uncompressed first, then the compressed syntaxes PACS store CT in
+STORE_TRANSFER_SYNTAXES = ALL_TRANSFER_SYNTAXES
+#: the storage SOP classes LungLens asks for on a C-GET (an association has at most 128 contexts; one is C-GET's)
+_GET_STORAGE = [c.abstract_syntax for c in AllStoragePresentationContexts][:120]
+
+_FAILED = 0xA700  # "Out of resources": the instance was not stored, the sender may retry
+
+
+def storage_contexts(limit: int | None = None) -> list[PresentationContext]:
+    syntaxes = _GET_STORAGE if limit is not None else [c.abstract_syntax for c in AllStoragePresentationContexts]
+    return [build_context(uid, STORE_TRANSFER_SYNTAXES) for uid in syntaxes[:limit]]
+
+
+@dataclass
+class Receiver:
+    """Writes every instance it is handed under `root`; counts and remembers the files it wrote."""
+
+    root: Path
+    on_file: Callable[[Path], None] | None = None
+    files: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle_store(self, event: Event) -> int:
+        """EVT_C_STORE handler: 0x0000 once the file is complete on disk, a failure status otherwise."""
+        try:
+            ds = event.dataset  # decodes the identifiers only as they are read
+            study, series, sop = (str(ds.get(k, "")) for k in
+                                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+            if not all(_UID.match(u) and len(u) <= 64 for u in (study, series, sop)):
+                raise ValueError(f"bad UIDs {study!r}/{series!r}/{sop!r}")
+            folder = self.root / study / series
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{sop}.dcm"
+            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(event.encoded_dataset())
+                os.replace(tmp, path)  # never a half-written .dcm
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except Exception as exc:  # noqa: BLE001 - a bad instance fails alone; the sender hears so
+            with self._lock:
+                self.failures.append(str(exc))
+            return _FAILED
+        with self._lock:
+            self.files.append(path)
+        if self.on_file is not None:
+            self.on_file(path)
+        return 0x0000
+
+
+class StorageServer:
+    """A storage SCP on `port` (all storage SOP classes, all transfer syntaxes) writing into `root`.
+
+    Use as a context manager, or `start()` / `stop()`.
+    """
+
+    def __init__(self, root: str | Path, port: int, aet: str = "LUNGLENS", host: str = "",
+                 on_file: Callable[[Path], None] | None = None) -> None:
+        self.receiver = Receiver(Path(root), on_file)
+        self.port, self.aet, self.host = int(port), aet, host
+        self._server = None
+
+    def start(self) -> StorageServer:
+        ae = AE(ae_title=self.aet)
+        ae.supported_contexts = storage_contexts()
+        ae.maximum_associations = 4
+        try:
+            self._server = ae.start_server((self.host, self.port), block=False,
+                                           evt_handlers=[(evt.EVT_C_STORE, self.receiver.handle_store)])
+        except OSError as exc:
+            raise PacsError(f"cannot listen on port {self.port} ({exc.strerror or exc}); is another program "
+                            "using it?") from None
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> StorageServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
