@@ -108,58 +108,92 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "case"
 
 
+@dataclass(frozen=True)
+class ScreenOptions:
+    """How every case of a batch is screened (the same in every worker process or cluster task)."""
+
+    model: str = DEFAULT_SCREENING_MODEL
+    device: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
+    config: ScreeningConfig | None = None
+    lungs: str = "threshold"  # the lung mask method: "threshold" or "unet"
+
+    def load(self) -> SliceClassifier | VolumeClassifier | LesionSegmenter:
+        return load_model(self.model, device=self.device, backend=self.backend, precision=self.precision)
+
+
 def screen(paths: list[str], out_dir: str | Path, *, model: str = DEFAULT_SCREENING_MODEL, device: str = "auto",
            backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
            lungs: str = "threshold",
            progress: ProgressFn | None = None, log: Callable[[str], None] = _log.info,
            classifier: SliceClassifier | VolumeClassifier | LesionSegmenter | None = None,
+           workers: int = 1, cluster: str | None = None,
            ) -> tuple[list[dict], list[dict]]:
     """Screen every case with a slice or volume model or a lesion segmenter (DCN); write results.csv/json
     (ranked by probability) and per-case NIfTI masks. `lungs`: the lung mask method ("threshold" or "unet").
 
-    A volume model (DeCoVNet) classifies no single slices: its `slices` column is 0.
+    `workers` > 1 screens cases in that many local processes, `cluster` (a Dask scheduler address) as tasks on a
+    Dask cluster; each case is independent and a failure stays with its case. A volume model (DeCoVNet)
+    classifies no single slices: its `slices` column is 0.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[dict] = []
     cases = find_cases(paths, errors)
+    options = ScreenOptions(model, device, backend, precision, config, lungs)
     # the same classifier settings as the GUI's Analyze, so a case gets the same probability in both
-    clf = classifier or load_model(model, device=device, backend=backend, precision=precision)
+    clf = classifier or options.load()
     heatmap = clf.check_heatmap(config.heatmap if config else None)  # a bad choice stops the batch before any case
-    rows: list[dict] = []
-    for n, case in enumerate(cases):
-        t0 = time.perf_counter()
+    if workers > 1 or cluster:
+        from app.services.dispatch import screen_elsewhere
 
-        def case_progress(f: float, msg: str, n: int = n, name: str = case.name) -> None:
-            if progress is not None:
-                progress((n + f) / max(1, len(cases)), f"{name}: {msg}")
+        rows = screen_elsewhere(cases, out, options, workers=workers, cluster=cluster, progress=progress, log=log)
+    else:
+        rows = []
+        for n, case in enumerate(cases):
 
-        row: dict = {"case": case.name, "series": case.series, "source": case.source}
-        try:
-            if case.refusal is not None:
-                raise _NotAssessable(case.refusal)
-            summary = _screen_case(case, out, clf, config, lungs, case_progress)
-        except (_NotAssessable, LoadError, InferenceError, ValueError, OSError, RuntimeError) as why:
-            rows.append({**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)})
-            log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
-            continue
-        study = summary["study"]
-        rows.append({**row, "status": STATUS_OK, "probability": summary["probability"],
-                     "patient_id": study["patient_id"], "patient_name": study["patient_name"],
-                     "study_date": study["study_date"],
-                     "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],
-                     "lesion_ml": summary["lesion_ml"], "slices": summary["slices_classified"],
-                     "seconds": round(time.perf_counter() - t0, 3)})
+            def case_progress(f: float, msg: str, n: int = n, name: str = case.name) -> None:
+                if progress is not None:
+                    progress((n + f) / max(1, len(cases)), f"{name}: {msg}")
+
+            rows.append(screen_case(case, out, clf, options, case_progress, log))
     rows = rank_rows(rows)
+    write_results(out, rows, errors, {"model": clf.spec.name, "input_kind": clf.spec.input_kind, "lungs": lungs,
+                                      "heatmap": heatmap, "device": clf.engine})
+    return rows, errors
+
+
+def write_results(out: Path, rows: list[dict], errors: list[dict], header: dict) -> None:
+    """results.csv and results.json of ranked `rows`."""
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\r\n", restval="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\r\n", restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out / "results.csv", table.getvalue())
-    write_text_atomic(out / "results.json", json.dumps({"model": clf.spec.name, "input_kind": clf.spec.input_kind,
-                                                        "lungs": lungs, "heatmap": heatmap, "device": clf.engine,
-                                                        "cases": rows, "errors": errors}, indent=2))
-    return rows, errors
+    write_text_atomic(out / "results.json", json.dumps({**header, "cases": rows, "errors": errors}, indent=2))
+
+
+def screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier | LesionSegmenter,
+                options: ScreenOptions, progress: ProgressFn | None = None,
+                log: Callable[[str], None] = _log.info) -> dict:
+    """Screen one case into `out`/<case name>; its row (status "ok" or "not assessable: why")."""
+    t0 = time.perf_counter()
+    row: dict = {"case": case.name, "series": case.series, "source": case.source}
+    try:
+        if case.refusal is not None:
+            raise _NotAssessable(case.refusal)
+        summary = _screen_case(case, out, clf, options.config, options.lungs, progress or (lambda f, m: None))
+    except (_NotAssessable, LoadError, InferenceError, ValueError, OSError, RuntimeError) as why:
+        log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
+        return {**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)}
+    study = summary["study"]
+    return {**row, "status": STATUS_OK, "probability": summary["probability"],
+            "patient_id": study["patient_id"], "patient_name": study["patient_name"],
+            "study_date": study["study_date"],
+            "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],
+            "lesion_ml": summary["lesion_ml"], "slices": summary["slices_classified"],
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 class _NotAssessable(Exception):

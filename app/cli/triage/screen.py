@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="slice models' heat map (default: the model's best, grad-cam for light-squeezenet): "
                         "grad-cam (at Fire 2; sits on lesions; torch backend only) or cam (the paper's class "
                         "activation map; coarser)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="screen cases in N local processes (at most one per CPU core; default 1)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run each case as a task on an existing Dask cluster (scheduler address, e.g. "
+                        "tcp://10.0.0.5:8786); every worker must see the input paths and --out at the same paths")
     p.set_defaults(func=run)
 
 
@@ -55,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from inference.screening.run import ScreeningConfig, screening_models
     from viewer.dicom.scan import skipped_lines
 
+    if args.workers < 1:
+        return fail(f"--workers {args.workers}: at least 1", EXIT_USAGE)
     models = [m.name for m in screening_models()]
     if args.model not in models:
         return fail(f"--model {args.model!r}: choose one of: {', '.join(models)}", EXIT_USAGE)
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                  lesion_model=None if args.lesions == "hu-rule" else args.lesions)
         rows, errors = screen(args.paths, args.out, model=args.model, device=args.device, backend=args.backend,
                               precision=args.precision, config=config, lungs=args.lungs, progress=bar,
+                              workers=args.workers, cluster=args.cluster,
                               log=lambda m: (bar.close(), print(m, file=sys.stderr)))
     except (InferenceError, ValueError) as exc:
         bar.close()
