@@ -23,7 +23,7 @@ from app.cli import (
     view,
 )
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, fail
-from app.cli.triage import pacs, report, screen
+from app.cli.triage import pacs, report, screen, worklist
 from inference.core.choices import HEATMAP_METHODS, LUNG_METHODS, PRECISIONS
 from inference.core.choices import NORMALIZATIONS as SLICE_NORMALIZATIONS
 from viewer.core.version import lunglens_version
@@ -34,8 +34,8 @@ __all__ = [
 ]
 
 #: the command modules, in the order `lunglens --help` lists them
-COMMANDS = (info, convert, view, models, predict, segment_lesions, screen, report, pacs, train, mask, export_training,
-            demo)
+COMMANDS = (info, convert, view, models, predict, segment_lesions, screen, worklist, report, pacs, train, mask,
+            export_training, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_code(exc: Exception) -> int | None:
     """The exit code of an error whose message tells the user what to fix (it names the file); None for a bug."""
     from app.pacs.nodes import PacsError
+    from app.services.worklist_db import CacheError
     from inference.core.types import Cancelled, InferenceError
     from viewer.core.errors import LoadCancelled, LoadError
     from viewer.io.atomic_files import WriteError
 
     if isinstance(exc, (LoadCancelled, Cancelled)):
         return EXIT_CANCELLED
-    if isinstance(exc, (LoadError, WriteError, InferenceError, PacsError)):
+    if isinstance(exc, (LoadError, WriteError, InferenceError, PacsError, CacheError)):
         return EXIT_BAD_INPUT
     return None

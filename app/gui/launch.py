@@ -202,3 +202,66 @@ def run_viewer(
         window.annotation.shutdown()
         window.join_workers()
     return status["code"]
+
+
+def run_worklist(paths: list[str], *, options=None, workers: int = 1, screenshot: str | None = None,
+                 echo: Echo = _stdout, echo_error: Echo = _stderr) -> int:
+    """The worklist window on `paths`; double-clicking a case opens it in the viewer with its lesion mask and
+    heat map. With `screenshot`, save the window once every case is done and exit."""
+    _headless_defaults(screenshot is not None)
+    if screenshot is None and not _has_display():
+        echo_error("lunglens: error: no display for the worklist window (DISPLAY is not set); use --headless")
+        return 1
+    problem = qt_binding_problem()
+    if problem:
+        echo_error(f"lunglens: error: {problem}")
+        return 1
+    from app.gui.worklist_window import WorklistWindow
+    from app.services.batch_screening import ScreenOptions
+
+    app = application()
+    window = WorklistWindow(options or ScreenOptions(), workers=workers)
+    viewers: list = []
+
+    def open_case(source: str, series: str, overlays: list) -> None:
+        from app.gui.main_window import MainWindow
+
+        if not viewers:
+            viewers.append(MainWindow(interactive=True, persist=True))
+        viewer = viewers[0]
+        viewer.show()
+        viewer.raise_()
+        viewer.open_path(source, series=series or None, overlays=overlays)
+
+    window.open_case.connect(open_case)
+    window.resize(1250, 700)
+    window.show()
+    status = {"code": 0}
+    if screenshot:
+        def finished() -> None:
+            if window.is_running():
+                return
+            QtCore.QTimer.singleShot(300, shoot)
+
+        def shoot() -> None:
+            try:
+                window.grab().save(str(screenshot))
+                echo(f"wrote {screenshot}")
+            except OSError as exc:
+                echo_error(f"lunglens: error: {exc}")
+                status["code"] = 1
+            window.close()
+            app.quit()
+
+        poll = QtCore.QTimer(window)
+        poll.timeout.connect(finished)
+        poll.start(500)
+    window.add_paths(paths)
+    try:
+        app.exec()
+    finally:
+        window.cancel()
+        window.join(600.0)
+        for viewer in viewers:
+            viewer.join_workers()
+    return status["code"]

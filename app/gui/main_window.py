@@ -213,6 +213,21 @@ class MainWindow(QtWidgets.QMainWindow):
     def _compare_orientation(self) -> Orientation:
         return self.main_view if isinstance(self.main_view, Orientation) else Orientation.AXIAL
 
+    def show_worklist(self) -> None:
+        """The triage worklist window (one per viewer); its double-clicked cases open here with their overlays."""
+        from app.gui.worklist_window import WorklistWindow
+
+        if getattr(self, "_worklist", None) is None:
+            model = self.model_box.currentText() or None
+            from app.services.batch_screening import ScreenOptions
+
+            options = ScreenOptions(model=model) if model else ScreenOptions()
+            self._worklist = WorklistWindow(options, workers=max(1, os.cpu_count() or 1))
+            self._worklist.open_case.connect(
+                lambda source, series, overlays: self.open_path(source, series=series or None, overlays=overlays))
+        self._worklist.show()
+        self._worklist.raise_()
+
     def open_comparison_dialog(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a series to compare (e.g. the prior study)",
                                                           self.settings.last_folder)
@@ -383,6 +398,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(file_menu, "Add &Mask Overlay...", self.add_overlay_dialog, "Ctrl+M")
         self._action(file_menu, "Open &Comparison Series...", self.open_comparison_dialog, "Ctrl+Shift+C")
         self.close_compare_action = self._action(file_menu, "Close Comparison", self.close_comparison)
+        self._action(file_menu, "&Worklist...", self.show_worklist, "Ctrl+Shift+W")
         self.close_compare_action.setEnabled(False)
         file_menu.addSeparator()
         a = self.annotation
@@ -1042,6 +1058,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.comparison is not None:
             self.comparison.keeper.flush()
         self.join_workers()  # first: a result arriving meanwhile is dropped, not handed to the annotation
+        if getattr(self, "_worklist", None) is not None:
+            self._worklist.close()  # its running cases finish and are cached
         self.annotation.shutdown()
         if self.persist:
             try:

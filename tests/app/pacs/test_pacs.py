@@ -167,3 +167,24 @@ def test_an_unreadable_node_list_is_named(user_dirs):
     path.write_text("{not json")
     with pytest.raises(PacsError, match="pacs_nodes.json: not a readable PACS node list"):
         load_nodes()
+
+
+def test_worklist_on_a_pacs_query_retrieves_screens_and_ranks(orthanc, tmp_path, capsys, user_dirs, monkeypatch,
+                                                              one_torch_thread):
+    monkeypatch.setenv("LUNGLENS_DATA_DIR", str(tmp_path / "data"))
+    assert main(["pacs", "nodes", "add", "hospital", *_node_args(orthanc)]) == 0
+    capsys.readouterr()
+    args = ["worklist", "--node", "hospital", "--patient-id", "PHANTOM-0000", "--headless", "--workers", "1",
+            "--lesions", "hu-rule", "--out", str(tmp_path / "export")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "retrieving PHANTOM-0000" in captured.err
+    assert "  1  p=" in captured.out and "PHANTOM-0000" in captured.out
+    study = _study_uid(orthanc)
+    assert len(list((tmp_path / "data" / "pacs" / study).rglob("*.dcm"))) == 24
+    rows = json.loads((tmp_path / "export" / "results.json").read_text())["cases"]
+    assert rows[0]["status"] == "ok" and rows[0]["patient_id"] == "PHANTOM-0000"
+    # again: nothing is fetched, nothing screened (the cache)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "retrieving" not in captured.err and ": done" not in captured.err and "  1  p=" in captured.out

@@ -1,0 +1,119 @@
+"""The worklist window: cases screened in the background appear ranked with bands, thumbnails and review marks;
+filtering; double-click opens the case in the viewer with its overlays."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6 import QtCore, QtGui
+
+from app.services.batch_screening import ScreenOptions
+from app.services.worklist import DONE, Worklist
+from inference.screening.config import ScreeningConfig
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    from viewer.dicom.write import write_ct_series
+    from viewer.synthetic.phantom import make_phantom
+
+    root = tmp_path_factory.mktemp("wl-studies")
+    for seed in (3, 4):
+        write_ct_series(make_phantom(shape=(24, 64, 64), spacing=(5.0, 5.0, 5.0), seed=seed).volume,
+                        root / f"s{seed}")
+    return root
+
+
+def _window(qtbot, tmp_path):
+    from app.gui.worklist_window import WorklistWindow
+
+    options = ScreenOptions(config=ScreeningConfig(lesion_model=None), device="cpu")
+    wl = Worklist(options, cache_path=tmp_path / "c.sqlite3", results_root=tmp_path / "cases")
+    window = WorklistWindow(worklist=wl, workers=1)
+    qtbot.addWidget(window)
+    return window
+
+
+def _column(window, name: str) -> int:
+    return window.model.COLUMNS.index(name)
+
+
+def test_worklist_window_ranks_screened_cases_with_bands_and_thumbnails(qtbot, tmp_path, studies):
+    window = _window(qtbot, tmp_path)
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    window.add_paths([str(studies)])
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=180_000)
+    timer.stop()
+    assert len(ticks) > 10  # the event loop kept turning while the cases were screened
+    proxy = window.proxy
+    assert proxy.rowCount() == 2
+    p_col = _column(window, "P(COVID-19)")
+    probs = [window.model.items[proxy.mapToSource(proxy.index(r, 0)).row()].probability for r in range(2)]
+    assert probs == sorted(probs, reverse=True) and None not in probs
+    assert proxy.index(0, _column(window, "Rank")).data() == "1"
+    colour = proxy.index(0, p_col).data(QtCore.Qt.ItemDataRole.BackgroundRole)
+    band = window.bands.band(probs[0])
+    assert isinstance(colour, QtGui.QColor) and colour.name() == {"high": "#f5b7b1", "intermediate": "#fad7a0",
+                                                                  "low": "#d5f5e3"}[band]
+    assert band in proxy.index(0, p_col).data()
+    thumb = proxy.index(0, _column(window, "Key image")).data(QtCore.Qt.ItemDataRole.DecorationRole)
+    assert isinstance(thumb, QtGui.QPixmap) and not thumb.isNull()
+    assert proxy.index(0, _column(window, "Status")).data() == DONE
+    assert "2 of 2 done" in window.statusBar().currentMessage()
+    # bands follow the thresholds: everything at or above 0 is "high"
+    window.low_spin.setValue(0.0)
+    window.high_spin.setValue(0.0)
+    assert "high" in proxy.index(1, p_col).data()
+
+
+def test_reviewed_marks_filtering_and_opening_a_case(qtbot, tmp_path, studies):
+    window = _window(qtbot, tmp_path)
+    window.add_paths([str(studies)])
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=180_000)
+    proxy, rev = window.proxy, _column(window, "Reviewed")
+    assert proxy.setData(proxy.index(0, rev), QtCore.Qt.CheckState.Checked.value,
+                         QtCore.Qt.ItemDataRole.CheckStateRole)
+    reviewed = window.model.items[proxy.mapToSource(proxy.index(0, 0)).row()]
+    assert reviewed.reviewed
+    window.hide_reviewed.setChecked(True)
+    assert proxy.rowCount() == 1
+    window.hide_reviewed.setChecked(False)
+    window.filter_edit.setText("no such patient")
+    assert proxy.rowCount() == 0
+    window.filter_edit.setText(reviewed.row["patient_id"])
+    assert proxy.rowCount() == 1
+    window.filter_edit.clear()
+    with qtbot.waitSignal(window.open_case, timeout=5000) as signal:
+        window.table.doubleClicked.emit(proxy.index(0, 0))
+    source, series, overlays = signal.args
+    assert source == reviewed.case.source and series == reviewed.case.series
+    assert [o.rsplit("/", 1)[-1] for o in overlays] == ["lesions.nii.gz", "heatmap.nii.gz"]
+    # a new window on the same cache: everything is done at once, the review mark kept
+    again = _window(qtbot, tmp_path)
+    again.add_paths([str(studies)])
+    qtbot.waitUntil(lambda: not again.is_running(), timeout=60_000)
+    assert sorted(i.status for i in again.worklist.items) == [DONE, DONE]
+    assert sum(i.reviewed for i in again.worklist.items) == 1
+    out = again.write_report(str(tmp_path / "wl.pdf"))
+    assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_main_window_opens_the_worklist_and_a_double_clicked_case(qtbot, tmp_path, studies, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("LUNGLENS_DATA_DIR", str(tmp_path / "data"))
+    from app.gui.main_window import MainWindow
+
+    win = MainWindow(interactive=False)
+    qtbot.addWidget(win)
+    opened = []
+    monkeypatch.setattr(win, "open_path", lambda path, series=None, overlays=None: opened.append((path, overlays)))
+    win.show_worklist()
+    wl = win._worklist
+    qtbot.addWidget(wl)
+    assert wl.isVisible() and wl.worklist.cache_path.parent == tmp_path / "data"
+    wl.open_case.emit("/some/series", "1.2.3", ["/x/lesions.nii.gz"])
+    assert opened == [("/some/series", ["/x/lesions.nii.gz"])]
