@@ -217,7 +217,7 @@ def run_worklist(paths: list[str], *, options=None, workers: int = 1, screenshot
         echo_error(f"lunglens: error: {problem}")
         return 1
     from app.gui.worklist_window import WorklistWindow
-    from app.services.batch_screening import ScreenOptions
+    from app.services.cases import ScreenOptions
 
     app = application()
     window = WorklistWindow(options or ScreenOptions(), workers=workers)
@@ -234,7 +234,7 @@ def run_worklist(paths: list[str], *, options=None, workers: int = 1, screenshot
         viewer.open_path(source, series=series or None, overlays=overlays)
 
     window.open_case.connect(open_case)
-    window.resize(1250, 700)
+    window.resize(1400, 720)
     window.show()
     status = {"code": 0}
     if screenshot:

@@ -219,7 +219,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         if getattr(self, "_worklist", None) is None:
             model = self.model_box.currentText() or None
-            from app.services.batch_screening import ScreenOptions
+            from app.services.cases import ScreenOptions
 
             options = ScreenOptions(model=model) if model else ScreenOptions()
             self._worklist = WorklistWindow(options, workers=max(1, os.cpu_count() or 1))
@@ -227,6 +227,15 @@ class MainWindow(QtWidgets.QMainWindow):
                 lambda source, series, overlays: self.open_path(source, series=series or None, overlays=overlays))
         self._worklist.show()
         self._worklist.raise_()
+
+    def pacs_dialog(self):
+        """Query a configured PACS node and open the retrieved study here."""
+        from app.gui.pacs_dialog import PacsDialog
+
+        dialog = PacsDialog(self)
+        dialog.retrieved.connect(lambda folders: self.open_path(folders[0]))
+        dialog.show()
+        return dialog
 
     def open_comparison_dialog(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a series to compare (e.g. the prior study)",
@@ -399,6 +408,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(file_menu, "Open &Comparison Series...", self.open_comparison_dialog, "Ctrl+Shift+C")
         self.close_compare_action = self._action(file_menu, "Close Comparison", self.close_comparison)
         self._action(file_menu, "&Worklist...", self.show_worklist, "Ctrl+Shift+W")
+        self._action(file_menu, "Query &PACS...", self.pacs_dialog)
         self.close_compare_action.setEnabled(False)
         file_menu.addSeparator()
         a = self.annotation

@@ -11,7 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.gui.workers import Worker, start_worker
 from app.reports.content import Bands
-from app.services.batch_screening import ScreenOptions
+from app.services.cases import ScreenOptions
 from app.services.worklist import DONE, QUEUED, RUNNING, WorkItem, Worklist
 
 BAND_COLOURS = {"high": "#f5b7b1", "intermediate": "#fad7a0", "low": "#d5f5e3"}
@@ -206,6 +206,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
         bar = self.addToolBar("Worklist")
         bar.setMovable(False)
         bar.addAction("Add Folder...", self.add_folder_dialog)
+        bar.addAction("Query PACS...", self.pacs_dialog)
         self.pause_action = bar.addAction("Pause", self.toggle_pause)
         self.cancel_action = bar.addAction("Cancel", self.cancel)
         bar.addSeparator()
@@ -277,6 +278,15 @@ class WorklistWindow(QtWidgets.QMainWindow):
         if folder:
             self.add_paths([folder])
 
+    def pacs_dialog(self):
+        """Query a configured PACS node; the studies retrieved join the worklist."""
+        from app.gui.pacs_dialog import PacsDialog
+
+        dialog = PacsDialog(self)
+        dialog.retrieved.connect(self.add_paths)
+        dialog.show()
+        return dialog
+
     def toggle_pause(self) -> None:
         if self.paused.is_set():
             self.paused.clear()
@@ -342,6 +352,10 @@ class WorklistWindow(QtWidgets.QMainWindow):
     def _on_added(self) -> None:
         self.model.refresh()
         self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        for name, width in (("P(COVID-19)", 150), ("Status", 110), ("Involvement", 95), ("Severity", 75)):
+            column = WorklistModel.COLUMNS.index(name)
+            header.resizeSection(column, max(width, header.sectionSize(column)))
         self._update_status()
 
     def _on_updated(self, item: WorkItem) -> None:

@@ -43,6 +43,7 @@ class StudyQuery:
     date: str = ""
     modality: str = ""
     accession: str = ""
+    study_uid: str = ""  # one study (a list of UIDs separated by backslashes matches any of them)
 
     def __post_init__(self) -> None:
         if self.date and not _DATE.match(self.date):
@@ -54,6 +55,7 @@ def find_studies(node: PacsNode, query: StudyQuery) -> list[dict]:
     ds = _identifier("STUDY", STUDY_KEYS)
     ds.PatientID, ds.PatientName, ds.StudyDate = query.patient_id, query.patient_name, query.date
     ds.ModalitiesInStudy, ds.AccessionNumber = query.modality, query.accession
+    ds.StudyInstanceUID = query.study_uid
     return _find(node, ds, STUDY_KEYS)
 
 

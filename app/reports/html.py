@@ -80,7 +80,7 @@ def _case_html(section: CaseSection, report: Report) -> str:
     if plot:
         out.append(f"<p><img alt='per-slice probability' style='width:100%' "
                    f"src='data:image/png;base64,{_b64(plot)}'></p>")
-    timings = pred.get("timings_s", {})
+    timings = {k: v for k, v in pred.get("timings_s", {}).items() if v >= 0.005}
     if timings:
         out.append("<p>Timings: " + ", ".join(f"{e(k)} {v:.2f} s" for k, v in timings.items()) + "</p>")
     out.append("<h4>Model card</h4>" + _pairs(card_summary(report.card, report.model)))

@@ -111,12 +111,15 @@ def _case_story(section: CaseSection, report: Report, styles, body, small, grid,
     plot = slice_plot_png(pred.get("slices", []), bands.threshold, [k["index"] for k, _ in images])
     if plot:
         story += [Spacer(1, 2 * mm), Image(io.BytesIO(plot), width=180 * mm, height=180 * mm * 2.2 / 6.5)]
-    timings = pred.get("timings_s", {})
+    timings = {k: v for k, v in pred.get("timings_s", {}).items() if v >= 0.005}  # steps done elsewhere: 0
     if timings:
         story.append(Paragraph("Timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
                                + f"; whole case {row.get('seconds', 0):.1f} s on {pred.get('device', '')}.", small))
-    story += [Spacer(1, 2 * mm), Paragraph("Model card", styles["Heading4"]),
-              _pairs(card_summary(report.card, report.model), Table, Paragraph, small, grid, mm)]
+    from reportlab.platypus import KeepTogether
+
+    story += [Spacer(1, 2 * mm), KeepTogether([Paragraph("Model card", styles["Heading4"]),
+                                               _pairs(card_summary(report.card, report.model), Table, Paragraph,
+                                                      small, grid, mm)])]
     return story
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from app.services.batch_screening import Case, ScreenOptions, screen_case
+from app.services.cases import Case, ScreenOptions, screen_case
 from viewer.core.progress import ProgressFn
 
 _log = logging.getLogger(__name__)
@@ -19,9 +19,16 @@ _worker_model: tuple[ScreenOptions, object] | None = None
 
 
 def _init_worker(threads: int) -> None:
+    """A screening process: `threads` torch threads, and a lower CPU priority, so that the viewer's and the
+    worklist's event loop (and the user's other programs) get a core at once when they need one."""
     import torch
 
     torch.set_num_threads(max(1, threads))
+    if hasattr(os, "nice"):
+        try:
+            os.nice(10)
+        except OSError:
+            pass
 
 
 def screen_task(case: Case, out: str, options: ScreenOptions) -> dict:

@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import ndimage
 
 LUNG_WINDOW = (-600.0, 1500.0)  # centre, width
-HEAT_ALPHA = 0.4  # the heat map's opacity at its maximum
+HEAT_ALPHA = 0.45  # the heat map's opacity at its maximum
+HEAT_FLOOR = 0.2  # heat below this is not drawn, so the CT stays readable where the model is indifferent
 OUTLINE_RGB = (255, 255, 0)  # lesion outline: yellow on grey and on the heat map's blues and reds
 MIN_GAP_MM = 15.0  # key levels at least this far apart, so they show different parts of the lungs
 
@@ -45,7 +46,7 @@ def render_slice(hu: np.ndarray, heatmap: np.ndarray | None, lesions: np.ndarray
 
         heat = np.clip(heatmap, 0.0, 1.0)
         colours = colormaps["jet"](heat)[..., :3]
-        alpha = (HEAT_ALPHA * heat)[..., None]
+        alpha = (HEAT_ALPHA * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0.0, 1.0))[..., None]
         rgb = rgb * (1 - alpha) + colours * alpha
     out = (rgb * 255).round().astype(np.uint8)
     if lesions is not None and lesions.any():

@@ -13,12 +13,15 @@ from app.services.worklist_db import data_dir
 
 
 def retrieve_studies(node: PacsNode, query: StudyQuery, dest: str | Path | None = None, *,
-                     move_dest: str | None = None, listen_port: int = 11113,
+                     study_uid: str | None = None, move_dest: str | None = None, listen_port: int = 11113,
                      log: Callable[[str], None] = print,
                      cancelled: Callable[[], bool] | None = None) -> list[Path]:
-    """The local folder of every study matching `query` on `node`, retrieving what is not there yet."""
+    """The local folder of every study matching `query` (or the one `study_uid`) on `node`, retrieving what is not
+    there yet."""
     root = Path(dest) if dest else data_dir() / "pacs"
     folders = []
+    if study_uid:
+        query = StudyQuery(study_uid=study_uid)
     for study in find_studies(node, query):
         if cancelled is not None and cancelled():
             break

@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app.services.batch_screening import Case, ScreenOptions, find_cases, rank_rows, write_results
+from app.services.cases import Case, ScreenOptions, find_cases, rank_rows, write_results
 from app.services.dispatch import _init_worker, screen_task
 from app.services.worklist_db import CacheKey, ResultCache, data_dir, fileset_digest
 from inference.screening.assess import STATUS_OK

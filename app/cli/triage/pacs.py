@@ -11,7 +11,7 @@ from app.cli.exits import EXIT_OK, fail
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "pacs", help="talk to a PACS: echo, find, get, listen; configured nodes",
+        "pacs", help="talk to a PACS: echo, find, get, store, listen; configured nodes",
         description="DICOM networking with a PACS (DIMSE via pynetdicom). Name a node saved with `pacs nodes "
                     "add` (--node) or give --host, --port and --aet; nothing is sent anywhere else.")
     sub = p.add_subparsers(dest="pacs_command", metavar="ACTION", required=True)
@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _node_options(e)
     e.set_defaults(func=run_echo)
 
-    f = sub.add_parser("find", help="C-FIND: studies matching the keys, or the series of one study")
+    f = sub.add_parser("find", help="C-FIND (or QIDO-RS with --url): studies matching the keys, or the series of "
+                                    "one study")
     _node_options(f)
+    f.add_argument("--url", help="a DICOMweb root (e.g. http://pacs:8042/dicom-web) instead of a DIMSE node")
     f.add_argument("--patient-id", default="")
     f.add_argument("--patient-name", default="", help="DICOM matching: '*' and '?' wildcards, e.g. 'DOE^*'")
     f.add_argument("--date", default="", help="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
@@ -31,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print a JSON list of objects keyed by DICOM keywords")
     f.set_defaults(func=run_find)
 
-    g = sub.add_parser("get", help="retrieve a study or series into a folder (C-GET, or C-MOVE with --move-dest)")
+    g = sub.add_parser("get", help="retrieve a study or series into a folder (C-GET, C-MOVE with --move-dest, or "
+                                   "WADO-RS with --url)")
     _node_options(g)
+    g.add_argument("--url", help="a DICOMweb root (e.g. http://pacs:8042/dicom-web) instead of a DIMSE node")
     g.add_argument("--study", required=True, metavar="UID")
     g.add_argument("--series", metavar="UID")
     g.add_argument("--out", required=True, metavar="DIR", help="files land as DIR/<study>/<series>/<instance>.dcm")
@@ -41,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--listen-port", type=int, default=11113,
                    help="the port LungLens's storage SCP receives a C-MOVE on (default 11113)")
     g.set_defaults(func=run_get)
+
+    st = sub.add_parser("store", help="C-STORE files (e.g. a lesion mask as DICOM SEG) to the node")
+    _node_options(st)
+    st.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
+    st.set_defaults(func=run_store)
 
     listen = sub.add_parser("listen", help="receive instances (C-STORE SCP) until Ctrl+C")
     listen.add_argument("--port", type=int, required=True)
@@ -103,16 +112,17 @@ def run_echo(args: argparse.Namespace) -> int:
 
 
 def run_find(args: argparse.Namespace) -> int:
+    from app.pacs import dicomweb
     from app.pacs.query import StudyQuery, find_series, find_studies
 
-    node = node_from(args)
+    node = None if args.url else node_from(args)
     if args.series:
-        rows = find_series(node, args.series)
+        rows = dicomweb.find_series(args.url, args.series) if args.url else find_series(node, args.series)
         columns = ("SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances", "SeriesDescription",
                    "SeriesInstanceUID")
     else:
         query = StudyQuery(args.patient_id, args.patient_name, args.date, args.modality, args.accession)
-        rows = find_studies(node, query)
+        rows = dicomweb.find_studies(args.url, query) if args.url else find_studies(node, query)
         columns = ("PatientID", "PatientName", "StudyDate", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                    "StudyDescription", "StudyInstanceUID")
     if args.json:
@@ -130,11 +140,19 @@ def run_find(args: argparse.Namespace) -> int:
 def run_get(args: argparse.Namespace) -> int:
     from app.pacs.retrieve import get, move
 
-    node = node_from(args)
-
     def progress(done: int, total: int | None) -> None:
         print(f"\r{done}/{total if total else '?'} instance(s)", end="", file=sys.stderr, flush=True)
 
+    if args.url:
+        from app.pacs import dicomweb
+
+        try:
+            files = dicomweb.get(args.url, args.out, args.study, args.series, progress=progress)
+        finally:
+            print(file=sys.stderr)
+        print(f"{len(files)} instance(s) in {', '.join(sorted({str(p.parent) for p in files}))}")
+        return EXIT_OK
+    node = node_from(args)
     try:
         if args.move_dest:
             result = move(node, args.out, args.study, args.series, move_dest=args.move_dest,
@@ -147,6 +165,15 @@ def run_get(args: argparse.Namespace) -> int:
     print(f"{len(result.files)} instance(s) in {', '.join(folders)}")
     if result.failed:
         return fail(f"{result.failed} instance(s) failed: {'; '.join(result.warnings[:3]) or 'see the PACS log'}")
+    return EXIT_OK
+
+
+def run_store(args: argparse.Namespace) -> int:
+    from app.pacs.store import store
+
+    node = node_from(args)
+    count = store(node, args.files)
+    print(f"stored {count} file(s) on {node.describe()}")
     return EXIT_OK
 
 
@@ -192,3 +219,8 @@ def run_nodes_remove(args: argparse.Namespace) -> int:
     remove_node(args.name)
     print(f"removed {args.name}")
     return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """The chosen action (each action's parser sets its own `func`)."""
+    return int(args.func(args))

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace):
-    from app.services.batch_screening import ScreenOptions
+    from app.services.cases import ScreenOptions
     from inference.screening.config import ScreeningConfig
 
     return ScreenOptions(model=args.model, config=ScreeningConfig(

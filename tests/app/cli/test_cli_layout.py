@@ -35,7 +35,8 @@ def _heavy_imports(*argv: str) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "decovnet", "--help"], ["train", "lung-unet", "--help"],
-                                  ["screen", "--help"], ["predict", "--help"]])
+                                  ["screen", "--help"], ["predict", "--help"], ["worklist", "--help"],
+                                  ["report", "--help"], ["pacs", "get", "--help"]])
 def test_help_imports_no_torch(argv):
     assert _heavy_imports(*argv) == []
 
@@ -50,8 +51,8 @@ def test_choices_module_imports_no_torch_or_numpy():
 def test_every_command_module_registers_and_runs():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = list(sub.choices)
-    assert names == ["info", "tags", "convert", "view", "models", "predict", "segment-lesions", "screen", "train",
-                     "mask", "export-training", "demo"]
+    assert names == ["info", "tags", "convert", "view", "models", "predict", "segment-lesions", "screen", "worklist",
+                     "report", "pacs", "train", "mask", "export-training", "demo"]
     for module in COMMANDS:
         assert callable(module.register) and callable(module.run), module.__name__
 

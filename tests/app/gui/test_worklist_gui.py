@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PySide6 import QtCore, QtGui
 
-from app.services.batch_screening import ScreenOptions
+from app.services.cases import ScreenOptions
 from app.services.worklist import DONE, Worklist
 from inference.screening.config import ScreeningConfig
 

@@ -15,6 +15,9 @@ from pathlib import Path
 AET = "ORTHANC"
 
 
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 def orthanc_binary() -> str | None:
     return shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
                                             if os.access(p, os.X_OK)), None)
@@ -33,6 +36,18 @@ class Orthanc:
     process: subprocess.Popen
     folder: Path
     move_port: int  # where the modality "LUNGLENS" (C-MOVE destination) listens
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    @property
+    def has_dicomweb(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.dicomweb_url}/studies", timeout=10) as r:
+                return r.status == 200
+        except OSError:
+            return False
     log: object = None
 
     def upload(self, files: list[Path]) -> None:
@@ -50,6 +65,14 @@ class Orthanc:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{oid}/file", timeout=30) as r:
                 out[tags["SOPInstanceUID"]] = r.read()
         return out
+
+    def delete_series_of_modality(self, modality: str) -> None:
+        """Remove what a test stored, so the session's PACS holds the phantom study alone again."""
+        for sid in self._get("/series"):
+            if self._get(f"/series/{sid}")["MainDicomTags"].get("Modality") == modality:
+                req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/series/{sid}", method="DELETE")
+                with urllib.request.urlopen(req, timeout=30):
+                    pass
 
     def _get(self, path: str):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
@@ -74,7 +97,9 @@ def start_orthanc(folder: Path, *, allow_get: bool = True) -> Orthanc:
         "Name": "LungLensTest", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpServerEnabled": True, "HttpPort": http_port, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "DicomServerEnabled": True, "DicomAet": AET, "DicomPort": dicom_port,
-        "DicomCheckCalledAet": True, "DicomCheckModalityHost": False, "Plugins": [],
+        "DicomCheckCalledAet": True, "DicomCheckModalityHost": False,
+        "Plugins": [DICOMWEB_PLUGIN] if os.path.exists(DICOMWEB_PLUGIN) else [],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
         "DicomAlwaysAllowGet": allow_get, "DicomAlwaysAllowMove": True,
         "DicomModalities": {"lunglens": ["LUNGLENS", "127.0.0.1", move_port]},

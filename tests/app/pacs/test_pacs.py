@@ -188,3 +188,93 @@ def test_worklist_on_a_pacs_query_retrieves_screens_and_ranks(orthanc, tmp_path,
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "retrieving" not in captured.err and ": done" not in captured.err and "  1  p=" in captured.out
+
+
+def test_pacs_dialog_saves_a_node_echoes_searches_and_retrieves_into_the_worklist(orthanc, qtbot, tmp_path,
+                                                                               user_dirs, monkeypatch):
+    monkeypatch.setenv("LUNGLENS_DATA_DIR", str(tmp_path / "data"))
+    from app.gui.pacs_dialog import PacsDialog
+
+    dialog = PacsDialog()
+    qtbot.addWidget(dialog)
+    assert "No PACS node configured" in dialog.status.text()
+    dialog.save(PacsNode("127.0.0.1", orthanc.dicom_port, AET, name="hospital"))
+    assert load_nodes()["hospital"].port == orthanc.dicom_port and dialog.node_box.count() == 1
+    dialog.echo()
+    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=20_000)
+    assert "C-ECHO succeeded" in dialog.status.text()
+    dialog.date.setText("not a date")
+    dialog.search()
+    assert "YYYYMMDD" in dialog.status.text() and not dialog.is_busy()
+    dialog.date.clear()
+    dialog.patient_id.setText("PHANTOM-0000")
+    dialog.search()
+    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=20_000)
+    assert dialog.table.rowCount() == 1 and dialog.table.item(0, 0).text() == "PHANTOM-0000"
+    dialog.retrieve_selected()
+    assert "Select the studies" in dialog.status.text()
+    dialog.table.selectRow(0)
+    with qtbot.waitSignal(dialog.retrieved, timeout=60_000) as signal:
+        dialog.retrieve_selected()
+    (folder,) = signal.args[0]
+    assert len(list(__import__("pathlib").Path(folder).rglob("*.dcm"))) == 24
+    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=20_000)
+    dialog.close()
+
+
+def test_a_screening_lesion_mask_goes_back_to_the_pacs_as_dicom_seg(orthanc, tmp_path, capsys, user_dirs,
+                                                                   one_torch_thread):
+    study = _study_uid(orthanc)
+    got = tmp_path / "got"
+    assert main(["pacs", "get", *_node_args(orthanc), "--study", study, "--out", str(got)]) == 0
+    series = next(got.rglob("*.dcm")).parent
+    assert main(["screen", str(series), "--out", str(tmp_path / "res"), "--lesions", "hu-rule",
+                 "--device", "cpu"]) == 0
+    (case,) = [p for p in (tmp_path / "res").iterdir() if p.is_dir()]
+    seg = tmp_path / "lesions-seg.dcm"
+    assert main(["mask", "convert", str(case / "lesions.nii.gz"), str(seg), "--reference", str(series)]) == 0
+    before = len(orthanc._get("/instances"))
+    capsys.readouterr()
+    try:
+        assert main(["pacs", "store", *_node_args(orthanc), str(seg)]) == 0
+        assert "stored 1 file(s)" in capsys.readouterr().out
+        assert len(orthanc._get("/instances")) == before + 1
+        modalities = {orthanc._get(f"/series/{s}")["MainDicomTags"].get("Modality")
+                      for s in orthanc._get("/series")}
+        assert modalities == {"CT", "SEG"}
+    finally:
+        orthanc.delete_series_of_modality("SEG")
+    (tmp_path / "notdicom.txt").write_text("hello")
+    assert main(["pacs", "store", *_node_args(orthanc), str(tmp_path / "notdicom.txt")]) == 1
+    assert "notdicom.txt: not a DICOM file" in capsys.readouterr().err
+
+
+def _dicomweb(orthanc) -> str:
+    import os as _os
+
+    if not orthanc.has_dicomweb:
+        if _os.environ.get("LUNGLENS_CI_PACKAGES"):
+            pytest.fail("Orthanc's DICOMweb plug-in (orthanc-dicomweb) is required in CI")
+        pytest.skip("Orthanc's DICOMweb plug-in is not installed (Debian: orthanc-dicomweb)")
+    return orthanc.dicomweb_url
+
+
+def test_dicomweb_finds_and_retrieves_the_same_as_dimse(orthanc, small_phantom_series, tmp_path, capsys, user_dirs):
+    url = _dicomweb(orthanc)
+    assert main(["pacs", "find", "--url", url, "--patient-id", "PHANTOM-0000", "--json"]) == 0
+    web = json.loads(capsys.readouterr().out)
+    assert main(["pacs", "find", *_node_args(orthanc), "--patient-id", "PHANTOM-0000", "--json"]) == 0
+    dimse = json.loads(capsys.readouterr().out)
+    keys = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "ModalitiesInStudy",
+            "NumberOfStudyRelatedSeries")
+    assert [{k: r[k] for k in keys} for r in web] == [{k: r[k] for k in keys} for r in dimse]
+    study = web[0]["StudyInstanceUID"]
+    assert main(["pacs", "find", "--url", url, "--series", study, "--json"]) == 0
+    assert [s["Modality"] for s in json.loads(capsys.readouterr().out)] == ["CT"]
+    out = tmp_path / "web"
+    assert main(["pacs", "get", "--url", url, "--study", study, "--out", str(out)]) == 0
+    _check_identical(orthanc, sorted(out.rglob("*.dcm")), small_phantom_series("pacs")[1])
+    assert main(["pacs", "get", "--url", url + "/nothing-here", "--study", study, "--out", str(out)]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert main(["pacs", "find", "--url", f"http://127.0.0.1:{free_port()}/dicom-web", "--json"]) == 1
+    assert "cannot connect" in capsys.readouterr().err

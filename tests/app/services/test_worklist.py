@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from app.services.batch_screening import ScreenOptions
+from app.services.cases import ScreenOptions
 from app.services.worklist import DONE, QUEUED, Worklist
 from app.services.worklist_db import SCHEMA_VERSION, CacheError, CacheKey, ResultCache
 from inference.screening.config import ScreeningConfig

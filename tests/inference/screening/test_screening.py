@@ -355,7 +355,7 @@ def test_slice_probabilities_fuse_the_classifier_with_the_lesion_share():
 
 
 def test_a_series_reached_through_two_paths_is_screened_once_and_names_stay_unique(tmp_path):
-    from app.services.batch_screening import find_cases
+    from app.services.cases import find_cases
     from viewer.io.volumes import write_volume
 
     vol = phantom(44, False).volume

@@ -1,0 +1,126 @@
+"""Benchmark: a folder of phantom studies screened from the worklist window (worker processes) and on a local
+Dask cluster, against `screen` in one process, with the GUI's event-loop latency while the worklist runs.
+
+    python -m tests.benchmarks.bench_worklist [--studies 100] [--slices 300] [--size 512] [--workers 2]
+        [--lesions hu-rule|dcn] [--cache /tmp/lunglens-bench-worklist]
+
+Each study is its own phantom (seed = its number) written once as DICOM into the cache folder. Measured in one
+run: (1) `screen` over the folder in this process (the baseline), (2) the worklist window with `--workers`
+processes, its wall time per study and the event loop's latency (a 10 ms timer's lateness: median, 99th
+percentile and maximum) while it screens, (3) `screen --cluster` on a `LocalCluster` of `--workers` processes.
+Each pass starts from an empty result cache. Not part of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from viewer.dicom.write import write_ct_series
+from viewer.synthetic.phantom import PhantomConfig, make_phantom
+
+
+def studies(root: Path, n: int, slices: int, size: int) -> Path:
+    folder = root / f"studies-{slices}x{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        case = folder / f"study{k:03d}"
+        if (case / "done").exists():
+            continue
+        shutil.rmtree(case, ignore_errors=True)
+        ph = make_phantom(PhantomConfig(shape=(slices, size, size), spacing=(1.0, 350 / size, 350 / size),
+                                        n_ggo=k % 4, n_consolidation=k % 2, seed=100 + k))
+        write_ct_series(ph.volume, case / "dicom")
+        (case / "done").touch()
+    return folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--studies", type=int, default=100)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--lesions", default="hu-rule", choices=("hu-rule", "dcn"))
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "lunglens-bench-worklist"))
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--skip-cluster", action="store_true")
+    ap.add_argument("--trace", action="store_true", help="print each event-loop stall over 30 ms with its time")
+    args = ap.parse_args()
+    root = Path(args.cache)
+    t0 = time.perf_counter()
+    folder = studies(root, args.studies, args.slices, args.size)
+    print(f"{args.studies} studies of {args.slices} x {args.size}^2 ready ({time.perf_counter() - t0:.0f} s)")
+    paths = [str(p) for p in sorted(folder.iterdir())[: args.studies]]
+
+    from app.services.batch_screening import screen
+    from app.services.cases import ScreenOptions
+    from inference.screening.config import ScreeningConfig
+
+    config = ScreeningConfig(lesion_model=None if args.lesions == "hu-rule" else "dcn")
+    options = ScreenOptions(config=config)
+    n = len(paths)
+    if not args.skip_baseline:
+        t0 = time.perf_counter()
+        screen(paths, root / "out-serial", config=config)
+        serial = time.perf_counter() - t0
+        print(f"screen, one process: {serial:.0f} s, {serial / n:.2f} s per study")
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtCore, QtWidgets
+
+    from app.gui.worklist_window import WorklistWindow
+    from app.services.worklist import Worklist
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    shutil.rmtree(root / "wl", ignore_errors=True)
+    wl = Worklist(options, cache_path=root / "wl" / "cache.sqlite3", results_root=root / "wl" / "cases")
+    window = WorklistWindow(worklist=wl, workers=args.workers)
+    window.show()
+    lateness: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        lateness.append(max(0.0, (now - last[0]) * 1000 - 10.0))
+        if args.trace and lateness[-1] > 30:
+            print(f"  stall {lateness[-1]:.0f} ms at {now - t0:.1f} s", flush=True)
+        last[0] = now
+
+    timer = QtCore.QTimer()
+    timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    timer.timeout.connect(tick)
+    t0 = time.perf_counter()
+    timer.start(10)
+    window.add_paths(paths)
+    while window.is_running():
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.001)
+    wall = time.perf_counter() - t0
+    timer.stop()
+    done = sum(i.status == "done" for i in wl.items)
+    q = statistics.quantiles(lateness, n=100) if len(lateness) > 100 else [max(lateness or [0])] * 99
+    print(f"worklist window, {args.workers} worker processes: {wall:.0f} s, {wall / n:.2f} s per study "
+          f"({done} done); event-loop lateness median {statistics.median(lateness):.1f} ms, p99 {q[98]:.1f} ms, "
+          f"max {max(lateness):.1f} ms over {len(lateness)} ticks")
+    window.close()
+    if args.skip_cluster:
+        return
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        t0 = time.perf_counter()
+        screen(paths, root / "out-dask", config=config, cluster=c.scheduler_address)
+        dask = time.perf_counter() - t0
+    print(f"screen --cluster (LocalCluster, {args.workers} worker processes): {dask:.0f} s, {dask / n:.2f} s per "
+          "study")
+
+
+if __name__ == "__main__":
+    main()
