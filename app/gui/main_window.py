@@ -220,9 +220,16 @@ class MainWindow(QtWidgets.QMainWindow):
         if getattr(self, "_worklist", None) is None:
             model = self.model_box.currentText() or None
             from app.services.cases import ScreenOptions
+            from app.services.worklist_db import CacheError
 
             options = ScreenOptions(model=model) if model else ScreenOptions()
-            self._worklist = WorklistWindow(options, workers=max(1, os.cpu_count() or 1))
+            try:
+                self._worklist = WorklistWindow(options, workers=max(1, os.cpu_count() or 1))
+            except (CacheError, ValueError, OSError) as exc:
+                self.statusBar().showMessage(str(exc).splitlines()[0], 15000)
+                if self.interactive:
+                    QtWidgets.QMessageBox.warning(self, "Cannot open the worklist", str(exc))
+                return
             self._worklist.open_case.connect(
                 lambda source, series, overlays: self.open_path(source, series=series or None, overlays=overlays))
         self._worklist.show()

@@ -3,7 +3,6 @@ in a worker thread; the dialog stays responsive and can cancel a retrieval."""
 
 from __future__ import annotations
 
-import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -165,7 +164,7 @@ class PacsDialog(QtWidgets.QDialog):
             try:
                 self.save(editor.node())
                 return
-            except PacsError as exc:
+            except (PacsError, OSError) as exc:
                 QtWidgets.QMessageBox.warning(self, "PACS node", str(exc))
 
     def edit_node_dialog(self) -> None:
@@ -181,7 +180,10 @@ class PacsDialog(QtWidgets.QDialog):
     def remove_selected_node(self) -> None:
         name = self.node_box.currentData()
         if name is not None:
-            remove_node(name)
+            try:
+                remove_node(name)
+            except (PacsError, OSError) as exc:
+                self._say(str(exc))
             self.reload_nodes()
 
     # -- network ---------------------------------------------------------------------------------------------
@@ -238,19 +240,26 @@ class PacsDialog(QtWidgets.QDialog):
         uids = [self.studies[r]["StudyInstanceUID"] for r in rows]
         dest = self.dest
 
+        problems: list[dict] = []
+
         def fetch(cancelled) -> list[str]:
             folders: list[str] = []
             for uid in uids:
                 if cancelled():
                     break
                 folders += [str(f) for f in retrieve_studies(node, StudyQuery(), dest, study_uid=uid,
-                                                             log=lambda m: None, cancelled=cancelled)]
+                                                             log=lambda m: None, problems=problems,
+                                                             cancelled=cancelled)]
             return folders
+
+        self._problems = problems
 
         self._run(fetch, self._retrieved, f"Retrieving {len(uids)} stud{'y' if len(uids) == 1 else 'ies'}...")
 
     def _retrieved(self, folders: list[str]) -> None:
-        self._say(f"Retrieved {len(folders)} stud{'y' if len(folders) == 1 else 'ies'}")
+        problems = getattr(self, "_problems", [])
+        self._say(f"Retrieved {len(folders)} stud{'y' if len(folders) == 1 else 'ies'}"
+                  + (f"; {len(problems)} problem(s): {problems[0]['error']}" if problems else ""))
         if folders:
             self.retrieved.emit(folders)
 
@@ -263,6 +272,9 @@ class PacsDialog(QtWidgets.QDialog):
         self._say(message)
 
     def _finished(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait(10_000)  # the QThread must be over before it can be dropped
         self._thread, self._worker = None, None
         self.cancel_button.setEnabled(False)
 
@@ -273,9 +285,12 @@ class PacsDialog(QtWidgets.QDialog):
         self.status.setText(text)
         self.message.emit(text)
 
-    def done(self, result: int) -> None:  # closing waits for a running request (a thread must not outlive us)
+    def done(self, result: int) -> None:
+        """Closing waits for a running request (its thread must not outlive the dialog): a retrieval stops at the
+        next instance, a query or echo within the PACS time-outs."""
         self.cancel()
-        deadline = threading.Event()
-        while self._thread is not None and not deadline.wait(0.02):
-            QtCore.QCoreApplication.processEvents()
+        timer = QtCore.QDeadlineTimer(120_000)
+        while self._thread is not None and not timer.hasExpired():
+            QtCore.QCoreApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            QtCore.QThread.msleep(10)
         super().done(result)

@@ -207,6 +207,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
         bar.setMovable(False)
         bar.addAction("Add Folder...", self.add_folder_dialog)
         bar.addAction("Query PACS...", self.pacs_dialog)
+        self.start_action = bar.addAction("Start", self.start)
         self.pause_action = bar.addAction("Pause", self.toggle_pause)
         self.cancel_action = bar.addAction("Cancel", self.cancel)
         bar.addSeparator()
@@ -287,6 +288,14 @@ class WorklistWindow(QtWidgets.QMainWindow):
         dialog.show()
         return dialog
 
+    def start(self) -> None:
+        """Screen what is queued (after a Cancel, or in a window reopened)."""
+        self.paused.clear()
+        self.pause_action.setText("Pause")
+        if self._thread is None and any(i.status == QUEUED for i in self.worklist.items):
+            self._start()
+        self._update_status()
+
     def toggle_pause(self) -> None:
         if self.paused.is_set():
             self.paused.clear()
@@ -319,8 +328,12 @@ class WorklistWindow(QtWidgets.QMainWindow):
         if folder:
             self.export(folder)
 
-    def export(self, folder: str) -> Path:
-        out = self.worklist.export(folder)
+    def export(self, folder: str) -> Path | None:
+        try:
+            out = self.worklist.export(folder)
+        except OSError as exc:
+            QtWidgets.QMessageBox.warning(self, "Export", f"{folder}: cannot export ({exc})")
+            return None
         self.statusBar().showMessage(f"Exported {out / 'results.csv'}", 8000)
         return out
 
@@ -330,21 +343,25 @@ class WorklistWindow(QtWidgets.QMainWindow):
         if path:
             self.write_report(path)
 
-    def write_report(self, path: str) -> Path:
-        """Export to a folder beside the report and write the report of the cases shown."""
-        from app.reports.content import load_report
+    def write_report(self, path: str) -> Path | None:
+        """Export every case to a folder beside the report (`<name>-results`) and write the report of them."""
+        from app.reports.content import ReportError, load_report
 
-        out = Path(path)
-        folder = self.worklist.export(out.with_suffix("").with_name(out.stem + "-results"))
-        report = load_report(folder, bands=self.bands)
-        if out.suffix.lower() == ".html":
-            from app.reports.html import write_html
+        out = Path(path) if Path(path).suffix else Path(path).with_suffix(".pdf")
+        try:
+            folder = self.worklist.export(out.with_suffix("").with_name(out.stem + "-results"))
+            report = load_report(folder, bands=self.bands)
+            if out.suffix.lower() == ".html":
+                from app.reports.html import write_html
 
-            write_html(report, out)
-        else:
-            from app.reports.pdf import write_pdf
+                write_html(report, out)
+            else:
+                from app.reports.pdf import write_pdf
 
-            write_pdf(report, out if out.suffix else out.with_suffix(".pdf"))
+                write_pdf(report, out)
+        except (ReportError, OSError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Report", f"{out}: cannot write the report ({exc})")
+            return None
         self.statusBar().showMessage(f"Wrote {out}", 8000)
         return out
 
@@ -367,6 +384,9 @@ class WorklistWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.warning(self, "Worklist", message)
 
     def _on_finished(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait(10_000)  # over before it is dropped: a running QThread must not be destroyed
         self._thread, self._worker = None, None
         self.model.refresh()
         self._update_status()
@@ -404,7 +424,10 @@ class WorklistWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"{done} of {len(items)} done, {running} running ({state})")
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
+        """Running cases finish and are kept; the rest stay queued (Start screens them when the window opens
+        again)."""
         self.cancel()
         self.paused.clear()
+        self.pause_action.setText("Pause")
         self.join(600.0)
         super().closeEvent(ev)

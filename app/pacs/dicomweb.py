@@ -40,6 +40,8 @@ def _call(url: str, what: str, fn):
         hint = " (wrong URL: is it the DICOMweb root, e.g. http://host:8042/dicom-web?)" if code == 404 else ""
         hint = " (credentials refused)" if code in (401, 403) else hint
         raise PacsError(f"{url}: {what} failed with HTTP {code}{hint}") from None
+    except requests.exceptions.RequestException as exc:
+        raise PacsError(f"{url}: {what} failed ({exc})") from None
 
 
 def _row(item: dict, keys: tuple[str, ...]) -> dict:
@@ -102,7 +104,9 @@ def get(url: str, out_dir: str | Path, study_uid: str, series_uid: str | None = 
             raise PacsError(f"{url}: an instance with malformed UIDs {uids}")
         folder = root / uids[0] / uids[1]
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
+        incoming = root / ".incoming"  # partial files outside the series folder (see app.pacs.storage)
+        incoming.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=incoming)
         os.close(fd)
         try:
             ds.save_as(tmp, enforce_file_format=True)
@@ -113,6 +117,10 @@ def get(url: str, out_dir: str | Path, study_uid: str, series_uid: str | None = 
         files.append(folder / f"{uids[2]}.dcm")
         if progress is not None:
             progress(len(files), None)
+    try:
+        (root / ".incoming").rmdir()
+    except OSError:
+        pass
     if not files:
         raise PacsError(f"{url}: WADO-RS returned no instance for this study/series (wrong UID?)")
     return files

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, Stud
 
 from app.pacs.association import associate, check_status
 from app.pacs.nodes import PacsError, PacsNode
-from app.pacs.storage import Receiver, StorageServer, storage_contexts
+from app.pacs.storage import GET_STORAGE_LIMIT, Receiver, StorageServer, storage_contexts
 
 _PENDING = (0xFF00, 0xFF01)
 _WARNING = 0xB000  # sub-operations complete, one or more failures or warnings
@@ -49,12 +49,15 @@ def get(node: PacsNode, out_dir: str | Path, study_uid: str, series_uid: str | N
         progress: RetrieveProgress | None = None, cancelled: Callable[[], bool] | None = None) -> RetrieveResult:
     """C-GET the study (or one series of it) into `out_dir`/<study>/<series>/<instance>.dcm."""
     receiver = Receiver(Path(out_dir))
-    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)] + storage_contexts(limit=120)
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)] + storage_contexts(limit=GET_STORAGE_LIMIT)
     roles = [build_role(c.abstract_syntax, scp_role=True) for c in contexts[1:]]
     with associate(node, contexts, what="C-GET", ext_neg=roles,
                    handlers=[(evt.EVT_C_STORE, receiver.handle_store)]) as assoc:
         responses = assoc.send_c_get(_identifier(study_uid, series_uid), StudyRootQueryRetrieveInformationModelGet)
-        return _follow(node, "C-GET", assoc, responses, receiver, progress, cancelled)
+        try:
+            return _follow(node, "C-GET", assoc, responses, receiver, progress, cancelled)
+        finally:
+            receiver.tidy()
 
 
 def move(node: PacsNode, out_dir: str | Path, study_uid: str, series_uid: str | None = None, *,
@@ -62,7 +65,8 @@ def move(node: PacsNode, out_dir: str | Path, study_uid: str, series_uid: str | 
          cancelled: Callable[[], bool] | None = None) -> RetrieveResult:
     """C-MOVE the study (or series) to `move_dest`, LungLens's own AE title as the node knows it, received by a
     storage SCP on `listen_port` for the duration of the transfer."""
-    with StorageServer(out_dir, listen_port, aet=move_dest) as server:
+    # only the node we asked may deliver into the folder while the SCP listens
+    with StorageServer(out_dir, listen_port, aet=move_dest, accept_from=[node.aet]) as server:
         with associate(node, [build_context(StudyRootQueryRetrieveInformationModelMove)], what="C-MOVE") as assoc:
             responses = assoc.send_c_move(_identifier(study_uid, series_uid), move_dest,
                                           StudyRootQueryRetrieveInformationModelMove)
@@ -89,7 +93,8 @@ def _follow(node: PacsNode, what: str, assoc, responses, receiver: Receiver,
     if final is None:
         raise PacsError(f"{node.describe()}: {what} ended without a final status (association aborted?)")
     code, status = final
-    result.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0) + len(receiver.failures)
+    # the node counts the instances we refused among its failed sub-operations: count those once
+    result.failed = max(int(status.get("NumberOfFailedSuboperations", 0) or 0), len(receiver.failures))
     result.warnings = list(receiver.failures)
     if code == 0xA801:
         raise PacsError(f"{node.describe()} does not know the move destination; add LungLens's AE title with "

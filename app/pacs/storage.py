@@ -23,15 +23,32 @@ from app.pacs.nodes import PacsError
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: what a storage SCU is offered: uncompressed first, then the compressed syntaxes PACS store CT in
 STORE_TRANSFER_SYNTAXES = ALL_TRANSFER_SYNTAXES
-#: the storage SOP classes LungLens asks for on a C-GET (an association has at most 128 contexts; one is C-GET's)
-_GET_STORAGE = [c.abstract_syntax for c in AllStoragePresentationContexts][:120]
+#: what a CT study holds besides its images, asked for first on a C-GET (an association has at most 128
+#: contexts, one of them C-GET's, and pynetdicom knows 170 storage classes): dose reports, key objects,
+#: presentation states, segmentations, structure sets, secondary captures, encapsulated PDF
+_CT_STUDY_FIRST = (
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2",  # CT, Enh., Legacy
+    "1.2.840.10008.5.1.4.1.1.88.67", "1.2.840.10008.5.1.4.1.1.88.59",  # X-Ray Radiation Dose SR, Key Object Sel.
+    "1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",  # SRs
+    "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.35",  # Comprehensive 3D SR, Extensible SR
+    "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3",  # GSPS, SEG, RT
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",  # SC
+    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4", "1.2.840.10008.5.1.4.1.1.104.1",  # SC, PDF
+    "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.4",  # PET, MR
+    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",  # MR, CR, DX
+    "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.66.1", "1.2.840.10008.5.1.4.1.1.88.69",  # raw, reg., SR
+)
+_GET_STORAGE = list(dict.fromkeys([*_CT_STUDY_FIRST, *(c.abstract_syntax for c in AllStoragePresentationContexts)]))
+GET_STORAGE_LIMIT = 127
 
 _FAILED = 0xA700  # "Out of resources": the instance was not stored, the sender may retry
 
 
 def storage_contexts(limit: int | None = None) -> list[PresentationContext]:
-    syntaxes = _GET_STORAGE if limit is not None else [c.abstract_syntax for c in AllStoragePresentationContexts]
-    return [build_context(uid, STORE_TRANSFER_SYNTAXES) for uid in syntaxes[:limit]]
+    """Every storage SOP class (for an SCP), or the first `limit` of those a CT study holds first (for C-GET)."""
+    every = [c.abstract_syntax for c in AllStoragePresentationContexts]
+    syntaxes = _GET_STORAGE[:limit] if limit is not None else every
+    return [build_context(uid, STORE_TRANSFER_SYNTAXES) for uid in syntaxes]
 
 
 @dataclass
@@ -55,7 +72,10 @@ class Receiver:
             folder = self.root / study / series
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{sop}.dcm"
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
+            # the partial file lies outside the series folder: a scan never takes one left by a kill for a slice
+            incoming = self.root / ".incoming"
+            incoming.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=incoming)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(event.encoded_dataset())
@@ -74,6 +94,14 @@ class Receiver:
         return 0x0000
 
 
+    def tidy(self) -> None:
+        """Remove the (empty) folder partial files pass through."""
+        try:
+            (self.root / ".incoming").rmdir()
+        except OSError:
+            pass
+
+
 class StorageServer:
     """A storage SCP on `port` (all storage SOP classes, all transfer syntaxes) writing into `root`.
 
@@ -81,15 +109,19 @@ class StorageServer:
     """
 
     def __init__(self, root: str | Path, port: int, aet: str = "LUNGLENS", host: str = "",
-                 on_file: Callable[[Path], None] | None = None) -> None:
+                 on_file: Callable[[Path], None] | None = None, accept_from: list[str] | None = None) -> None:
         self.receiver = Receiver(Path(root), on_file)
         self.port, self.aet, self.host = int(port), aet, host
+        self.accept_from = list(accept_from or [])  # calling AE titles let in; empty: any
         self._server = None
 
     def start(self) -> StorageServer:
         ae = AE(ae_title=self.aet)
         ae.supported_contexts = storage_contexts()
         ae.maximum_associations = 4
+        ae.require_called_aet = True  # only associations addressed to our AE title
+        if self.accept_from:
+            ae.require_calling_aet = self.accept_from
         try:
             self._server = ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=[(evt.EVT_C_STORE, self.receiver.handle_store)])
@@ -102,6 +134,7 @@ class StorageServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.receiver.tidy()
 
     def __enter__(self) -> StorageServer:
         return self.start()

@@ -44,6 +44,12 @@ def store(node: PacsNode, paths: list[str | Path], progress: Callable[[int, int]
         raise PacsError(f"{len(pairs)} kinds of object in one batch; send at most 128 at a time")
     contexts = [build_context(c, [t]) for c, t in pairs]
     with associate(node, contexts, what="C-STORE") as assoc:
+        accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
+        refused = [(f, c, t) for f, _, c, t in datasets if (str(c), str(t)) not in accepted]
+        if refused:
+            f, c, t = refused[0]
+            raise PacsError(f"{node.describe()} does not accept {getattr(c, 'name', c)} in {getattr(t, 'name', t)} "
+                            f"({f} and {len(refused) - 1} more); nothing was sent")
         for n, (f, ds, _, _) in enumerate(datasets, start=1):
             status = check_status(node, "C-STORE", assoc.send_c_store(ds))
             if status not in (0x0000, 0xB000, 0xB007, 0xB006):

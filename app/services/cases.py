@@ -38,6 +38,7 @@ _log = logging.getLogger(__name__)  # the default `log` of `screen_case`
 CSV_FIELDS = ("rank", "case", "status", "series", "probability", "involvement_percent", "severity", "lesion_ml",
               "slices", "seconds", "source", "patient_id", "patient_name", "study_date")
 NOT_ASSESSABLE = "not assessable"
+FAILED = "failed"
 
 
 @dataclass
@@ -137,16 +138,21 @@ def write_results(out: Path, rows: list[dict], errors: list[dict], header: dict)
 def screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier | LesionSegmenter,
                 options: ScreenOptions, progress: ProgressFn | None = None,
                 log: Callable[[str], None] = _log.info) -> dict:
-    """Screen one case into `out`/<case name>; its row (status "ok" or "not assessable: why")."""
+    """Screen one case into `out`/<case name>; its row: status "ok", "not assessable: why" (the series cannot be
+    screened: it will not change by trying again), or "failed: why" (a write error, memory, a library error: worth
+    another try)."""
     t0 = time.perf_counter()
     row: dict = {"case": case.name, "series": case.series, "source": case.source}
     try:
         if case.refusal is not None:
             raise _NotAssessable(case.refusal)
         summary = _screen_case(case, out, clf, options.config, options.lungs, progress or (lambda f, m: None))
-    except (_NotAssessable, LoadError, InferenceError, ValueError, OSError, RuntimeError) as why:
+    except (_NotAssessable, LoadError, InferenceError, ValueError) as why:
         log(f"{case.name}: {NOT_ASSESSABLE}: {why}")
         return {**row, "status": f"{NOT_ASSESSABLE}: {why}", "seconds": round(time.perf_counter() - t0, 3)}
+    except (OSError, RuntimeError, MemoryError) as why:
+        log(f"{case.name}: {FAILED}: {why}")
+        return {**row, "status": f"{FAILED}: {why}", "seconds": round(time.perf_counter() - t0, 3)}
     study = summary["study"]
     return {**row, "status": STATUS_OK, "probability": summary["probability"],
             "patient_id": study["patient_id"], "patient_name": study["patient_name"],

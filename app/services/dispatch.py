@@ -4,18 +4,25 @@ cluster. Each case is an independent task; a failure (even a crashed worker) is 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-from collections.abc import Callable
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from app.services.cases import Case, ScreenOptions, screen_case
+from app.services.cases import FAILED, Case, ScreenOptions, screen_case
 from viewer.core.progress import ProgressFn
 
 _log = logging.getLogger(__name__)
-FAILED = "failed"
+WORKER_DIED = f"{FAILED}: the worker process died while screening it, twice (out of memory, or a crash in a library?)"
 
-# one classifier per worker process, loaded by its first case
+# one classifier per worker process, loaded by its first case; the lock keeps a multi-threaded Dask worker from
+# running two cases through one model at once (Grad-CAM hooks the model's layers)
 _worker_model: tuple[ScreenOptions, object] | None = None
+_worker_lock = threading.Lock()
 
 
 def _init_worker(threads: int) -> None:
@@ -34,13 +41,85 @@ def _init_worker(threads: int) -> None:
 def screen_task(case: Case, out: str, options: ScreenOptions) -> dict:
     """One case in a worker: the row `screen_case` gives (the classifier is loaded once per process)."""
     global _worker_model
-    if _worker_model is None or _worker_model[0] != options:
-        _worker_model = (options, options.load())
-    return screen_case(case, Path(out), _worker_model[1], options)  # type: ignore[arg-type]
+    with _worker_lock:
+        if _worker_model is None or _worker_model[0] != options:
+            _worker_model = (options, options.load())
+        return screen_case(case, Path(out), _worker_model[1], options)  # type: ignore[arg-type]
 
 
 def _failed(case: Case, why: object) -> dict:
     return {"case": case.name, "series": case.series, "source": case.source, "status": f"{FAILED}: {why}"}
+
+
+def run_in_processes(cases: Sequence[Case], out_of: Callable[[int], Path], options: ScreenOptions, workers: int, *,
+                     on_start: Callable[[int], None] | None = None, on_done: Callable[[int, dict], None],
+                     paused: threading.Event | None = None, cancelled: threading.Event | None = None) -> list[int]:
+    """Screen `cases` in at most `workers` spawned processes (one per core at most), `workers` cases in flight.
+
+    `on_start(i)` when case i is handed to a process, `on_done(i, row)` when it is over. A pause starts no new case
+    until it is cleared; a cancel starts no new case (the running ones finish). A process that dies fails every
+    case in flight with it: each is tried once more, from then on one case at a time, so a case that kills a
+    process twice fails alone (`WORKER_DIED`). Returns the indices never started (cancelled).
+    """
+    workers = max(1, min(workers, os.cpu_count() or 1, len(cases) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    paused = paused or threading.Event()
+    cancelled = cancelled or threading.Event()
+    pending = list(range(len(cases)))
+    crashes = [0] * len(cases)
+    running: dict[Future, int] = {}
+
+    def new_pool(n: int) -> ProcessPoolExecutor:
+        # spawn: a forked copy of a process that already runs torch's (or Qt's) threads can deadlock
+        return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(threads,))
+
+    pool = new_pool(workers)
+    try:
+        while (pending and not cancelled.is_set()) or running:
+            broken = False
+            while pending and len(running) < workers and not paused.is_set() and not cancelled.is_set():
+                i = pending[0]
+                try:
+                    future = pool.submit(screen_task, cases[i], str(out_of(i)), options)
+                except BrokenProcessPool:
+                    broken = True
+                    break
+                pending.pop(0)
+                running[future] = i
+                if on_start is not None:
+                    on_start(i)
+            if not broken:
+                if not running:
+                    cancelled.wait(0.1)  # paused with nothing in flight
+                    continue
+                finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        broken = True
+                        crashes[i] += 1
+                        if crashes[i] < 2:
+                            pending.insert(0, i)
+                        else:
+                            on_done(i, _failed(cases[i], WORKER_DIED.split(": ", 1)[1]))
+                        continue
+                    try:
+                        row = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a bug in one case must not lose the others
+                        row = _failed(cases[i], f"{type(exc).__name__}: {exc}")
+                    on_done(i, row)
+            if broken:
+                for future, i in list(running.items()):  # they died with the pool: each gets another try
+                    running.pop(future)
+                    crashes[i] += 1
+                    pending.insert(0, i)
+                pool.shutdown(wait=True, cancel_futures=True)
+                workers = 1
+                pool = new_pool(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return pending
 
 
 def screen_elsewhere(cases: list[Case], out: Path, options: ScreenOptions, *, workers: int = 1,
@@ -62,30 +141,8 @@ def screen_elsewhere(cases: list[Case], out: Path, options: ScreenOptions, *, wo
     if cluster:
         _on_dask(cases, out, options, cluster, done)
     else:
-        _on_processes(cases, out, options, workers, done)
+        run_in_processes(cases, lambda i: out, options, workers, on_done=done)
     return [r for r in rows if r is not None]
-
-
-def _on_processes(cases: list[Case], out: Path, options: ScreenOptions, workers: int,
-                  done: Callable[[int, dict], None]) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    workers = max(1, min(workers, os.cpu_count() or 1, len(cases) or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # spawn: a forked copy of a process that already runs torch's threads can deadlock
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(screen_task, case, str(out), options): i for i, case in enumerate(cases)}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                done(i, future.result())
-            except BrokenProcessPool:
-                done(i, _failed(cases[i], "the worker process died (out of memory?)"))
-            except Exception as exc:  # noqa: BLE001 - a bug in one case must not lose the others
-                done(i, _failed(cases[i], f"{type(exc).__name__}: {exc}"))
 
 
 def _on_dask(cases: list[Case], out: Path, options: ScreenOptions, address: str,
@@ -98,9 +155,10 @@ def _on_dask(cases: list[Case], out: Path, options: ScreenOptions, address: str,
         client = Client(address, timeout="20s")
     except OSError as exc:
         raise ValueError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+    run = uuid.uuid4().hex[:8]  # task keys unique across runs sharing a scheduler
     with client:
-        futures = [client.submit(screen_task, case, str(out), options, pure=False, key=f"lunglens-{i}-{case.name}")
-                   for i, case in enumerate(cases)]
+        futures = [client.submit(screen_task, case, str(out), options, pure=False,
+                                 key=f"lunglens-{run}-{i}-{case.name}") for i, case in enumerate(cases)]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             i = index[future.key]

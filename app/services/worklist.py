@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.services.cases import Case, ScreenOptions, find_cases, rank_rows, write_results
-from app.services.dispatch import _init_worker, screen_task
+from app.services.dispatch import run_in_processes
 from app.services.worklist_db import CacheKey, ResultCache, data_dir, fileset_digest
 from inference.screening.assess import STATUS_OK
 
@@ -39,7 +36,6 @@ class WorkItem:
     row: dict = field(default_factory=dict)
     case_dir: Path | None = None
     reviewed: bool = False
-    crashes: int = 0  # worker processes that died while it ran (it or a case beside it)
     _prediction: dict | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -73,7 +69,7 @@ def model_digest(options: ScreenOptions) -> str:
     """A digest of the model's weights (and its lesion model's) and every setting that changes a result."""
     from inference.models import get_model
 
-    parts = [options.model, options.lungs, json.dumps(asdict(options.config) if options.config else {},
+    parts = [options.model, options.lungs, options.device, options.backend, options.precision, json.dumps(asdict(options.config) if options.config else {},
                                                       sort_keys=True, default=str)]
     lesion = options.config.lesion_model if options.config else "dcn"
     for name in (options.model, lesion):
@@ -109,14 +105,22 @@ class Worklist:
         found = find_cases([str(p) for p in paths], self.problems)
         added = []
         known = {item.key for item in self.items}
+        names = {item.case.name for item in self.items}
         with ResultCache(self.cache_path) as cache:
             for case in found:
                 uid = case.series or os.path.realpath(case.source)
                 key = CacheKey(uid, fileset_digest(_files_of(case)), self.options.model, self.weights)
                 if key in known:
                     continue
+                base, n = case.name, 2
+                while case.name in names:  # unique over the whole worklist: export folders must not merge
+                    case.name, n = f"{base}_{n}", n + 1
+                names.add(case.name)
                 item = WorkItem(case, key, row=self._identity(case))
                 cached = cache.get(key)
+                if cached is not None and cached.get("status") == STATUS_OK and not (
+                        cached.get("case_dir") and (Path(cached["case_dir"]) / "prediction.json").is_file()):
+                    cached = None  # its results folder was removed: screen it again
                 if cached is not None:
                     item.row, item.reviewed = cached, cached["reviewed"]
                     item.case_dir = Path(cached["case_dir"]) if cached.get("case_dir") else None
@@ -142,81 +146,40 @@ class Worklist:
 
     def run(self, workers: int = 1, *, on_update: Callable[[WorkItem], None] | None = None,
             paused: threading.Event | None = None, cancelled: threading.Event | None = None) -> None:
-        """Screen every queued item in `workers` processes (at most one per core), keeping at most `workers` cases
-        in flight: a pause lets the running ones finish and starts no more until it is cleared; a cancel also
-        stops starting new ones (running cases finish and are kept). Returns when nothing is left to start."""
-        workers = max(1, min(workers, os.cpu_count() or 1))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        paused = paused or threading.Event()
-        cancelled = cancelled or threading.Event()
+        """Screen every queued item in `workers` processes (`dispatch.run_in_processes`: pause, cancel and crashed
+        processes handled there); each result is stored in the cache, then shown. Returns when nothing is left to
+        start; items not started stay queued."""
         notify = on_update or (lambda item: None)
-        pending = [i for i in self.items if i.status == QUEUED]
-        if not pending:
+        todo = [i for i in self.items if i.status == QUEUED]
+        if not todo:
             return
-        running: dict[Future, WorkItem] = {}
         cache = ResultCache(self.cache_path)
 
-        def new_pool() -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads,))
+        def started(k: int) -> None:
+            todo[k].status = RUNNING
+            notify(todo[k])
 
-        pool = new_pool()
+        def done(k: int, row: dict) -> None:
+            self._finish(todo[k], row, cache)
+            notify(todo[k])
+
         try:
-            while (pending and not cancelled.is_set()) or running:
-                while pending and len(running) < workers and not paused.is_set() and not cancelled.is_set():
-                    item = pending.pop(0)
-                    out = self.results_root / item.key.digest
-                    item.status = RUNNING
-                    running[pool.submit(screen_task, item.case, str(out), self.options)] = item
-                    notify(item)
-                if not running:
-                    cancelled.wait(0.1)  # paused with nothing in flight
-                    continue
-                finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-                broken = False
-                for future in finished:
-                    item = running.pop(future)
-                    if isinstance(future.exception(), BrokenProcessPool):
-                        # a worker died: every case in flight fails with it; each is tried again once, alone
-                        broken = True
-                        item.crashes += 1
-                        if item.crashes < 2:
-                            item.status = QUEUED
-                            pending.insert(0, item)
-                            notify(item)
-                            continue
-                    self._finish(item, future, cache)
-                    notify(item)
-                if broken:
-                    for future, item in list(running.items()):  # they died with the pool: try them again too
-                        running.pop(future)
-                        item.crashes += 1
-                        item.status = QUEUED
-                        pending.insert(0, item)
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    workers = 1  # from now on one case at a time, so the culprit fails alone
-                    pool = new_pool()
+            run_in_processes([i.case for i in todo], lambda k: self.results_root / todo[k].key.digest, self.options,
+                             workers, on_start=started, on_done=done, paused=paused, cancelled=cancelled)
         finally:
-            for item in running.values():  # interrupted: their results were never stored, so they stay queued
-                item.status = QUEUED
-            pool.shutdown(wait=True, cancel_futures=True)
+            for item in todo:
+                if item.status == RUNNING:  # interrupted: no result was stored, so it stays queued
+                    item.status = QUEUED
             cache.close()
 
-    def _finish(self, item: WorkItem, future: Future, cache: ResultCache) -> None:
-        try:
-            row = future.result()
-        except BrokenProcessPool:
-            row = {"status": f"{FAILED}: the worker process died while screening it, twice (out of memory, or a "
-                             "crash in a library?)"}
-        except Exception as exc:  # noqa: BLE001 - one case's failure is reported with it; the rest go on
-            row = {"status": f"{FAILED}: {type(exc).__name__}: {exc}"}
+    def _finish(self, item: WorkItem, row: dict, cache: ResultCache) -> None:
         row = {**item.row, **row}
-        item.row = row
-        item.status = _status_of(row)
+        status = _status_of(row)
         folder = self.results_root / item.key.digest / item.case.name
-        item.case_dir = folder if item.status == DONE else None
-        if not item.status.startswith(FAILED):  # a failure is retried next time; a result is kept
-            cache.put(item.key, row, str(item.case_dir) if item.case_dir else None)
+        case_dir = folder if status == DONE else None
+        if not status.startswith(FAILED):  # a failure is retried next time; a result or a refusal is kept
+            cache.put(item.key, row, str(case_dir) if case_dir else None)
+        item.row, item.case_dir, item.status = row, case_dir, status  # shown only once stored
 
     def set_reviewed(self, item: WorkItem, reviewed: bool = True) -> None:
         item.reviewed = reviewed
@@ -235,10 +198,12 @@ class Worklist:
         out.mkdir(parents=True, exist_ok=True)
         rows = []
         for item in self.items:
-            row = {**item.row, "status": STATUS_OK if item.status == DONE else item.status,
-                   "reviewed": item.reviewed}
-            if item.status == DONE and item.case_dir is not None and item.case_dir.is_dir():
-                shutil.copytree(item.case_dir, out / item.case.name, dirs_exist_ok=True)
+            status = STATUS_OK if item.status == DONE else item.status
+            if item.status == DONE and (item.case_dir is None or not (item.case_dir / "prediction.json").is_file()):
+                status = f"{FAILED}: its results folder is gone ({item.case_dir}); screen it again"
+            row = {**item.row, "case": item.case.name, "status": status, "reviewed": item.reviewed}
+            if status == STATUS_OK:
+                shutil.copytree(item.case_dir, out / item.case.name, dirs_exist_ok=True)  # type: ignore[arg-type]
             rows.append(row)
         write_results(out, rank_rows(rows), self.problems, {"model": self.options.model, "lungs": self.options.lungs,
                                                             "source": "worklist"})

@@ -77,30 +77,41 @@ class ResultCache:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path else data_dir() / "worklist.sqlite3"
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            self._db = db
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise CacheError(f"{self.path}: not a usable result cache ({exc}); move it aside and LungLens "
-                             "starts a new one") from None
-        except OSError as exc:
+        except (sqlite3.DatabaseError, OSError, CacheError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, CacheError):
+                raise
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise CacheError(f"{self.path}: not a usable result cache ({exc}); move it aside and LungLens "
+                                 "starts a new one") from None
             raise CacheError(f"{self.path}: cannot open ({exc.strerror or exc})") from None
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CacheError(f"{self.path}: written by a newer LungLens (schema {version}, this one knows "
-                             f"{SCHEMA_VERSION}); use that version or move the file aside")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
+        """Bring the schema to `SCHEMA_VERSION`, one version per transaction; the version is read inside the
+        transaction, so two processes opening an old cache at once migrate it once."""
+        while True:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[target]:
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise CacheError(f"{self.path}: written by a newer LungLens (schema {version}, this one knows "
+                                     f"{SCHEMA_VERSION}); use that version or move the file aside")
+                if version == SCHEMA_VERSION:
+                    self._db.execute("COMMIT")
+                    return
+                for statement in MIGRATIONS[version + 1]:
                     self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target}")
+                self._db.execute(f"PRAGMA user_version={version + 1}")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

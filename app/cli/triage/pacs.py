@@ -140,8 +140,11 @@ def run_find(args: argparse.Namespace) -> int:
 def run_get(args: argparse.Namespace) -> int:
     from app.pacs.retrieve import get, move
 
+    tty = sys.stderr.isatty()
+
     def progress(done: int, total: int | None) -> None:
-        print(f"\r{done}/{total if total else '?'} instance(s)", end="", file=sys.stderr, flush=True)
+        if tty:  # a counter in place on a terminal; nothing in a log file
+            print(f"\r{done}/{total if total else '?'} instance(s)", end="", file=sys.stderr, flush=True)
 
     if args.url:
         from app.pacs import dicomweb
@@ -149,7 +152,8 @@ def run_get(args: argparse.Namespace) -> int:
         try:
             files = dicomweb.get(args.url, args.out, args.study, args.series, progress=progress)
         finally:
-            print(file=sys.stderr)
+            if tty:
+                print(file=sys.stderr)
         print(f"{len(files)} instance(s) in {', '.join(sorted({str(p.parent) for p in files}))}")
         return EXIT_OK
     node = node_from(args)
@@ -160,7 +164,8 @@ def run_get(args: argparse.Namespace) -> int:
         else:
             result = get(node, args.out, args.study, args.series, progress=progress)
     finally:
-        print(file=sys.stderr)
+        if tty:
+            print(file=sys.stderr)
     folders = sorted({str(p.parent) for p in result.files})
     print(f"{len(result.files)} instance(s) in {', '.join(folders)}")
     if result.failed:

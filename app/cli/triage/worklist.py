@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         return fail(f"--workers {args.workers}: at least 1", EXIT_USAGE)
+    if args.out and not args.headless:
+        return fail("--out exports after a --headless run; in the window use Export CSV... or Report...",
+                    EXIT_USAGE)
     try:
         paths = gather_paths(args)
     except ValueError as exc:
@@ -93,9 +96,12 @@ def gather_paths(args: argparse.Namespace) -> list[str]:
         if args.node not in nodes:
             raise PacsError(f"no PACS node named {args.node!r}; configured: {', '.join(sorted(nodes)) or 'none'}")
         query = StudyQuery(args.patient_id, args.patient_name, args.date, args.modality)
+        problems: list[dict] = []
         paths += [str(f) for f in retrieve_studies(nodes[args.node], query, move_dest=args.move_dest,
-                                                   listen_port=args.listen_port,
+                                                   listen_port=args.listen_port, problems=problems,
                                                    log=lambda m: print(m, file=sys.stderr))]
+        if not paths and problems:
+            raise ValueError(f"no study could be retrieved: {problems[0]['error']}")
     elif not paths:
         raise ValueError("name folders to screen, or --node NAME to query a PACS")
     return paths

@@ -86,3 +86,26 @@ def test_a_task_that_fails_fails_alone(inputs, tmp_path, monkeypatch):
 def test_a_bad_worker_count_is_refused(inputs, tmp_path, capsys):
     assert main(["screen", *inputs, "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
     assert "--workers 0" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_fails_only_its_case(inputs, one_process, tmp_path, monkeypatch):
+    import app.services.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "screen_task", _die_on_case2)
+    out = tmp_path / "crash"
+    assert main(["screen", *inputs, "--out", str(out), "--lesions", "hu-rule", "--device", "cpu",
+                 "--workers", "2"]) == EXIT_OK
+    rows = _rows(out)
+    assert rows["case2"]["status"].startswith("failed: the worker process died while screening it, twice")
+    for name in ("case1", "case3"):
+        assert rows[name]["probability"] == pytest.approx(one_process[name]["probability"], abs=1e-5)
+
+
+def _die_on_case2(case, out, options):
+    import os
+
+    from app.services.dispatch import screen_task
+
+    if case.name == "case2":
+        os._exit(3)  # as a crash (out of memory, a segfault) would
+    return screen_task(case, out, options)

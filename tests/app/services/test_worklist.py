@@ -79,7 +79,16 @@ def test_reviewed_marks_survive_a_restart_and_export_feeds_the_report(tmp_path, 
     assert [i.reviewed for i in again.items] == [True, False]
     out = again.export(tmp_path / "export")
     rows = json.loads((out / "results.json").read_text())["cases"]
-    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["reviewed"] in (True, False)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert sorted(r["reviewed"] for r in rows) == [False, True]
+    # a case whose results folder was removed is exported as failed, and screened again on the next add
+    import shutil
+
+    shutil.rmtree(again.items[1].case_dir)
+    rows = {r["case"]: r for r in json.loads((again.export(tmp_path / "export2") / "results.json").read_text())[
+        "cases"]}
+    assert rows[again.items[1].case.name]["status"].startswith("failed: its results folder is gone")
+    assert [i.status for i in _worklist(tmp_path).add([str(studies)])] == [DONE, QUEUED]
     from app.cli import main
 
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
@@ -107,12 +116,12 @@ def test_pause_starts_nothing_and_cancel_keeps_the_rest_queued(tmp_path, studies
 
 
 def test_a_case_whose_worker_dies_fails_alone_and_is_not_cached(tmp_path, studies, monkeypatch):
-    import app.services.worklist as worklist_module
+    import app.services.dispatch as dispatch
 
     wl = _worklist(tmp_path)
     wl.add([str(studies)])
-    monkeypatch.setattr(worklist_module, "screen_task", _die_on_wl_b)
-    wl.run(workers=1)
+    monkeypatch.setattr(dispatch, "screen_task", _die_on_wl_b)
+    wl.run(workers=2)  # both in flight when one dies: the other is retried and done
     by_series = {i.case.entry.metadata.series_description + i.case.name: i for i in wl.items}
     statuses = sorted(i.status for i in by_series.values())
     assert statuses[0] == DONE and statuses[1].startswith("failed: the worker process died")
