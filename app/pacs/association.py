@@ -63,11 +63,11 @@ def associate(node: PacsNode, contexts: Sequence[PresentationContext], *, what: 
     assoc = ae.associate(node.host, int(node.port), ae_title=node.aet, ext_neg=ext_neg, evt_handlers=handlers)
     if assoc.is_rejected:
         raise PacsError(f"{node.describe()} rejected the association from {node.calling_aet!r}"
-                        f"{_rejection(assoc)}; check that the node knows LungLens's AE title and the called "
-                        "AE title is right")
+                        f"{_rejection(assoc)}; check the called AE title {node.aet!r} and that the node knows "
+                        f"LungLens's AE title {node.calling_aet!r}")
     if assoc.is_aborted or not assoc.is_established:
-        raise PacsError(f"{node.describe()}: the association was aborted or timed out (wrong called AE title "
-                        f"{node.aet!r}?)")
+        raise PacsError(f"{node.describe()}: the association was aborted or timed out; check the called AE title "
+                        f"{node.aet!r} and that the node knows LungLens's AE title {node.calling_aet!r}")
     try:
         if not assoc.accepted_contexts:
             raise PacsError(f"{node.describe()} accepts none of the contexts {what} needs")

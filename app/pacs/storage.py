@@ -93,7 +93,6 @@ class Receiver:
             self.on_file(path)
         return 0x0000
 
-
     def tidy(self) -> None:
         """Remove the (empty) folder partial files pass through."""
         try:

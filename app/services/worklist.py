@@ -69,8 +69,8 @@ def model_digest(options: ScreenOptions) -> str:
     """A digest of the model's weights (and its lesion model's) and every setting that changes a result."""
     from inference.models import get_model
 
-    parts = [options.model, options.lungs, options.device, options.backend, options.precision, json.dumps(asdict(options.config) if options.config else {},
-                                                      sort_keys=True, default=str)]
+    config = json.dumps(asdict(options.config) if options.config else {}, sort_keys=True, default=str)
+    parts = [options.model, options.lungs, options.device, options.backend, options.precision, config]
     lesion = options.config.lesion_model if options.config else "dcn"
     for name in (options.model, lesion):
         if name:

@@ -36,7 +36,9 @@ def test_echo_reports_success_and_a_wrong_ae_title_is_rejected_with_a_clear_mess
     assert "C-ECHO succeeded" in capsys.readouterr().out
     assert main(["pacs", "echo", *_node_args(orthanc, aet="NOTTHEPACS")]) == 1
     err = capsys.readouterr().err
-    assert "rejected the association" in err and "NOTTHEPACS" in err
+    # Orthanc rejects it; under load pynetdicom may see the connection close first: either way the message says
+    # which title to check
+    assert ("rejected the association" in err or "aborted" in err) and "check the called AE title 'NOTTHEPACS'" in err
 
 
 def test_a_closed_port_and_an_unknown_host_say_so(capsys, user_dirs):
