@@ -58,6 +58,20 @@ def qt_binding_problem() -> str:
             "install a release without the fault: pip install 'PySide6-Essentials<6.12'")
 
 
+def _can_show(screenshot: str | None, no_display: str, echo_error: Echo) -> bool:
+    """Set up for a window (offscreen when only a screenshot is wanted); False, with the reason said, when there
+    is no display for it or the Qt binding is one that crashes."""
+    _headless_defaults(screenshot is not None)
+    if screenshot is None and not _has_display():
+        echo_error(f"lunglens: error: {no_display}")
+        return False
+    problem = qt_binding_problem()
+    if problem:
+        echo_error(f"lunglens: error: {problem}")
+        return False
+    return True
+
+
 def application() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("LungLens")
@@ -96,14 +110,8 @@ def run_viewer(
     The lines for the terminal go to `echo` (the screenshot written) and `echo_error` (errors); by default
     stdout and stderr.
     """
-    _headless_defaults(screenshot is not None)
-    if screenshot is None and not _has_display():
-        echo_error("lunglens: error: no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
-                   "under xvfb-run, or save a picture with --screenshot FILE.png")
-        return 1
-    problem = qt_binding_problem()
-    if problem:
-        echo_error(f"lunglens: error: {problem}")
+    if not _can_show(screenshot, "no display to open the viewer on (DISPLAY is not set); run it on a desktop, "
+                                 "under xvfb-run, or save a picture with --screenshot FILE.png", echo_error):
         return 1
     from app.gui.main_window import MainWindow
 
@@ -208,13 +216,8 @@ def run_worklist(paths: list[str], *, options=None, workers: int = 1, screenshot
                  echo: Echo = _stdout, echo_error: Echo = _stderr) -> int:
     """The worklist window on `paths`; double-clicking a case opens it in the viewer with its lesion mask and
     heat map. With `screenshot`, save the window once every case is done and exit."""
-    _headless_defaults(screenshot is not None)
-    if screenshot is None and not _has_display():
-        echo_error("lunglens: error: no display for the worklist window (DISPLAY is not set); use --headless")
-        return 1
-    problem = qt_binding_problem()
-    if problem:
-        echo_error(f"lunglens: error: {problem}")
+    if not _can_show(screenshot, "no display for the worklist window (DISPLAY is not set); use --headless",
+                     echo_error):
         return 1
     from app.gui.worklist_window import WorklistWindow
     from app.services.cases import ScreenOptions

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from app.pacs.nodes import PacsError
-from app.pacs.query import SERIES_KEYS, STUDY_KEYS, StudyQuery
+from app.pacs.query import SERIES_KEYS, STUDY_KEYS, StudyQuery, row_of
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TIMEOUT_S = 30.0
@@ -45,22 +45,7 @@ def _call(url: str, what: str, fn):
 
 
 def _row(item: dict, keys: tuple[str, ...]) -> dict:
-    ds = Dataset.from_json(item)
-    row: dict = {}
-    for key in keys:
-        value = ds.get(key, None)
-        if key.startswith("NumberOf") or key == "SeriesNumber":
-            try:
-                row[key] = int(value) if value not in (None, "") else None
-            except (TypeError, ValueError):
-                row[key] = None
-        elif value is None:
-            row[key] = ""
-        elif key == "ModalitiesInStudy" and not isinstance(value, str):
-            row[key] = "\\".join(str(v) for v in value)
-        else:
-            row[key] = str(value)
-    return row
+    return row_of(Dataset.from_json(item), keys)
 
 
 def find_studies(url: str, query: StudyQuery) -> list[dict]:

@@ -81,14 +81,16 @@ def _find(node: PacsNode, ds: Dataset, keys: tuple[str, ...]) -> list[dict]:
         for status, identifier in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind):
             code = check_status(node, "C-FIND", status)
             if code in _PENDING and identifier is not None:
-                rows.append(_row(identifier, keys))
+                rows.append(row_of(identifier, keys))
             elif code != 0:
                 raise PacsError(f"{node.describe()} answered C-FIND with status 0x{code:04X}"
                                 f"{_comment(status)}")
     return rows
 
 
-def _row(identifier: Dataset, keys: tuple[str, ...]) -> dict:
+def row_of(identifier: Dataset, keys: tuple[str, ...]) -> dict:
+    """A query answer as a dict keyed by `keys`: text values, numbers as int (None when absent), multi-valued
+    modalities joined by backslashes."""
     row: dict = {}
     for key in keys:
         value = identifier.get(key, None)
@@ -99,8 +101,8 @@ def _row(identifier: Dataset, keys: tuple[str, ...]) -> dict:
                 row[key] = None
         elif value is None:
             row[key] = ""
-        elif key == "ModalitiesInStudy":
-            row[key] = "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
+        elif key == "ModalitiesInStudy" and isinstance(value, MultiValue | list | tuple):
+            row[key] = "\\".join(str(v) for v in value)
         else:
             row[key] = str(value)
     return row
