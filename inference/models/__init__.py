@@ -4,7 +4,13 @@
 """
 
 from inference.core.types import UnknownModelError
-from inference.models import dcn, decovnet, light_squeezenet, lung_unet  # noqa: F401 - they register themselves
+from inference.models import (  # noqa: F401 - they register themselves
+    covid_ct_mask_net,
+    dcn,
+    decovnet,
+    light_squeezenet,
+    lung_unet,
+)
 from inference.models._api import (
     INPUT_KINDS,
     MODELS_DIR,

@@ -22,7 +22,7 @@ from torch import nn
 from inference.core.types import InferenceError, UnknownModelError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
-INPUT_KINDS = ("slice", "volume", "segmentation")
+INPUT_KINDS = ("slice", "volume", "segmentation", "instances")
 
 
 class WeightsError(InferenceError):
@@ -75,7 +75,8 @@ class ModelSpec:
 
     name: str
     builder: Callable[..., nn.Module]
-    input_kind: str  # "slice" (2D) or "volume" (3D) classifier, or "segmentation" (per-pixel classes)
+    input_kind: str  # "slice" (2D) or "volume" (3D) classifier, "segmentation" (per-pixel classes), or
+    # "instances" (lesion instances of a slice and a class from them: COVID-CT-Mask-Net)
     classes: tuple[str, ...]
     positive_class: str
     description: str
