@@ -29,7 +29,7 @@ from app.gui.docks.series_strip import SeriesStrip
 from app.gui.docks.tag_panel import TagPanel
 from app.gui.measurement_keeper import MeasurementKeeper
 from app.gui.series_browser import SeriesBrowser
-from app.gui.settings import Settings, settings_path
+from app.gui.settings import Settings
 from app.gui.workers import LoadWorker, start_worker
 from inference.screening.assess import lung_problem, prediction_problem, voxel_problem
 from viewer.core.corner_text import dicom_date
@@ -38,6 +38,7 @@ from viewer.core.volume import Volume
 from viewer.core.windowing import Window
 from viewer.gui.slice_view import TOOLS, SliceView
 from viewer.io.label_grid import read_overlay_on_grid
+from viewer.io.user_dirs import config_dir
 from viewer.io.volumes import volume_suffix
 from viewer.labels.label_map import Box
 from viewer.labels.session import EDIT_TOOLS
@@ -855,7 +856,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- measurements kept between sessions --------------------------------------------------
 
     def _measurement_folder(self) -> Path:
-        return settings_path().parent / "measurements"
+        return config_dir() / "measurements"
 
     def _on_failed(self, message: str) -> None:
         self._report(message, self.load_failed, "Cannot open")

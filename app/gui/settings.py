@@ -7,18 +7,15 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from platformdirs import user_config_dir
-
 from viewer.core.windowing import PRESETS, Window
 from viewer.io.atomic_files import write_text_atomic
+from viewer.io.user_dirs import config_dir
 
 MAX_RECENT = 10
 
 
 def settings_path() -> Path:
-    """LUNGLENS_CONFIG_DIR overrides the platform's config folder (tests use it)."""
-    root = os.environ.get("LUNGLENS_CONFIG_DIR") or user_config_dir("lunglens")
-    return Path(root) / "settings.json"
+    return config_dir() / "settings.json"
 
 
 @dataclass

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from platformdirs import user_config_dir
-
 from viewer.io.atomic_files import write_text_atomic
+from viewer.io.user_dirs import config_dir
 
 DEFAULT_CALLING_AET = "LUNGLENS"
 _AET = re.compile(r"^[\x20-\x7e]{1,16}$")  # DICOM AE: 16 printable ASCII characters at most, not all spaces
@@ -45,9 +43,7 @@ class PacsNode:
 
 
 def nodes_path() -> Path:
-    """LUNGLENS_CONFIG_DIR overrides the platform's config folder, as for the settings."""
-    root = os.environ.get("LUNGLENS_CONFIG_DIR") or user_config_dir("lunglens")
-    return Path(root) / "pacs_nodes.json"
+    return config_dir() / "pacs_nodes.json"
 
 
 def load_nodes(path: Path | None = None) -> dict[str, PacsNode]:

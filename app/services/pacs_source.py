@@ -10,7 +10,7 @@ from pathlib import Path
 from app.pacs.nodes import PacsError, PacsNode
 from app.pacs.query import StudyQuery, find_studies
 from app.pacs.retrieve import get, move
-from app.services.worklist_db import data_dir
+from viewer.io.user_dirs import data_dir
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from app.services.cases import Case, ScreenOptions, find_cases, rank_rows, write_results
 from app.services.dispatch import run_in_processes
-from app.services.worklist_db import CacheKey, ResultCache, data_dir, fileset_digest
+from app.services.worklist_db import CacheKey, ResultCache, fileset_digest
 from inference.screening.assess import STATUS_OK
+from viewer.io.user_dirs import data_dir
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 NOT_ASSESSABLE, FAILED = "not assessable", "failed"

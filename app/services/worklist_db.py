@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_data_dir
+from viewer.io.user_dirs import data_dir
 
 #: schema version -> the statements that bring the previous version to it
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -37,11 +37,6 @@ SCHEMA_VERSION = max(MIGRATIONS)
 
 class CacheError(Exception):
     """The cache file cannot be used; the message names it and says why."""
-
-
-def data_dir() -> Path:
-    """LUNGLENS_DATA_DIR overrides the platform's data folder (tests use it)."""
-    return Path(os.environ.get("LUNGLENS_DATA_DIR") or user_data_dir("lunglens"))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Run-length encoding keeps a save of a 600 x 512 x 512 mostly-empty map well unde
 temporary file in the same folder and is renamed, so a crash (even SIGKILL) mid-save leaves the previous
 autosave intact. A file that cannot be read is reported as a RecoveryError (a ValueError), never a crash.
 
-The root folder is ``$LUNGLENS_RECOVERY_DIR`` if set, else the per-user data folder ``lunglens/recovery``.
+The root folder is ``$LUNGLENS_RECOVERY_DIR`` if set, else ``recovery`` in the per-user data folder
+(`viewer.io.user_dirs`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from viewer.core.volume import Volume
 from viewer.io.atomic_files import atomic_write
+from viewer.io.user_dirs import data_dir
 from viewer.labels.table import LabelTable
 
 FORMAT = "lunglens-recovery/1"
@@ -66,11 +68,7 @@ class RecoveryData:
 
 def default_root() -> Path:
     env = os.environ.get(ENV_DIR)
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("lunglens")) / "recovery"
+    return Path(env) if env else data_dir() / "recovery"
 
 
 class RecoveryStore:
