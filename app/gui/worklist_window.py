@@ -56,7 +56,7 @@ class WorklistModel(QtCore.QAbstractTableModel):
         self.worklist, self.bands = worklist, bands
         self.items: list[WorkItem] = []
         self.ranks: dict[int, int] = {}
-        self._thumbs: dict[str, QtGui.QPixmap] = {}
+        self._thumbs: dict[str, QtGui.QPixmap | None] = {}  # by the case's cache key
 
     def refresh(self) -> None:
         self.beginResetModel()
@@ -148,14 +148,15 @@ class WorklistModel(QtCore.QAbstractTableModel):
         return ""
 
     def _thumb(self, item: WorkItem) -> QtGui.QPixmap | None:
-        path = item.thumbnail()
-        if path is None:
+        """The key image, read and scaled once per screened case (paints ask for it on every repaint)."""
+        if item.status != DONE:
             return None
-        key = str(path)
+        key = item.key.digest
         if key not in self._thumbs:
-            pixmap = QtGui.QPixmap(key)
-            self._thumbs[key] = pixmap.scaled(THUMB_PX, THUMB_PX, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                                              QtCore.Qt.TransformationMode.SmoothTransformation)
+            path = item.thumbnail()
+            self._thumbs[key] = None if path is None else QtGui.QPixmap(str(path)).scaled(
+                THUMB_PX, THUMB_PX, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+                QtCore.Qt.TransformationMode.SmoothTransformation)
         return self._thumbs[key]
 
 

@@ -3,9 +3,7 @@ results as C-FIND and C-GET, for archives reached over HTTP(S)."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +11,8 @@ from pydicom.dataset import Dataset
 
 from app.pacs.nodes import PacsError
 from app.pacs.query import SERIES_KEYS, STUDY_KEYS, StudyQuery, row_of
+from app.pacs.storage import tidy, write_instance
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TIMEOUT_S = 30.0
 
 
@@ -84,28 +82,14 @@ def get(url: str, out_dir: str | Path, study_uid: str, series_uid: str | None = 
         ds = _call(url, "WADO-RS", lambda: next(iterator, None))
         if ds is None:
             break
-        uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        if not all(_UID.match(u) for u in uids):
-            raise PacsError(f"{url}: an instance with malformed UIDs {uids}")
-        folder = root / uids[0] / uids[1]
-        folder.mkdir(parents=True, exist_ok=True)
-        incoming = root / ".incoming"  # partial files outside the series folder (see app.pacs.storage)
-        incoming.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=incoming)
-        os.close(fd)
+        uids = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
         try:
-            ds.save_as(tmp, enforce_file_format=True)
-            os.replace(tmp, folder / f"{uids[2]}.dcm")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        files.append(folder / f"{uids[2]}.dcm")
+            files.append(write_instance(root, uids, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True)))
+        except ValueError as exc:
+            raise PacsError(f"{url}: an instance with malformed UIDs ({exc})") from None
         if progress is not None:
             progress(len(files), None)
-    try:
-        (root / ".incoming").rmdir()
-    except OSError:
-        pass
+    tidy(root)
     if not files:
         raise PacsError(f"{url}: WADO-RS returned no instance for this study/series (wrong UID?)")
     return files

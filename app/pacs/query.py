@@ -20,7 +20,7 @@ STUDY_KEYS = ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate"
               "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
 SERIES_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription",
                "BodyPartExamined", "NumberOfSeriesRelatedInstances")
-_PENDING = (0xFF00, 0xFF01)
+PENDING = (0xFF00, 0xFF01)  # a DIMSE reply that more follow
 _DATE = re.compile(r"^\d{8}(-\d{8})?$|^\d{8}-$|^-\d{8}$")
 
 
@@ -80,7 +80,7 @@ def _find(node: PacsNode, ds: Dataset, keys: tuple[str, ...]) -> list[dict]:
     with associate(node, [build_context(StudyRootQueryRetrieveInformationModelFind)], what="C-FIND") as assoc:
         for status, identifier in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind):
             code = check_status(node, "C-FIND", status)
-            if code in _PENDING and identifier is not None:
+            if code in PENDING and identifier is not None:
                 rows.append(row_of(identifier, keys))
             elif code != 0:
                 raise PacsError(f"{node.describe()} answered C-FIND with status 0x{code:04X}"

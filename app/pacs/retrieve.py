@@ -14,9 +14,9 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, Stud
 
 from app.pacs.association import associate, check_status
 from app.pacs.nodes import PacsError, PacsNode
+from app.pacs.query import PENDING
 from app.pacs.storage import GET_STORAGE_LIMIT, Receiver, StorageServer, storage_contexts
 
-_PENDING = (0xFF00, 0xFF01)
 _WARNING = 0xB000  # sub-operations complete, one or more failures or warnings
 
 #: progress(done, total or None) after every instance received
@@ -88,7 +88,7 @@ def _follow(node: PacsNode, what: str, assoc, responses, receiver: Receiver,
         if cancelled is not None and cancelled():
             assoc.abort()
             raise Cancelled(f"{what} cancelled after {len(receiver.files)} instance(s)")
-        if code not in _PENDING:
+        if code not in PENDING:
             final = (code, status)
     if final is None:
         raise PacsError(f"{node.describe()}: {what} ended without a final status (association aborted?)")

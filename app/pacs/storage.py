@@ -21,6 +21,40 @@ from pynetdicom.presentation import PresentationContext, build_context
 from app.pacs.nodes import PacsError
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+INCOMING = ".incoming"  # where partial files lie, outside the series folders: a scan never takes one for a slice
+
+
+def is_uid(text: str) -> bool:
+    """A DICOM UID (digits and dots, at most 64 characters): safe to use as a folder or file name."""
+    return bool(_UID.match(text)) and len(text) <= 64
+
+
+def write_instance(root: Path, uids: tuple[str, str, str], write: Callable[[str], None]) -> Path:
+    """`root`/<study>/<series>/<instance>.dcm, written by `write(temporary path)` and renamed into place once
+    complete (never a half-written .dcm). ValueError for UIDs that are not UIDs."""
+    if not all(is_uid(u) for u in uids):
+        raise ValueError(f"bad UIDs {'/'.join(map(repr, uids))}")
+    folder = root / uids[0] / uids[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    incoming = root / INCOMING
+    incoming.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=incoming)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, folder / f"{uids[2]}.dcm")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / f"{uids[2]}.dcm"
+
+
+def tidy(root: Path) -> None:
+    """Remove the (empty) folder partial files pass through."""
+    try:
+        (root / INCOMING).rmdir()
+    except OSError:
+        pass
 #: what a storage SCU is offered: uncompressed first, then the compressed syntaxes PACS store CT in
 STORE_TRANSFER_SYNTAXES = ALL_TRANSFER_SYNTAXES
 #: what a CT study holds besides its images, asked for first on a C-GET (an association has at most 128
@@ -65,24 +99,9 @@ class Receiver:
         """EVT_C_STORE handler: 0x0000 once the file is complete on disk, a failure status otherwise."""
         try:
             ds = event.dataset  # decodes the identifiers only as they are read
-            study, series, sop = (str(ds.get(k, "")) for k in
-                                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
-            if not all(_UID.match(u) and len(u) <= 64 for u in (study, series, sop)):
-                raise ValueError(f"bad UIDs {study!r}/{series!r}/{sop!r}")
-            folder = self.root / study / series
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{sop}.dcm"
-            # the partial file lies outside the series folder: a scan never takes one left by a kill for a slice
-            incoming = self.root / ".incoming"
-            incoming.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=incoming)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(event.encoded_dataset())
-                os.replace(tmp, path)  # never a half-written .dcm
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            uids = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+            data = event.encoded_dataset()  # the data set byte for byte as sent, with a file meta header
+            path = write_instance(self.root, uids, lambda tmp: Path(tmp).write_bytes(data))
         except Exception as exc:  # noqa: BLE001 - a bad instance fails alone; the sender hears so
             with self._lock:
                 self.failures.append(str(exc))
@@ -94,11 +113,7 @@ class Receiver:
         return 0x0000
 
     def tidy(self) -> None:
-        """Remove the (empty) folder partial files pass through."""
-        try:
-            (self.root / ".incoming").rmdir()
-        except OSError:
-            pass
+        tidy(self.root)
 
 
 class StorageServer:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.reports.content import DISCLAIMER, CaseSection, Report, card_summary, identity_lines
 from app.reports.plots import slice_plot_png
+from viewer.io.atomic_files import write_text_atomic
 
 _CSS = """body{font-family:sans-serif;font-size:13px;margin:2em;max-width:60em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #aaa;padding:2px 6px;text-align:left}
@@ -45,10 +46,7 @@ def write_html(report: Report, out: Path) -> Path:
     if not any(s.assessed for s in report.cases):
         parts.append("<h3>Model card</h3>" + _pairs(card_summary(report.card, report.model)))
     parts.append(f"<p class='disclaimer'>{DISCLAIMER}</p></body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, "\n".join(parts))
     return out
 
 
@@ -80,7 +78,7 @@ def _case_html(section: CaseSection, report: Report) -> str:
     if plot:
         out.append(f"<p><img alt='per-slice probability' style='width:100%' "
                    f"src='data:image/png;base64,{_b64(plot)}'></p>")
-    timings = {k: v for k, v in pred.get("timings_s", {}).items() if v >= 0.005}
+    timings = pred.get("timings_s", {})
     if timings:
         out.append("<p>Timings: " + ", ".join(f"{e(k)} {v:.2f} s" for k, v in timings.items()) + "</p>")
     out.append("<h4>Model card</h4>" + _pairs(card_summary(report.card, report.model)))

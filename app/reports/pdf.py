@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.reports.content import DISCLAIMER, CaseSection, Report, card_summary, identity_lines
 from app.reports.plots import slice_plot_png
+from viewer.io.atomic_files import write_bytes_atomic
 
 
 def write_pdf(report: Report, out: Path) -> Path:
@@ -73,7 +74,7 @@ def write_pdf(report: Report, out: Path) -> Path:
                             bottomMargin=16 * mm, title="LungLens screening report", author="LungLens",
                             subject=DISCLAIMER)
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    _write_atomic(out, buf.getvalue())
+    write_bytes_atomic(out, buf.getvalue())
     return out
 
 
@@ -111,7 +112,7 @@ def _case_story(section: CaseSection, report: Report, styles, body, small, grid,
     plot = slice_plot_png(pred.get("slices", []), bands.threshold, [k["index"] for k, _ in images])
     if plot:
         story += [Spacer(1, 2 * mm), Image(io.BytesIO(plot), width=180 * mm, height=180 * mm * 2.2 / 6.5)]
-    timings = {k: v for k, v in pred.get("timings_s", {}).items() if v >= 0.005}  # steps done elsewhere: 0
+    timings = pred.get("timings_s", {})
     if timings:
         story.append(Paragraph("Timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
                                + f"; whole case {row.get('seconds', 0):.1f} s on {pred.get('device', '')}.", small))
@@ -143,9 +144,3 @@ def _kinds(pred: dict) -> str:
 def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-
-def _write_atomic(out: Path, data: bytes) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(out)

@@ -27,7 +27,7 @@ from inference.screening.run import ScreeningConfig, load_model, run
 from viewer.core.errors import LoadError
 from viewer.core.progress import ProgressFn
 from viewer.core.reorient import canonical_axes, from_canonical_array, to_canonical
-from viewer.core.volume import Volume
+from viewer.core.volume import SeriesMetadata, Volume
 from viewer.dicom.load import load_series
 from viewer.dicom.scan import SeriesEntry, is_expected_skip, scan
 from viewer.io.atomic_files import write_text_atomic
@@ -153,10 +153,7 @@ def screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier |
     except (OSError, RuntimeError, MemoryError) as why:
         log(f"{case.name}: {FAILED}: {why}")
         return {**row, "status": f"{FAILED}: {why}", "seconds": round(time.perf_counter() - t0, 3)}
-    study = summary["study"]
-    return {**row, "status": STATUS_OK, "probability": summary["probability"],
-            "patient_id": study["patient_id"], "patient_name": study["patient_name"],
-            "study_date": study["study_date"],
+    return {**row, **row_identity(summary["study"]), "status": STATUS_OK, "probability": summary["probability"],
             "involvement_percent": summary["involvement_percent"], "severity": summary["severity"],
             "lesion_ml": summary["lesion_ml"], "slices": summary["slices_classified"],
             "seconds": round(time.perf_counter() - t0, 3)}
@@ -173,17 +170,23 @@ def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier 
     Raises:
         _NotAssessable: the volume or the result fails a rule of `inference.screening.assess`.
     """
+    t0 = time.perf_counter()
     volume = case.load()
+    t_load = time.perf_counter() - t0
     canon = to_canonical(volume)
     hu, spacing = canon.array, canon.spacing
     problem = voxel_problem(hu)
     if problem:
         raise _NotAssessable(problem)
+    t0 = time.perf_counter()
     lung_labels = segment_lung_labels(hu, spacing, lungs)
+    t_lungs = time.perf_counter() - t0
     problem = lung_problem(lung_labels, spacing, volume.metadata.body_part)
     if problem:
         raise _NotAssessable(problem)
     pred = run(hu, spacing, clf, config=config, lung_labels=lung_labels, progress=progress)
+    # the lungs were segmented here, before the assessability check, not inside `run` (which records 0 then)
+    pred.timings.update(load=t_load, lung_segmentation=t_lungs)
     problem = prediction_problem(pred)
     if problem:
         raise _NotAssessable(problem)
@@ -191,20 +194,28 @@ def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier 
     folder = out / case.name
     for name, array in (("heatmap", pred.heatmap), ("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
         write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
-    summary = {**pred.summary(), "study": study_identity(volume),
+    summary = {**pred.summary(), "study": study_identity(volume.metadata),
                "key_images": write_key_images(folder, hu, spacing, pred.heatmap, pred.lesion_mask, pred.lung_mask),
                "slices": slice_table(pred, canon)}
     write_text_atomic(folder / "prediction.json", json.dumps(summary, indent=2))
     return summary
 
 
-def study_identity(volume: Volume) -> dict[str, str]:
+STUDY_KEYS = ("patient_name", "patient_id", "patient_birth_date", "patient_sex", "patient_age", "study_date",
+              "study_time", "study_description", "accession_number", "study_instance_uid", "series_instance_uid",
+              "series_number", "series_description", "modality")
+ROW_IDENTITY = ("patient_id", "patient_name", "study_date")  # what a results row (and the worklist) shows
+
+
+def study_identity(metadata: SeriesMetadata) -> dict[str, str]:
     """Who and what was screened, from the headers (empty strings where a tag is absent)."""
-    keys = ("patient_name", "patient_id", "patient_birth_date", "patient_sex", "patient_age", "study_date",
-            "study_time", "study_description", "accession_number", "study_instance_uid", "series_instance_uid",
-            "series_number", "series_description", "modality")
-    meta = volume.metadata.as_dict()
-    return {k: meta.get(k, "") for k in keys}
+    meta = metadata.as_dict()
+    return {k: meta.get(k, "") for k in STUDY_KEYS}
+
+
+def row_identity(study: dict[str, str]) -> dict[str, str]:
+    """The identity columns of a results row, from `study_identity`."""
+    return {k: study.get(k, "") for k in ROW_IDENTITY}
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

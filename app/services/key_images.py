@@ -3,11 +3,14 @@ CT in the lung window with the heat map and the lesion outline; for reports and 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from viewer.io.atomic_files import write_bytes_atomic
 
 LUNG_WINDOW = (-600.0, 1500.0)  # centre, width
 HEAT_ALPHA = 0.45  # the heat map's opacity at its maximum
@@ -67,9 +70,9 @@ def write_key_images(folder: Path, hu: np.ndarray, spacing: tuple[float, float, 
     for k in key_levels(lesions, heatmap, lungs, spacing[0], count):
         image = render_slice(hu[k], heatmap[k], lesions[k], spacing[1] / spacing[2])
         name = f"key_{k:04d}.png"
-        tmp = folder / f".{name}.part"
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(folder / name)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        write_bytes_atomic(folder / name, png.getvalue())
         entries.append({"index": k, "file": name,
                         "lesion_mm2": round(float((lesions[k] > 0).sum() * spacing[1] * spacing[2]), 1)})
     return entries

@@ -3,16 +3,14 @@ storage SCP) into the data folder, one folder per study; a study retrieved befor
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from app.pacs.nodes import PacsError, PacsNode
 from app.pacs.query import StudyQuery, find_studies
 from app.pacs.retrieve import get, move
+from app.pacs.storage import is_uid
 from viewer.io.user_dirs import data_dir
-
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def retrieve_studies(node: PacsNode, query: StudyQuery, dest: str | Path | None = None, *,
@@ -32,7 +30,7 @@ def retrieve_studies(node: PacsNode, query: StudyQuery, dest: str | Path | None 
             break
         uid = str(study.get("StudyInstanceUID", ""))
         label = f"{study.get('PatientID', '')} {study.get('StudyDate', '')} ({uid})"
-        if not _UID.match(uid) or len(uid) > 64:
+        if not is_uid(uid):
             problems.append({"source": node.describe(), "error": f"a study with a malformed UID {uid!r}: skipped"})
             log(f"skipped a study with a malformed UID {uid!r}")
             continue

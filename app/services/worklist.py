@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app.services.cases import Case, ScreenOptions, find_cases, rank_rows, write_results
+from app.services.cases import (
+    Case,
+    ScreenOptions,
+    find_cases,
+    rank_rows,
+    row_identity,
+    study_identity,
+    write_results,
+)
 from app.services.dispatch import run_in_processes
 from app.services.worklist_db import CacheKey, ResultCache, fileset_digest
 from inference.screening.assess import STATUS_OK
@@ -136,11 +144,9 @@ class Worklist:
 
     @staticmethod
     def _identity(case: Case) -> dict:
-        md = case.entry.metadata if case.entry is not None else None
-        return {"case": case.name, "series": case.series, "source": case.source,
-                "patient_id": md.patient_id if md else "", "patient_name": md.patient_name if md else "",
-                "study_date": md.study_date if md else "",
-                "series_description": md.series_description if md else Path(case.source).name}
+        study = study_identity(case.entry.metadata) if case.entry is not None else {}
+        return {"case": case.name, "series": case.series, "source": case.source, **row_identity(study),
+                "series_description": study.get("series_description") or Path(case.source).name}
 
     def queued(self) -> list[WorkItem]:
         return [i for i in self.items if i.status in (QUEUED, RUNNING)]
