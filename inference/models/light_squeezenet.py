@@ -32,6 +32,38 @@ from inference.transforms.slice import SlicePreprocess
 FIRE_CHANNELS = ((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256))
 
 
+class _ELUFunction(torch.autograd.Function):
+    """ELU (alpha 1) through `exp`, with the derivative read from the output (e^x = out + 1 below zero)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = x.clamp(min=0).add_(x.clamp(max=0).exp_().sub_(1))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return grad * out.clamp(max=0).add_(1)
+
+
+class FastELU(nn.ELU):
+    """`nn.ELU(alpha=1, inplace=True)` computed as max(x, 0) + exp(min(x, 0)) - 1: torch's CPU ELU calls `expm1` element by
+    element and takes 2-3x as long as a vectorized `exp` (the light model's activations are most of its time on
+    a CPU). Equal to `nn.ELU` within 1e-7; in place where no gradient is needed; plain ELU in ONNX export."""
+
+    def __init__(self) -> None:
+        super().__init__(alpha=1.0, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_scripting() or torch.jit.is_tracing():
+            return nn.functional.elu(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ELUFunction.apply(x)
+        negative = x.clamp(max=0).exp_().sub_(1)
+        return x.clamp_(min=0).add_(negative)
+
+
 class Fire(nn.Module):
     """Modified Fire module: squeeze 1x1 -> BN -> ELU; expand 1x1 and 3x3 -> ELU; concatenate."""
 
@@ -41,7 +73,7 @@ class Fire(nn.Module):
         self.bn = nn.BatchNorm2d(squeeze)
         self.expand1x1 = nn.Conv2d(squeeze, expand, kernel_size=1)
         self.expand3x3 = nn.Conv2d(squeeze, expand, kernel_size=3, padding=1)
-        self.act = nn.ELU(inplace=True)
+        self.act = FastELU()
 
     @property
     def out_channels(self) -> int:
@@ -61,7 +93,7 @@ class SqueezeTrunk(nn.Module):
     def __init__(self, in_channels: int = 1, bypass: bool = False) -> None:
         super().__init__()
         self.bypass = bypass
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, kernel_size=3, stride=2, padding=1), nn.ELU(inplace=True))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, kernel_size=3, stride=2, padding=1), FastELU())
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
         fires, c = [], 64
         for squeeze, expand in FIRE_CHANNELS:
@@ -91,7 +123,7 @@ class SqueezeNetClassic(nn.Module):
         self.trunk = SqueezeTrunk(in_channels, bypass)
         self.dropout = nn.Dropout(dropout)
         self.conv10 = nn.Conv2d(512, num_classes, kernel_size=1)
-        self.act = nn.ELU(inplace=True)
+        self.act = FastELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, f9 = self.trunk(x)
@@ -106,7 +138,7 @@ class LightSqueezeNet(nn.Module):
         self.trunk = SqueezeTrunk(in_channels, bypass=False)
         self.up = nn.ConvTranspose2d(512, up_channels, kernel_size=4, stride=4)
         self.weighted = nn.Conv2d(128 + up_channels, 128, kernel_size=1)
-        self.act = nn.ELU(inplace=True)
+        self.act = FastELU()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(128 + up_channels + 128, num_classes)
 

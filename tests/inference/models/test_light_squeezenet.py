@@ -15,6 +15,7 @@ from inference.core.types import InferenceError, UnknownModelError
 from inference.explain.cam import class_activation_map, grad_cam
 from inference.models import WeightsError, get_model, list_models, load_weights, sha256_of
 from inference.models.light_squeezenet import (
+    FastELU,
     Fire,
     LightSqueezeNet,
     light_squeezenet,
@@ -38,6 +39,23 @@ def test_modified_fire_module_structure():
     model = light_squeezenet()
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())  # every ReLU replaced by ELU
     assert model.up.stride == (4, 4) and model.weighted.out_channels == 128
+
+
+def test_fast_elu_equals_torch_elu_with_and_without_gradients():
+    x = torch.linspace(-30, 30, 6000, dtype=torch.float64).reshape(3, 2, 1000)
+    expected = torch.nn.functional.elu(x)
+    with torch.no_grad():
+        y = x.clone()
+        assert FastELU()(y) is y  # in place, like nn.ELU(inplace=True)
+    assert torch.allclose(y, expected, atol=1e-12)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = FastELU()(a)
+    assert torch.allclose(out, expected, atol=1e-12)
+    (out * torch.cos(x)).sum().backward()
+    (torch.nn.functional.elu(b) * torch.cos(x)).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-12)
+    assert torch.autograd.gradcheck(FastELU(), (torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True),))
+    assert torch.equal(x, torch.linspace(-30, 30, 6000, dtype=torch.float64).reshape(3, 2, 1000))  # input kept
 
 
 @pytest.mark.parametrize("builder", [light_squeezenet, squeezenet_no_bypass, squeezenet_simple_bypass])
