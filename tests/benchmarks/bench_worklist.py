@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -96,6 +97,7 @@ def main() -> None:
     timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
     timer.timeout.connect(tick)
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     timer.start(10)
     window.add_paths(paths)
     while window.is_running():
@@ -109,6 +111,11 @@ def main() -> None:
           f"({done} done); event-loop lateness median {statistics.median(lateness):.1f} ms, p99 {q[98]:.1f} ms, "
           f"max {max(lateness):.1f} ms over {len(lateness)} ticks")
     window.close()
+    gui = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, once joined
+    print(f"  CPU time: the GUI process {gui.ru_utime + gui.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.1f} s, "
+          f"worker processes {workers.ru_utime + workers.ru_stime:.1f} s "
+          f"({(workers.ru_utime + workers.ru_stime) / n:.2f} s per study)")
     if args.skip_cluster:
         return
 

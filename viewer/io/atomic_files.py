@@ -91,8 +91,9 @@ class StagedFile:
 
 
 def stage(path: str | Path, write: Callable[[str], None], *, suffix: str = "",
-          verify: Callable[[str], None] | None = None) -> StagedFile:
-    """Call `write(tmp)` for a temporary file beside `path`, then `verify(tmp)` (raising WriteError), and fsync.
+          verify: Callable[[str], None] | None = None, sync: bool = True) -> StagedFile:
+    """Call `write(tmp)` for a temporary file beside `path`, then `verify(tmp)` (raising WriteError), and fsync
+    (unless `sync` is False: a scratch file that is read and discarded, never committed).
 
     Any OSError (ENOSPC included) becomes a WriteError naming `path`; the temporary file is removed then.
     """
@@ -106,7 +107,8 @@ def stage(path: str | Path, write: Callable[[str], None], *, suffix: str = "",
         write(str(tmp))
         if verify is not None:
             verify(str(tmp))
-        _fsync_file(tmp)
+        if sync:
+            _fsync_file(tmp)
         try:
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # an overwritten file keeps its mode
         except FileNotFoundError:

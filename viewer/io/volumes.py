@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ from viewer.core.progress import CancelFn, ProgressFn, check_cancel, report
 from viewer.core.volume import SeriesMetadata, Volume, volume_from_sitk
 from viewer.dicom.load import load_series
 from viewer.dicom.scan import ScanResult, SeriesEntry, scan, skipped_lines
-from viewer.io.atomic_files import write_image_verified
+from viewer.io.atomic_files import atomic_write, nifti_complete, stage, write_error, write_image_verified
+from viewer.io.nifti_raw import HEADER_BYTES, read_layout
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -80,6 +83,73 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True) -> 
     if suffix in (".mhd", ".nhdr"):
         raise ValueError(f"{path}: detached-header formats are not written; use .mha or .nrrd")
     return write_image_verified(path, volume.to_sitk(), np.asarray(volume.array), compress=compress)
+
+
+#: the steps of a unit map written by `write_unit_map`: values k / UNIT_MAP_STEPS, k = 0..255
+UNIT_MAP_STEPS = 255
+
+
+def write_unit_map(volume: Volume, path: str | Path) -> Path:
+    """Write a map whose values lie in [0, 1] (a heat map) as NIfTI 8-bit voxels with scl_slope 1/255: ITK
+    (SimpleITK), nibabel and LungLens read it back as floats k/255, within 0.002 of the map, while the file
+    holds a quarter of float32's bytes (it compresses in about a fifth of the time and is several times
+    smaller). A map with values outside [0, 1] or non-finite ones, or another format, goes to `write_volume`.
+
+    Raises: as `write_volume`.
+    """
+    path = Path(path)
+    array = np.asarray(volume.array)
+    if volume_suffix(path) not in (".nii", ".nii.gz") or array.size == 0 or array.dtype.kind != "f":
+        return write_volume(volume, path)
+    lo, hi = float(np.min(array)), float(np.max(array))  # NaN propagates and fails both tests below
+    if not (lo >= 0.0 and hi <= 1.0):
+        return write_volume(volume, path)
+    quantized = _unit_steps(array)
+    image = volume.with_array(quantized).to_sitk()
+
+    def write_plain(tmp: str) -> None:
+        try:
+            sitk.WriteImage(image, tmp, useCompression=False)
+        except RuntimeError as exc:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
+            raise write_error(path, f"the image writer failed: {first.strip()}") from None
+
+    scratch = stage(path, write_plain, suffix=".nii", sync=False)
+    try:
+        with open(scratch.tmp, "rb") as fh:
+            data = bytearray(os.fstat(fh.fileno()).st_size)
+            fh.readinto(data)
+    finally:
+        scratch.discard()
+    layout = read_layout(bytes(data[:HEADER_BYTES]))
+    if layout is None or layout.vox_offset + quantized.nbytes != len(data) or struct.unpack("<i", data[:4])[0] != 348:
+        raise write_error(path, "the image writer produced no NIfTI-1 file to scale")
+    data[112:120] = struct.pack("<ff", 1.0 / UNIT_MAP_STEPS, 0.0)  # scl_slope, scl_inter
+    payload = gzip.compress(data, compresslevel=1, mtime=0) if path.name.lower().endswith(".gz") else data
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+
+    def verify(tmp: str) -> None:
+        if nifti_complete(tmp, quantized) is not True:
+            raise write_error(path, "the written file is shorter than its voxels (short write)")
+
+    return atomic_write(path, write, suffix=".nii.gz" if payload is not data else ".nii", verify=verify)
+
+
+def _unit_steps(array: np.ndarray, voxels: int = 1 << 21) -> np.ndarray:
+    """round(array x UNIT_MAP_STEPS) as C-ordered uint8, a few slices at a time (no temporary of the volume's
+    size, any strides)."""
+    out = np.empty(array.shape, np.uint8)
+    step = max(1, voxels // max(1, array[0].size))
+    buf = np.empty((step, *array.shape[1:]), np.float32)
+    for z in range(0, array.shape[0], step):
+        part = buf[: min(step, array.shape[0] - z)]
+        np.multiply(array[z : z + len(part)], UNIT_MAP_STEPS, out=part, casting="unsafe")
+        part += 0.5
+        np.copyto(out[z : z + len(part)], part, casting="unsafe")
+    return out
 
 
 def choose_series(result: ScanResult, series_id: str | None = None) -> SeriesEntry:

@@ -10,8 +10,9 @@ Pipeline (every threshold is a `ScreeningConfig` field):
    the classified ones about `slice_gap_mm` apart) is cropped to the lungs' bounding box (plus
    a margin, the same box for all slices), windowed to the model's HU window (its `SlicePreprocess`;
    the light SqueezeNet's lung window -1350..150 HU) and classified; the
-   heat map of the positive class comes from the same pass (`heatmap`: Grad-CAM of the log-odds at
-   Fire 2 by default, or the paper's CAM);
+   heat map of the positive class (`heatmap`: Grad-CAM of the log-odds at Fire 2 by default, or the paper's
+   CAM) comes from the same pass, or, where there are over `ONE_PASS_FACTOR` x `heatmap_slices` classified
+   slices, from a second pass over the `heatmap_slices` most probable ones (a bounded cost);
 3. slice probability: where the model's card holds a "slice_fusion" fitted with the lesion segmenter in use,
    the classifier's probability fused with the slice's lesion share (`inference.screening.fusion`; the
    lesions of step 5 come first); case probability: mean of the top-k slice probabilities, k = max(`min_top`,
@@ -45,6 +46,12 @@ from inference.screening.steps import (
     slice_plan,
     zone_burden,
 )
+
+
+#: maps for every classified slice in the classifying pass while there are at most this many times
+#: `heatmap_slices` of them: a forward + backward pass over n slices costs less than a forward pass over n and
+#: another forward + backward over the top k while n < about 3k (backward ~ half a forward here)
+ONE_PASS_FACTOR = 2
 
 
 def run_slices(
@@ -87,25 +94,34 @@ def run_slices(
     heat = np.zeros(volume.shape, np.float32)
     probs = np.zeros(len(slices), np.float32)
     t = time.perf_counter()
-    for start in range(0, len(slices), cfg.batch_size):  # probabilities: forward passes only
-        check()
-        idx = slices[start : start + cfg.batch_size]
-        probs[start : start + len(idx)] = clf.predict_arrays([slice_image(volume, k, box, window) for k in idx],
-                                                             batch_size=cfg.batch_size).positive
-        report(0.3 + 0.4 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
-    # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
-    top = np.argsort(-probs, kind="stable")[: cfg.heatmap_slices] if cfg.heatmap_slices else np.arange(len(slices))
-    mapped = slices[np.sort(top)]
-    for start in range(0, len(mapped), cfg.batch_size):
-        check()
-        idx = mapped[start : start + cfg.batch_size]
-        images = [slice_image(volume, k, box, window) for k in idx]
-        p, cams = clf.predict_with_cam(images, method)
-        shape = images[0].shape
+
+    def add_maps(idx: np.ndarray, images: list[np.ndarray], p: np.ndarray, cams: np.ndarray) -> None:
         for k, pk, cam in zip(idx, p, cams):
             # the heat map speaks about the lungs only
-            heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
-        report(0.7 + 0.2 * (start + len(idx)) / max(1, len(mapped)), f"heat maps {start + len(idx)}/{len(mapped)}")
+            heat[k][box] = clf.cam_to_image(cam, images[0].shape) * pk * in_lungs[k][box]
+
+    one_pass = not cfg.heatmap_slices or len(slices) <= ONE_PASS_FACTOR * cfg.heatmap_slices
+    for start in range(0, len(slices), cfg.batch_size):  # probabilities (and maps, when that is cheaper)
+        check()
+        idx = slices[start : start + cfg.batch_size]
+        images = [slice_image(volume, k, box, window) for k in idx]
+        if one_pass:
+            p, cams = clf.predict_with_cam(images, method)
+            add_maps(idx, images, p, cams)
+        else:
+            p = clf.predict_arrays(images, batch_size=cfg.batch_size).positive
+        probs[start : start + len(idx)] = p
+        report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
+    mapped = slices
+    if not one_pass:
+        # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
+        mapped = slices[np.sort(np.argsort(-probs, kind="stable")[: cfg.heatmap_slices])]
+        for start in range(0, len(mapped), cfg.batch_size):
+            check()
+            idx = mapped[start : start + cfg.batch_size]
+            images = [slice_image(volume, k, box, window) for k in idx]
+            add_maps(idx, images, *clf.predict_with_cam(images, method))
+            report(0.9, f"heat maps {start + len(idx)}/{len(mapped)}")
     if step > 1 and len(mapped):
         # slices between classified ones take the nearest classified one's map, if it has one
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]

@@ -186,13 +186,15 @@ def _screened_images(clf: SliceClassifier, monkeypatch, ph) -> tuple[list[np.nda
     from inference.transforms.crop import lung_crop_box
 
     seen: list[np.ndarray] = []
-    classify = clf.predict_arrays  # every classified slice passes here (heat maps: the most probable only)
+    # a case this small is classified in one pass with its heat maps: every classified slice passes here once
+    classify = clf.predict_with_cam
 
-    def spy(images, batch_size=16):
+    def spy(images, method=None):
         seen.extend(np.array(im) for im in images)
-        return classify(images, batch_size)
+        return classify(images, method)
 
-    monkeypatch.setattr(clf, "predict_arrays", spy)
+    monkeypatch.setattr(clf, "predict_with_cam", spy)
+    monkeypatch.setattr(clf, "predict_arrays", lambda *a, **k: pytest.fail("a second pass"))
     labels = lung_labels(ph)
     pred = run(ph.volume.array, SPACING, clf, lung_labels=labels)
     assert len(seen) == len(pred.slice_indices) > 0

@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume, volume_from_sitk
-from viewer.io.volumes import open_volume, read_volume_file, write_volume
+from viewer.io.nifti_raw import open_nifti, read_layout
+from viewer.io.volumes import open_volume, read_volume_file, write_unit_map, write_volume
 
 
 def oblique_volume() -> Volume:
@@ -96,3 +97,38 @@ def test_volume_validates_its_geometry():
         vol.with_array(np.zeros((1, 2, 3)))
     mask = vol.with_array(vol.array > 0)
     assert mask.same_grid(vol) and mask.array.dtype == bool
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_unit_map_is_8_bit_scaled_and_reads_back_as_floats(tmp_path, suffix):
+    rng = np.random.default_rng(4)
+    heat = rng.random((6, 9, 11)).astype(np.float32)
+    heat[:2] = 0.0
+    heat[2, 0, :3] = (1.0, 0.5 / 255, 1.5 / 255)  # the ends and half-steps round to the nearest step
+    vol = oblique_volume().with_array(heat[::-1, :, ::-1])  # any strides
+    path = write_unit_map(vol, tmp_path / f"heat{suffix}")
+    with open_nifti(path) as fh:
+        head = fh.read(352)
+    layout = read_layout(head)
+    assert layout is not None and layout.datatype == 2  # uint8 voxels ...
+    assert np.frombuffer(head[112:120], "<f4").tolist() == pytest.approx([1 / 255, 0.0])  # ... scaled by 1/255
+    image = sitk.ReadImage(str(path))  # ITK applies the scaling: a float map
+    assert image.GetPixelID() == sitk.sitkFloat32
+    back = read_volume_file(path)
+    assert back.array.dtype == np.float32
+    np.testing.assert_allclose(back.array, vol.array, atol=0.5 / 255 + 1e-6)
+    assert back.array.min() == 0.0 and back.array.max() == pytest.approx(1.0)
+    assert back.spacing == pytest.approx(vol.spacing) and np.allclose(back.direction, vol.direction, atol=1e-6)
+    assert np.allclose(back.origin, vol.origin, atol=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == [f"heat{suffix}"]  # no scratch file left
+
+
+@pytest.mark.parametrize("values", [np.array([-0.1, 0.5]), np.array([0.2, 1.5]), np.array([np.nan, 0.5])])
+def test_a_map_outside_0_1_is_written_as_float32_unchanged(tmp_path, values):
+    heat = np.resize(values, (6, 9, 11)).astype(np.float32)
+    path = write_unit_map(oblique_volume().with_array(heat), tmp_path / "map.nii.gz")
+    with open_nifti(path) as fh:
+        assert read_layout(fh.read(352)).datatype == 16  # float32
+    back = read_volume_file(path).array
+    finite = np.isfinite(heat)
+    assert np.array_equal(back[finite], heat[finite])
