@@ -28,9 +28,9 @@ _worker_lock = threading.Lock()
 def _init_worker(threads: int) -> None:
     """A screening process: `threads` torch threads, and a lower CPU priority, so that the viewer's and the
     worklist's event loop (and the user's other programs) get a core at once when they need one."""
-    import torch
+    from inference.core.device import limit_threads
 
-    torch.set_num_threads(max(1, threads))
+    limit_threads(threads)
     if hasattr(os, "nice"):
         try:
             os.nice(10)

@@ -35,10 +35,32 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+_thread_limit: int | None = None  # set by `limit_threads`
+
+
+def limit_threads(n: int) -> None:
+    """Run torch on at most `n` threads in this process from now on, whatever device is selected later: a worker
+    process beside others must not spread over every core (two processes of two OpenMP threads each on two cores
+    spin against each other and ran 3x slower than one)."""
+    global _thread_limit
+    _thread_limit = max(1, int(n))
+    torch.set_num_threads(_thread_limit)
+
+
 def use_all_cores() -> None:
-    n = os.cpu_count() or 1
+    """Use every core for torch, unless this process was limited: by `limit_threads`, or by OMP_NUM_THREADS (which
+    Dask's worker processes, for one, set to their share)."""
+    n = _thread_limit or _omp_threads() or os.cpu_count() or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def _omp_threads() -> int | None:
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 #: ways to run a model: "auto" (mixed precision on CUDA when a probe agrees with float32, else float32),
