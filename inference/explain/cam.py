@@ -44,7 +44,8 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, class_index: int, fe
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int, layers: Sequence[str], score: str = "logit",
-             scale: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             scale: bool = False, proceed: Callable[[torch.Tensor], bool] | None = None,
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits and the Grad-CAM map of `class_index` at each named layer, on the input grid (N, *spatial).
 
     Args:
@@ -52,6 +53,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int, layers: Sequen
         score: "logit", or "log-odds" (the class's logit minus the log-sum-exp of the others: what moves the
             decision).
         scale: divide each sample's map by its maximum (all zero where there is no evidence).
+        proceed: called with the (detached) logits after the forward pass; when it returns False there is no
+            backward pass and every map is zero (a caller that needs no map for this batch saves the backward).
 
     Raises:
         RuntimeError: called inside `torch.inference_mode()` (no gradients there).
@@ -70,6 +73,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int, layers: Sequen
     try:
         with torch.enable_grad():
             logits = model(x.detach().requires_grad_(True))  # x requires grad: a graph even with frozen weights
+            if proceed is not None and not proceed(logits.detach()):
+                zeros = torch.zeros((x.shape[0], *x.shape[2:]), dtype=logits.dtype, device=x.device)
+                return logits.detach(), {name: zeros for name in layers}
             index = class_index % logits.shape[1]
             target = logits[:, index]
             if score == "log-odds":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +165,11 @@ class SliceClassifier:
         assert layers is not None and layers.cam
         return class_activation_map(self.model, x, index, layers.cam, layers.classifier)
 
-    def _grad_cam(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _grad_cam(self, x: torch.Tensor, index: int,
+                  proceed: Callable[[torch.Tensor], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         layers = self.spec.cam_layers
         assert layers is not None and layers.grad_cam
-        logits, maps = grad_cam(self.model, x, index, layers.grad_cam[:1], score="log-odds")
+        logits, maps = grad_cam(self.model, x, index, layers.grad_cam[:1], score="log-odds", proceed=proceed)
         return logits, maps[layers.grad_cam[0]]
 
     def check_heatmap(self, method: str | None = None) -> str:
@@ -188,13 +189,18 @@ class SliceClassifier:
         raise ValueError(f"model {self.spec.name!r} has no {method!r} heat map"
                          + (f"; it offers {', '.join(offered)}" if offered else ""))
 
-    def _maps(self, x: torch.Tensor, index: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and raw maps of class `index` (see `check_heatmap`)."""
+    def _maps(self, x: torch.Tensor, index: int, method: str | None,
+              proceed: Callable[[torch.Tensor], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and raw maps of class `index` (see `check_heatmap`); `proceed` as in `grad_cam` (Grad-CAM only:
+        the other maps cost no backward pass)."""
         method = self.check_heatmap(method)
         if method == "cam" and index == self.positive_index:
             return self._logits(x, with_cam=True)  # type: ignore[return-value]
         with self._autocast():
-            logits, maps = (self._grad_cam if method == "grad-cam" else self._cam)(x, index)
+            if method == "grad-cam":
+                logits, maps = self._grad_cam(x, index, proceed)
+            else:
+                logits, maps = self._cam(x, index)
         return logits.float(), maps.float()
 
     @torch.no_grad()
@@ -208,16 +214,24 @@ class SliceClassifier:
         return _unit_range(cam.float().cpu().numpy())
 
     @torch.no_grad()
-    def predict_with_cam(self, images: Sequence[np.ndarray],
-                         method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_with_cam(self, images: Sequence[np.ndarray], method: str | None = None,
+                         min_probability: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Positive-class probabilities (N,) and heat maps (N, size, size) in [0, 1] from one pass (forward,
         and backward for Grad-CAM; plus a mirrored forward pass for the probabilities when `tta` is on);
-        `method` as in `cam`."""
+        `method` as in `cam`. Grad-CAM skips its backward pass (the maps are zero) when no image of the batch
+        reaches `min_probability`."""
         x = self.prepare(images)
-        logits, cam = self._maps(x, self.positive_index, method)
-        p = torch.softmax(logits, dim=1)
-        if self.tta:
-            p = (p + torch.softmax(self._logits(torch.flip(x, dims=[-1]))[0], dim=1)) / 2
+        flipped = torch.softmax(self._logits(torch.flip(x, dims=[-1]))[0], dim=1) if self.tta else None
+
+        def probabilities(logits: torch.Tensor) -> torch.Tensor:
+            p = torch.softmax(logits.float(), dim=1)
+            return (p + flipped) / 2 if flipped is not None else p
+
+        def any_reaches(logits: torch.Tensor) -> bool:
+            return bool((probabilities(logits)[:, self.positive_index] >= min_probability).any())
+
+        logits, cam = self._maps(x, self.positive_index, method, any_reaches if min_probability > 0 else None)
+        p = probabilities(logits)
         return p[:, self.positive_index].float().cpu().numpy(), _unit_range(cam.float().cpu().numpy())
 
     def cam_to_image(self, cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -32,6 +32,9 @@ class ScreeningConfig:
     # heat maps for every classified slice while there are at most 2x this many (one pass), else for this many of
     # the most probable (`pipelines.slice.ONE_PASS_FACTOR`); None: all
     heatmap_slices: int | None = 48
+    # no heat map for a slice of lower probability: its map (times its probability) could not reach this
+    # anywhere, nor `cam_threshold`; a batch of such slices is spared Grad-CAM's backward pass
+    heatmap_min_probability: float = 0.05
     batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
 
 

@@ -95,10 +95,12 @@ def run_slices(
     probs = np.zeros(len(slices), np.float32)
     t = time.perf_counter()
 
+    floor = min(cfg.heatmap_min_probability, cfg.cam_threshold)  # never a lesion lost to the floor
+
     def add_maps(idx: np.ndarray, images: list[np.ndarray], p: np.ndarray, cams: np.ndarray) -> None:
         for k, pk, cam in zip(idx, p, cams):
-            # the heat map speaks about the lungs only
-            heat[k][box] = clf.cam_to_image(cam, images[0].shape) * pk * in_lungs[k][box]
+            if pk >= floor:  # the heat map speaks about the lungs only
+                heat[k][box] = clf.cam_to_image(cam, images[0].shape) * pk * in_lungs[k][box]
 
     one_pass = not cfg.heatmap_slices or len(slices) <= ONE_PASS_FACTOR * cfg.heatmap_slices
     for start in range(0, len(slices), cfg.batch_size):  # probabilities (and maps, when that is cheaper)
@@ -106,7 +108,7 @@ def run_slices(
         idx = slices[start : start + cfg.batch_size]
         images = [slice_image(volume, k, box, window) for k in idx]
         if one_pass:
-            p, cams = clf.predict_with_cam(images, method)
+            p, cams = clf.predict_with_cam(images, method, min_probability=floor)
             add_maps(idx, images, p, cams)
         else:
             p = clf.predict_arrays(images, batch_size=cfg.batch_size).positive
@@ -115,13 +117,15 @@ def run_slices(
     mapped = slices
     if not one_pass:
         # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
-        mapped = slices[np.sort(np.argsort(-probs, kind="stable")[: cfg.heatmap_slices])]
+        top = np.argsort(-probs, kind="stable")[: cfg.heatmap_slices]
+        mapped = slices[np.sort(top[probs[top] >= floor])]
         for start in range(0, len(mapped), cfg.batch_size):
             check()
             idx = mapped[start : start + cfg.batch_size]
             images = [slice_image(volume, k, box, window) for k in idx]
-            add_maps(idx, images, *clf.predict_with_cam(images, method))
+            add_maps(idx, images, *clf.predict_with_cam(images, method, min_probability=floor))
             report(0.9, f"heat maps {start + len(idx)}/{len(mapped)}")
+    mapped = mapped[probs[np.searchsorted(slices, mapped)] >= floor]
     if step > 1 and len(mapped):
         # slices between classified ones take the nearest classified one's map, if it has one
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]

@@ -121,6 +121,21 @@ def test_grad_cam_is_fire2_weighted_by_mean_log_odds_gradients():
     assert torch.allclose(cam, expected, atol=1e-5)
 
 
+def test_grad_cam_skips_its_backward_pass_when_told_after_the_forward():
+    torch.manual_seed(0)
+    model = LightSqueezeNet().eval()
+    x = torch.randn(2, 1, 96, 96)
+    backward_calls: list[int] = []
+    model.fc.register_full_backward_hook(lambda *_: backward_calls.append(1))
+    seen: list[torch.Tensor] = []
+    with torch.no_grad():
+        logits, maps = grad_cam(model, x, 1, ("trunk.fires.0",), proceed=lambda z: seen.append(z) or False)
+        assert not backward_calls and torch.equal(maps["trunk.fires.0"], torch.zeros(2, 96, 96))
+        assert torch.allclose(logits, seen[0]) and torch.allclose(logits, model(x), atol=1e-5)
+        full, maps = grad_cam(model, x, 1, ("trunk.fires.0",), proceed=lambda z: True)
+    assert backward_calls and maps["trunk.fires.0"].amax() > 0 and torch.allclose(full, logits)
+
+
 def test_registry_lists_and_rejects_unknown_names():
     names = [m.name for m in list_models()]
     assert "light-squeezenet" in names
@@ -153,6 +168,27 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             select_device("cuda")
+
+
+def test_a_limited_worker_keeps_its_thread_count_when_a_model_selects_the_cpu(monkeypatch):
+    import inference.core.device as device
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(device, "_thread_limit", None)
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        select_device("cpu")
+        assert torch.get_num_threads() == 2  # a process of its own uses every core
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Dask sets it in its worker processes
+        select_device("auto")
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        device.limit_threads(1)  # a screening worker process beside another
+        select_device("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_metrics_on_a_known_case():

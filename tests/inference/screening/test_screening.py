@@ -147,6 +147,22 @@ def test_thin_slices_are_classified_every_nth_and_share_heat_maps(classifier):
     assert {int(k) for k in lung_slices if few.heatmap[k].max() > 0} == top | near
 
 
+def test_slices_below_the_heat_map_floor_get_no_map_and_nothing_else_changes(classifier):
+    ph = make_phantom(PhantomConfig(shape=(24, 96, 96), spacing=(5.0, 3.6, 3.6), n_ggo=2, n_consolidation=1, seed=7))
+    labels = lung_labels(ph)
+    every = run(ph.volume.array, (5.0, 3.6, 3.6), classifier, lung_labels=labels,
+                config=ScreeningConfig(heatmap_min_probability=0.0))
+    probs = every.slice_probabilities
+    floor = float(np.median(probs))  # half the slices below it
+    floored = run(ph.volume.array, (5.0, 3.6, 3.6), classifier, lung_labels=labels,
+                  config=ScreeningConfig(heatmap_min_probability=floor, cam_threshold=floor))
+    np.testing.assert_allclose(floored.slice_probabilities, probs, atol=1e-6)
+    low, high = every.slice_indices[probs < floor], every.slice_indices[probs >= floor]
+    assert len(low) and len(high)
+    assert all(floored.heatmap[k].max() == 0 for k in low) and any(every.heatmap[k].max() > 0 for k in low)
+    np.testing.assert_allclose(floored.heatmap[high], every.heatmap[high], atol=1e-5)
+
+
 def test_fast_lesion_post_processing_equals_the_reference_operations():
     """The shifted-view opening and the per-slice zone counts give what scipy and whole-array sums give."""
     from scipy import ndimage
@@ -189,9 +205,9 @@ def _screened_images(clf: SliceClassifier, monkeypatch, ph) -> tuple[list[np.nda
     # a case this small is classified in one pass with its heat maps: every classified slice passes here once
     classify = clf.predict_with_cam
 
-    def spy(images, method=None):
+    def spy(images, method=None, **kwargs):
         seen.extend(np.array(im) for im in images)
-        return classify(images, method)
+        return classify(images, method, **kwargs)
 
     monkeypatch.setattr(clf, "predict_with_cam", spy)
     monkeypatch.setattr(clf, "predict_arrays", lambda *a, **k: pytest.fail("a second pass"))
