@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from inference.screening.steps import per_slice_count
 from viewer.io.atomic_files import write_bytes_atomic
 
 LUNG_WINDOW = (-600.0, 1500.0)  # centre, width
@@ -23,8 +24,8 @@ def key_levels(lesions: np.ndarray, heatmap: np.ndarray, lungs: np.ndarray, spac
                count: int = 3) -> list[int]:
     """Up to `count` axial slices (canonical indices) ranked by lesion area, then heat inside the lungs,
     at least `MIN_GAP_MM` apart; slices without lung are never chosen."""
-    lung_area = (lungs > 0).sum(axis=(1, 2))
-    score = (lesions > 0).sum(axis=(1, 2)).astype(float)
+    lung_area = per_slice_count(lungs)
+    score = per_slice_count(lesions).astype(float)
     if not score.any():
         score = np.where(lungs > 0, heatmap, 0.0).sum(axis=(1, 2))
     order = [int(k) for k in np.argsort(-score, kind="stable") if lung_area[k] > 0]
@@ -71,7 +72,7 @@ def write_key_images(folder: Path, hu: np.ndarray, spacing: tuple[float, float, 
         image = render_slice(hu[k], heatmap[k], lesions[k], spacing[1] / spacing[2])
         name = f"key_{k:04d}.png"
         png = io.BytesIO()
-        Image.fromarray(image).save(png, format="PNG")
+        Image.fromarray(image).save(png, format="PNG", compress_level=1)  # a key image is written once, read rarely
         write_bytes_atomic(folder / name, png.getvalue())
         entries.append({"index": k, "file": name,
                         "lesion_mm2": round(float((lesions[k] > 0).sum() * spacing[1] * spacing[2]), 1)})

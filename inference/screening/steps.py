@@ -132,8 +132,9 @@ def lesion_step(volume: np.ndarray, spacing, lungs: np.ndarray, heat: np.ndarray
 def lesion_ml_by_kind(lesions: np.ndarray, spacing) -> dict[str, float]:
     """Ground-glass (label 3) and consolidation (label 4) volume in mL."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    return {"GGO": float(np.count_nonzero(lesions == GGO_LABEL) * voxel_ml),
-            "consolidation": float(np.count_nonzero(lesions == CONSOLIDATION_LABEL) * voxel_ml)}
+    with_lesion = lesions[per_slice_count(lesions) > 0]  # most slices have none: count in the others only
+    return {"GGO": float(np.count_nonzero(with_lesion == GGO_LABEL) * voxel_ml),
+            "consolidation": float(np.count_nonzero(with_lesion == CONSOLIDATION_LABEL) * voxel_ml)}
 
 
 def lesion_mask(volume: np.ndarray, lungs: np.ndarray, heat: np.ndarray, spacing, cfg: ScreeningConfig) -> np.ndarray:
@@ -192,7 +193,8 @@ def opening_2d(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 
 
 def per_slice_count(mask: np.ndarray) -> np.ndarray:
-    """Number of True voxels in each axial slice (a loop of 2D counts: faster than a summed bool axis)."""
+    """Number of True (non-zero) voxels in each axial slice (a loop of 2D counts: faster than a summed bool
+    axis)."""
     return np.array([np.count_nonzero(s) for s in mask], np.int64)
 
 
