@@ -20,10 +20,11 @@ THUMB_PX = 72
 
 class WorklistWorker(Worker):
     """Adds paths to the worklist and screens what is queued, off the GUI thread (the screening itself runs in
-    worker processes). Signals: `added()` once the paths are scanned, `updated(WorkItem)` per change."""
+    worker processes). Signals: `added()` once the paths are scanned, `updated(WorkItem, QImage | None)` per
+    change, with the thumbnail of a screened case read and scaled here, not on the GUI thread."""
 
     added = QtCore.Signal()
-    updated = QtCore.Signal(object)
+    updated = QtCore.Signal(object, object)
 
     def __init__(self, worklist: Worklist, paths: list[str], workers: int, paused: threading.Event) -> None:
         super().__init__()
@@ -35,13 +36,28 @@ class WorklistWorker(Worker):
             if self.paths:
                 self.worklist.add(self.paths)
             self._deliver(self.added)
-            self.worklist.run(self.workers, on_update=self.updated.emit, paused=self.paused, cancelled=self._cancel)
+            self.worklist.run(self.workers, on_update=lambda item: self.updated.emit(item, thumbnail_image(item)),
+                              paused=self.paused, cancelled=self._cancel)
             if self._cancel.is_set():
                 self._deliver(self.cancelled)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the worklist stays usable
             self._deliver(self.failed, f"{exc}\n{traceback.format_exc(limit=2)}")
         finally:
             self._finish()
+
+
+def thumbnail_image(item: WorkItem) -> QtGui.QImage | None:
+    """A screened case's key image scaled to the thumbnail size (a QImage: safe to make off the GUI thread)."""
+    if item.status != DONE:
+        return None
+    path = item.thumbnail()
+    if path is None:
+        return None
+    image = QtGui.QImage(str(path))
+    if image.isNull():
+        return None
+    return image.scaled(THUMB_PX, THUMB_PX, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+                        QtCore.Qt.TransformationMode.SmoothTransformation)
 
 
 class WorklistModel(QtCore.QAbstractTableModel):
@@ -65,7 +81,9 @@ class WorklistModel(QtCore.QAbstractTableModel):
                       if item.probability is not None}
         self.endResetModel()
 
-    def item_changed(self, item: WorkItem) -> None:
+    def item_changed(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
+        if thumbnail is not None:
+            self._thumbs[item.key.digest] = QtGui.QPixmap.fromImage(thumbnail)
         if item not in self.items:
             self.refresh()
             return
@@ -152,11 +170,9 @@ class WorklistModel(QtCore.QAbstractTableModel):
         if item.status != DONE:
             return None
         key = item.key.digest
-        if key not in self._thumbs:
-            path = item.thumbnail()
-            self._thumbs[key] = None if path is None else QtGui.QPixmap(str(path)).scaled(
-                THUMB_PX, THUMB_PX, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                QtCore.Qt.TransformationMode.SmoothTransformation)
+        if key not in self._thumbs:  # a result from the cache: read on its first paint
+            image = thumbnail_image(item)
+            self._thumbs[key] = None if image is None else QtGui.QPixmap.fromImage(image)
         return self._thumbs[key]
 
 
@@ -376,8 +392,8 @@ class WorklistWindow(QtWidgets.QMainWindow):
             header.resizeSection(column, max(width, header.sectionSize(column)))
         self._update_status()
 
-    def _on_updated(self, item: WorkItem) -> None:
-        self.model.item_changed(item)
+    def _on_updated(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
+        self.model.item_changed(item, thumbnail)
         self.proxy.invalidate()
         self._update_status()
 
