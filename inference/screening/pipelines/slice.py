@@ -47,7 +47,6 @@ from inference.screening.steps import (
     zone_burden,
 )
 
-
 #: maps for every classified slice in the classifying pass while there are at most this many times
 #: `heatmap_slices` of them: a forward + backward pass over n slices costs less than a forward pass over n and
 #: another forward + backward over the top k while n < about 3k (backward ~ half a forward here)
