@@ -50,7 +50,10 @@ def thumbnail_image(item: WorkItem) -> QtGui.QImage | None:
     """A screened case's key image scaled to the thumbnail size (a QImage: safe to make off the GUI thread)."""
     if item.status != DONE:
         return None
-    path = item.thumbnail()
+    try:
+        path = item.thumbnail()
+    except (KeyError, TypeError, IndexError, OSError):  # a damaged prediction.json: no thumbnail, the run goes on
+        return None
     if path is None:
         return None
     image = QtGui.QImage(str(path))

@@ -22,12 +22,14 @@ MIN_GAP_MM = 15.0  # key levels at least this far apart, so they show different 
 
 def key_levels(lesions: np.ndarray, heatmap: np.ndarray, lungs: np.ndarray, spacing_z: float,
                count: int = 3) -> list[int]:
-    """Up to `count` axial slices (canonical indices) ranked by lesion area, then heat inside the lungs,
-    at least `MIN_GAP_MM` apart; slices without lung are never chosen."""
+    """Up to `count` axial slices (canonical indices) ranked by lesion area, else heat inside the lungs, else lung
+    area, at least `MIN_GAP_MM` apart; slices without lung are never chosen."""
     lung_area = per_slice_count(lungs)
     score = per_slice_count(lesions).astype(float)
     if not score.any():
         score = np.where(lungs > 0, heatmap, 0.0).sum(axis=(1, 2))
+    if not score.any():  # no lesion and no heat (a clear negative): the levels with the most lung
+        score = lung_area.astype(float)
     order = [int(k) for k in np.argsort(-score, kind="stable") if lung_area[k] > 0]
     chosen: list[int] = []
     for k in order:

@@ -29,8 +29,8 @@ class ScreeningConfig:
     # by the heat map (`steps.lesion_mask`), also used when that model's weights are not installed
     lesion_precision: str = "auto"  # the segmenter's arithmetic: bfloat16 on CPUs that compute it natively
     slice_fusion: bool = True  # fuse slice probabilities with lesion shares where the model's card has a fusion
-    # heat maps for every classified slice while there are at most 2x this many (one pass), else for this many of
-    # the most probable (`pipelines.slice.ONE_PASS_FACTOR`); None: all
+    # heat maps for this many of the most probable classified slices (made in the classifying pass while there
+    # are at most 2x this many, `pipelines.slice.ONE_PASS_FACTOR`); None: all
     heatmap_slices: int | None = 48
     # no heat map for a slice of lower probability: its map (times its probability) could not reach this
     # anywhere, nor `cam_threshold`; a batch of such slices is spared Grad-CAM's backward pass

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume
-from viewer.io.nifti_raw import HEADER_BYTES, is_nifti, open_nifti, read_layout
+from viewer.io.nifti_raw import HEADER_BYTES, is_nifti, nifti_scaled, open_nifti, read_layout
 from viewer.io.volumes import read_volume_file
 from viewer.labels.table import MAX_LABEL
 
@@ -48,15 +48,16 @@ def read_labels_on_grid(path: str | Path, reference: Volume, *, strict: bool = F
 
 def read_overlay_on_grid(path: str | Path, reference: Volume) -> tuple[str, np.ndarray]:
     """An overlay file on `reference`'s grid: ("labels", uint8/uint16 labels) for integer values, or
-    ("heatmap", float32 map, linear interpolation) for a float map with fractional values, such as the
-    heatmap.nii.gz `lunglens screen` writes. Non-finite values of a map become its minimum.
+    ("heatmap", float32 map, linear interpolation) for a float map with fractional values, or a NIfTI whose
+    voxels are scaled (such as the 8-bit heatmap.nii.gz `lunglens screen` writes, even when it is all zero).
+    Non-finite values of a map become its minimum.
 
     Raises:
         LoadError: unreadable, not one value per voxel, or no overlap with `reference` (the message names
             both LPS boxes and frames of reference).
     """
     image = read_volume_file(path)
-    if image.array.dtype.kind != "f" or _integral(image.array):
+    if image.array.dtype.kind != "f" or (_integral(image.array) and not nifti_scaled(path)):
         return "labels", _labels_on_grid(path, image, reference)
     array = image.array
     finite = np.isfinite(array)

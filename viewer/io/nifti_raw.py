@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,3 +43,20 @@ def read_layout(head: bytes) -> NiftiLayout | None:
             return NiftiLayout(order, struct.unpack(order + "h", head[12:14])[0],
                                struct.unpack(order + "q", head[168:176])[0])
     return None
+
+
+def nifti_scaled(path: str | Path) -> bool:
+    """Whether `path` is a NIfTI-1 file whose voxels are scaled (scl_slope other than 0 or 1, or a non-zero
+    scl_inter): stored integers that stand for real values, such as a heat map in 8 bits."""
+    if not is_nifti(path):
+        return False
+    try:
+        with open_nifti(path) as fh:
+            head = fh.read(HEADER_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return False
+    layout = read_layout(head)
+    if layout is None or len(head) < 120 or struct.unpack(layout.order + "i", head[:4])[0] != 348:
+        return False
+    slope, inter = struct.unpack(layout.order + "ff", head[112:120])
+    return (slope not in (0.0, 1.0) and slope == slope) or (inter != 0.0 and inter == inter)

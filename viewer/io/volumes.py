@@ -123,7 +123,7 @@ def write_unit_map(volume: Volume, path: str | Path) -> Path:
         scratch.discard()
     layout = read_layout(bytes(data[:HEADER_BYTES]))
     if layout is None or layout.vox_offset + quantized.nbytes != len(data) or struct.unpack("<i", data[:4])[0] != 348:
-        raise write_error(path, "the image writer produced no NIfTI-1 file to scale")
+        return write_volume(volume, path)  # not the little-endian NIfTI-1 layout patched below: float32 then
     data[112:120] = struct.pack("<ff", 1.0 / UNIT_MAP_STEPS, 0.0)  # scl_slope, scl_inter
     payload = gzip.compress(data, compresslevel=1, mtime=0) if path.name.lower().endswith(".gz") else data
 

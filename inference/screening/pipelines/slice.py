@@ -11,8 +11,9 @@ Pipeline (every threshold is a `ScreeningConfig` field):
    a margin, the same box for all slices), windowed to the model's HU window (its `SlicePreprocess`;
    the light SqueezeNet's lung window -1350..150 HU) and classified; the
    heat map of the positive class (`heatmap`: Grad-CAM of the log-odds at Fire 2 by default, or the paper's
-   CAM) comes from the same pass, or, where there are over `ONE_PASS_FACTOR` x `heatmap_slices` classified
-   slices, from a second pass over the `heatmap_slices` most probable ones (a bounded cost);
+   CAM) is kept for the `heatmap_slices` most probable classified slices at or above `heatmap_min_probability`
+   (a bounded cost); it comes from the same pass, or, where there are over `ONE_PASS_FACTOR` x `heatmap_slices`
+   classified slices, from a second pass over those slices only;
 3. slice probability: where the model's card holds a "slice_fusion" fitted with the lesion segmenter in use,
    the classifier's probability fused with the slice's lesion share (`inference.screening.fusion`; the
    lesions of step 5 come first); case probability: mean of the top-k slice probabilities, k = max(`min_top`,
@@ -47,9 +48,9 @@ from inference.screening.steps import (
     zone_burden,
 )
 
-#: maps for every classified slice in the classifying pass while there are at most this many times
-#: `heatmap_slices` of them: a forward + backward pass over n slices costs less than a forward pass over n and
-#: another forward + backward over the top k while n < about 3k (backward ~ half a forward here)
+#: maps made in the classifying pass while there are at most this many times `heatmap_slices` classified slices
+#: (the most probable `heatmap_slices` of them kept): a forward + backward pass over n slices costs less than a
+#: forward pass over n and another forward + backward over the top k while n < about 2k (backward ~ a forward)
 ONE_PASS_FACTOR = 2
 
 
@@ -96,35 +97,45 @@ def run_slices(
 
     floor = min(cfg.heatmap_min_probability, cfg.cam_threshold)  # never a lesion lost to the floor
 
-    def add_maps(idx: np.ndarray, images: list[np.ndarray], p: np.ndarray, cams: np.ndarray) -> None:
-        for k, pk, cam in zip(idx, p, cams):
-            if pk >= floor:  # the heat map speaks about the lungs only
-                heat[k][box] = clf.cam_to_image(cam, images[0].shape) * pk * in_lungs[k][box]
+    def add_maps(idx: np.ndarray, shape: tuple[int, int], p: np.ndarray, cams: np.ndarray) -> None:
+        for k, pk, cam in zip(idx, p, cams):  # the heat map speaks about the lungs only
+            heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
+
+    def chosen(candidates: np.ndarray) -> np.ndarray:
+        """Positions (in `slices`) that get a map: the `heatmap_slices` most probable, at or above the floor."""
+        top = np.argsort(-probs[candidates], kind="stable")[: cfg.heatmap_slices or None]
+        keep = candidates[top]
+        return np.sort(keep[probs[keep] >= floor])
 
     one_pass = not cfg.heatmap_slices or len(slices) <= ONE_PASS_FACTOR * cfg.heatmap_slices
+    cams: dict[int, np.ndarray] = {}  # one pass: maps by position in `slices`, until the most probable are known
+    shape = (0, 0)
     for start in range(0, len(slices), cfg.batch_size):  # probabilities (and maps, when that is cheaper)
         check()
         idx = slices[start : start + cfg.batch_size]
         images = [slice_image(volume, k, box, window) for k in idx]
+        shape = images[0].shape
         if one_pass:
-            p, cams = clf.predict_with_cam(images, method, min_probability=floor)
-            add_maps(idx, images, p, cams)
+            p, maps = clf.predict_with_cam(images, method, min_probability=floor)
+            cams.update((start + n, m) for n, m in enumerate(maps) if p[n] >= floor)
         else:
             p = clf.predict_arrays(images, batch_size=cfg.batch_size).positive
         probs[start : start + len(idx)] = p
         report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
-    mapped = slices
-    if not one_pass:
+    if one_pass:
+        positions = chosen(np.array(sorted(cams), dtype=np.int64))
+        add_maps(slices[positions], shape, probs[positions], np.array([cams[n] for n in positions]))
+        mapped = slices[positions]
+    else:
         # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
-        top = np.argsort(-probs, kind="stable")[: cfg.heatmap_slices]
-        mapped = slices[np.sort(top[probs[top] >= floor])]
+        mapped = slices[chosen(np.arange(len(slices)))]
         for start in range(0, len(mapped), cfg.batch_size):
             check()
             idx = mapped[start : start + cfg.batch_size]
             images = [slice_image(volume, k, box, window) for k in idx]
-            add_maps(idx, images, *clf.predict_with_cam(images, method, min_probability=floor))
+            p, maps = clf.predict_with_cam(images, method, min_probability=floor)
+            add_maps(idx, images[0].shape, p, maps)
             report(0.9, f"heat maps {start + len(idx)}/{len(mapped)}")
-    mapped = mapped[probs[np.searchsorted(slices, mapped)] >= floor]
     if step > 1 and len(mapped):
         # slices between classified ones take the nearest classified one's map, if it has one
         nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -103,3 +104,15 @@ def test_bad_requests_name_the_problem(results, tmp_path, capsys):
     assert main(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "r.pdf")]) == EXIT_BAD_INPUT
     assert "not readable JSON" in capsys.readouterr().err
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_key_levels_fall_back_to_the_most_lung_when_there_is_no_lesion_and_no_heat():
+    from app.services.key_images import key_levels
+
+    lungs = np.zeros((40, 8, 8), np.uint8)
+    for k in range(5, 35):
+        lungs[k, : 1 + min(k - 5, 34 - k) // 2] = 1  # the lung is widest at slice 19-20
+    nothing = np.zeros(lungs.shape, np.float32)
+    levels = key_levels(nothing.astype(np.uint8), nothing, lungs, spacing_z=5.0, count=3)
+    assert levels[0] in (19, 20) and len(levels) == 3
+    assert all(lungs[k].any() for k in levels) and min(abs(a - b) for a in levels for b in levels if a != b) >= 3

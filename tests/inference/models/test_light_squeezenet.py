@@ -181,7 +181,7 @@ def test_a_limited_worker_keeps_its_thread_count_when_a_model_selects_the_cpu(mo
         select_device("cpu")
         assert torch.get_num_threads() == 2  # a process of its own uses every core
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Dask sets it in its worker processes
-        select_device("auto")
+        select_device("cpu")
         assert torch.get_num_threads() == 1
         monkeypatch.delenv("OMP_NUM_THREADS")
         device.limit_threads(1)  # a screening worker process beside another

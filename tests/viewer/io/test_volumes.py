@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from viewer.core.errors import LoadError
 from viewer.core.volume import Volume, volume_from_sitk
-from viewer.io.nifti_raw import open_nifti, read_layout
+from viewer.io.label_grid import read_overlay_on_grid
+from viewer.io.nifti_raw import nifti_scaled, open_nifti, read_layout
 from viewer.io.volumes import open_volume, read_volume_file, write_unit_map, write_volume
 
 
@@ -132,3 +133,14 @@ def test_a_map_outside_0_1_is_written_as_float32_unchanged(tmp_path, values):
     back = read_volume_file(path).array
     finite = np.isfinite(heat)
     assert np.array_equal(back[finite], heat[finite])
+
+
+def test_an_all_zero_unit_map_still_opens_as_a_heat_map(tmp_path):
+    """A clear negative's heat map is all zero; stored scaled, it is still a map, not an empty label layer."""
+    ct = oblique_volume()
+    path = write_unit_map(ct.with_array(np.zeros(ct.shape, np.float32)), tmp_path / "heatmap.nii.gz")
+    assert nifti_scaled(path)
+    kind, data = read_overlay_on_grid(path, ct)
+    assert kind == "heatmap" and data.dtype == np.float32 and not data.any()
+    labels = write_volume(ct.with_array(np.zeros(ct.shape, np.uint8)), tmp_path / "labels.nii.gz")
+    assert not nifti_scaled(labels) and read_overlay_on_grid(labels, ct)[0] == "labels"
