@@ -100,9 +100,12 @@ def main() -> None:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     timer.start(10)
     window.add_paths(paths)
-    while window.is_running():
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        time.sleep(0.001)
+    loop = QtCore.QEventLoop()  # the window's own event loop, idle between events (no polling of our own)
+    poll = QtCore.QTimer()
+    poll.timeout.connect(lambda: None if window.is_running() else loop.quit())
+    poll.start(100)
+    loop.exec()
+    poll.stop()
     wall = time.perf_counter() - t0
     timer.stop()
     done = sum(i.status == "done" for i in wl.items)

@@ -105,37 +105,55 @@ def write_unit_map(volume: Volume, path: str | Path) -> Path:
     if not (lo >= 0.0 and hi <= 1.0):
         return write_volume(volume, path)
     quantized = _unit_steps(array)
-    image = volume.with_array(quantized).to_sitk()
-
-    def write_plain(tmp: str) -> None:
-        try:
-            sitk.WriteImage(image, tmp, useCompression=False)
-        except RuntimeError as exc:
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
-            raise write_error(path, f"the image writer failed: {first.strip()}") from None
-
-    scratch = stage(path, write_plain, suffix=".nii", sync=False)
-    try:
-        with open(scratch.tmp, "rb") as fh:
-            data = bytearray(os.fstat(fh.fileno()).st_size)
-            fh.readinto(data)
-    finally:
-        scratch.discard()
-    layout = read_layout(bytes(data[:HEADER_BYTES]))
-    if layout is None or layout.vox_offset + quantized.nbytes != len(data) or struct.unpack("<i", data[:4])[0] != 348:
-        return write_volume(volume, path)  # not the little-endian NIfTI-1 layout patched below: float32 then
-    data[112:120] = struct.pack("<ff", 1.0 / UNIT_MAP_STEPS, 0.0)  # scl_slope, scl_inter
-    payload = gzip.compress(data, compresslevel=1, mtime=0) if path.name.lower().endswith(".gz") else data
+    header = _unit_map_header(volume, quantized, path)
+    if header is None:
+        return write_volume(volume, path)  # not the little-endian NIfTI-1 layout patched here: float32 then
+    compress = path.name.lower().endswith(".gz")
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
+        with open(tmp, "wb") as raw:
+            fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if compress else raw
+            fh.write(header)
+            fh.write(memoryview(quantized.reshape(-1)))
+            if compress:
+                fh.close()
 
     def verify(tmp: str) -> None:
         if nifti_complete(tmp, quantized) is not True:
             raise write_error(path, "the written file is shorter than its voxels (short write)")
 
-    return atomic_write(path, write, suffix=".nii.gz" if payload is not data else ".nii", verify=verify)
+    return atomic_write(path, write, suffix=".nii.gz" if compress else ".nii", verify=verify)
+
+
+def _unit_map_header(volume: Volume, quantized: np.ndarray, path: Path) -> bytes | None:
+    """The NIfTI-1 header (up to the voxels) of `quantized` on `volume`'s grid, scaled by 1/UNIT_MAP_STEPS: ITK
+    writes it for the first slice alone (the same geometry, a few kB), then the slice count is patched. None
+    where ITK's file is not the little-endian NIfTI-1 layout this expects (or the slices do not fit its dim).
+    The scratch file lies beside `path`, named as its temporaries are."""
+    first = Volume(np.ascontiguousarray(quantized[:1]), volume.spacing, volume.origin, volume.direction)
+    image = first.to_sitk()
+
+    def write_plain(tmp: str) -> None:
+        try:
+            sitk.WriteImage(image, tmp, useCompression=False)
+        except RuntimeError as exc:
+            first_line = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
+            raise write_error(path, f"the image writer failed: {first_line.strip()}") from None
+
+    scratch = stage(path, write_plain, suffix=".nii", sync=False)
+    try:
+        data = bytearray(Path(scratch.tmp).read_bytes())
+    finally:
+        scratch.discard()
+    layout = read_layout(bytes(data[:HEADER_BYTES]))
+    nz = quantized.shape[0]
+    if (layout is None or layout.order != "<" or struct.unpack("<i", data[:4])[0] != 348
+            or layout.vox_offset + quantized[:1].nbytes != len(data) or struct.unpack("<h", data[40:42])[0] != 3
+            or struct.unpack("<h", data[46:48])[0] != 1 or nz > 32767):
+        return None
+    data[46:48] = struct.pack("<h", nz)  # dim[3]: the slices
+    data[112:120] = struct.pack("<ff", 1.0 / UNIT_MAP_STEPS, 0.0)  # scl_slope, scl_inter
+    return bytes(data[: layout.vox_offset])
 
 
 def _unit_steps(array: np.ndarray, voxels: int = 1 << 21) -> np.ndarray:

@@ -122,6 +122,13 @@ def test_unit_map_is_8_bit_scaled_and_reads_back_as_floats(tmp_path, suffix):
     assert back.spacing == pytest.approx(vol.spacing) and np.allclose(back.direction, vol.direction, atol=1e-6)
     assert np.allclose(back.origin, vol.origin, atol=1e-4)
     assert [p.name for p in tmp_path.iterdir()] == [f"heat{suffix}"]  # no scratch file left
+    # the header is ITK's own for the whole 8-bit volume, the scaling apart
+    steps = np.floor(np.asarray(vol.array) * 255 + 0.5).astype(np.uint8)
+    sitk.WriteImage(vol.with_array(steps).to_sitk(), str(tmp_path / "itk.nii"))
+    itk = (tmp_path / "itk.nii").read_bytes()
+    with open_nifti(path) as fh:
+        ours = fh.read()
+    assert len(ours) == len(itk) and ours[:112] == itk[:112] and ours[120:] == itk[120:]
 
 
 @pytest.mark.parametrize("values", [np.array([-0.1, 0.5]), np.array([0.2, 1.5]), np.array([np.nan, 0.5])])
