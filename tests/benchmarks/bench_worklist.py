@@ -78,7 +78,7 @@ def main() -> None:
     from app.gui.worklist_window import WorklistWindow
     from app.services.worklist import Worklist
 
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    _app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])  # kept alive for the run
     shutil.rmtree(root / "wl", ignore_errors=True)
     wl = Worklist(options, cache_path=root / "wl" / "cache.sqlite3", results_root=root / "wl" / "cases")
     window = WorklistWindow(worklist=wl, workers=args.workers)

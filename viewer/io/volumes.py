@@ -114,7 +114,7 @@ def write_unit_map(volume: Volume, path: str | Path) -> Path:
         with open(tmp, "wb") as raw:
             fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if compress else raw
             fh.write(header)
-            fh.write(memoryview(quantized.reshape(-1)))
+            fh.write(np.ascontiguousarray(quantized).reshape(-1).data)
             if compress:
                 fh.close()
 
