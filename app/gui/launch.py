@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -70,6 +71,14 @@ def _can_show(screenshot: str | None, no_display: str, echo_error: Echo) -> bool
         echo_error(f"lunglens: error: {problem}")
         return False
     return True
+
+
+def freeze_heap() -> None:
+    """Take every object alive now (the modules of torch, Qt, VTK, pyqtgraph: over 500,000) out of the cyclic
+    garbage collector's view. Each full collection walked them all on the GUI thread: a 300-450 ms freeze of
+    the window during a worklist run or a scroll (`tests/benchmarks/bench_worklist.py`). Reference counting
+    still frees them; call it once the window is built, before the event loop."""
+    gc.freeze()
 
 
 def application() -> QtWidgets.QApplication:
@@ -202,6 +211,7 @@ def run_viewer(
                 window.close()
                 return 1
         window.open_path(path, series=series, overlays=overlays)
+    freeze_heap()
     try:
         app.exec()
     finally:
@@ -260,6 +270,7 @@ def run_worklist(paths: list[str], *, options=None, workers: int = 1, screenshot
         poll.timeout.connect(finished)
         poll.start(500)
     window.add_paths(paths)
+    freeze_heap()
     try:
         app.exec()
     finally:

@@ -20,8 +20,9 @@ THUMB_PX = 72
 
 class WorklistWorker(Worker):
     """Adds paths to the worklist and screens what is queued, off the GUI thread (the screening itself runs in
-    worker processes). Signals: `added()` once the paths are scanned, `updated(WorkItem, QImage | None)` per
-    change, with the thumbnail of a screened case read and scaled here, not on the GUI thread."""
+    worker processes, beginning with the first series found while the rest is scanned). Signals: `added()` after
+    each path is scanned and once at the end, `updated(WorkItem, QImage | None)` per change, with the thumbnail
+    of a screened case read and scaled here, not on the GUI thread."""
 
     added = QtCore.Signal()
     updated = QtCore.Signal(object, object)
@@ -33,11 +34,11 @@ class WorklistWorker(Worker):
     @QtCore.Slot()
     def run(self) -> None:
         try:
-            if self.paths:
-                self.worklist.add(self.paths)
-            self._deliver(self.added)
+            # the scan runs beside the screening: rows appear (`added`) as each path is scanned
             self.worklist.run(self.workers, on_update=lambda item: self.updated.emit(item, thumbnail_image(item)),
-                              paused=self.paused, cancelled=self._cancel)
+                              paused=self.paused, cancelled=self._cancel, paths=self.paths,
+                              on_added=lambda items: self.added.emit())
+            self._deliver(self.added)
             if self._cancel.is_set():
                 self._deliver(self.cancelled)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the worklist stays usable
@@ -77,6 +78,16 @@ class WorklistModel(QtCore.QAbstractTableModel):
         self.ranks: dict[int, int] = {}
         self._thumbs: dict[str, QtGui.QPixmap | None] = {}  # by the case's cache key
 
+    def append_new(self) -> bool:
+        """Rows for the items added to the worklist since the last look (it only grows); whether there were any."""
+        new = self.worklist.items[len(self.items):]
+        if not new:
+            return False
+        self.beginInsertRows(QtCore.QModelIndex(), len(self.items), len(self.items) + len(new) - 1)
+        self.items.extend(new)
+        self.endInsertRows()
+        return True
+
     def refresh(self) -> None:
         self.beginResetModel()
         self.items = list(self.worklist.items)
@@ -87,9 +98,8 @@ class WorklistModel(QtCore.QAbstractTableModel):
     def item_changed(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
         if thumbnail is not None:
             self._thumbs[item.key.digest] = QtGui.QPixmap.fromImage(thumbnail)
-        if item not in self.items:
-            self.refresh()
-            return
+        if not any(i is item for i in self.items):  # its case started before the scan's `added` arrived
+            self.append_new()
         self.ranks = {id(i): n for n, i in enumerate(self.worklist.ranked(), start=1) if i.probability is not None}
         self.dataChanged.emit(self.index(0, 0), self.index(len(self.items) - 1, len(self.COLUMNS) - 1))
 
@@ -218,6 +228,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
         self._worker: WorklistWorker | None = None
         self._thread: QtCore.QThread | None = None
         self._queue: list[str] = []
+        self._columns_sized = False
         self._build()
         self.resize(1250, 700)
 
@@ -387,12 +398,14 @@ class WorklistWindow(QtWidgets.QMainWindow):
 
     # -- slots -----------------------------------------------------------------------------------------------
     def _on_added(self) -> None:
-        self.model.refresh()
-        self.table.resizeColumnsToContents()
-        header = self.table.horizontalHeader()
-        for name, width in (("P(COVID-19)", 150), ("Status", 110), ("Involvement", 95), ("Severity", 75)):
-            column = WorklistModel.COLUMNS.index(name)
-            header.resizeSection(column, max(width, header.sectionSize(column)))
+        self.model.append_new()
+        if self.model.items and not self._columns_sized:  # once, to the first rows: not at every path scanned
+            self._columns_sized = True
+            self.table.resizeColumnsToContents()
+            header = self.table.horizontalHeader()
+            for name, width in (("P(COVID-19)", 150), ("Status", 110), ("Involvement", 95), ("Severity", 75)):
+                column = WorklistModel.COLUMNS.index(name)
+                header.resizeSection(column, max(width, header.sectionSize(column)))
         self._update_status()
 
     def _on_updated(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:

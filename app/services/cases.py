@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +59,16 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
     """Every image series (or volume file) under `paths`, those that cannot be screened with their `refusal`;
     paths and files that hold no series go to `errors`. A series reached twice (overlapping paths, links) is
     screened once and the second sighting noted in `errors`; case names are unique (a second `x` is `x_2`)."""
-    cases: list[Case] = []
+    return [case for found in iter_cases(paths, errors) for case in found]
+
+
+def iter_cases(paths: list[str], errors: list[dict]) -> Iterator[list[Case]]:
+    """`find_cases` one path at a time: the cases found under each path (a list, maybe empty), as soon as that
+    path is scanned, so that screening can begin while the rest is scanned."""
     seen: dict[tuple, str] = {}  # (series id, real paths of its files) -> where it was first found
     names: set[str] = set()
 
-    def add(case: Case, key: tuple) -> None:
+    def add(found: list[Case], case: Case, key: tuple) -> None:
         if key in seen:
             errors.append({"source": case.source, "error": f"the same series as {seen[key]}, reached through "
                                                             "another path: screened once"})
@@ -73,26 +78,27 @@ def find_cases(paths: list[str], errors: list[dict]) -> list[Case]:
         while case.name in names:
             case.name, n = f"{base}_{n}", n + 1
         names.add(case.name)
-        cases.append(case)
+        found.append(case)
 
     for path in paths:
+        found: list[Case] = []
         if not os.path.exists(path):
             errors.append({"source": path, "error": "no such file or folder"})
-            continue
-        if os.path.isfile(path) and volume_suffix(path):
-            add(Case(_safe(Path(path).name.split(".")[0]), "", path), ("file", os.path.realpath(path)))
-            continue
-        result = scan(path)
-        for p, reason in result.skipped:
-            if not is_expected_skip(reason):  # text files, DICOMDIR, reports are expected; report the rest
-                errors.append({"source": p, "error": reason})
-        for entry in result.series:
-            md = entry.metadata
-            label = md.patient_id or md.patient_name or Path(entry.first.path).parent.name
-            name = _safe(f"{label}_{md.series_number or 'x'}_{entry.id[-8:]}")
-            key = (entry.id, frozenset(os.path.realpath(h.path) for h in entry.headers))
-            add(Case(name, entry.id, os.path.dirname(entry.first.path), entry, _series_refusal(entry)), key)
-    return cases
+        elif os.path.isfile(path) and volume_suffix(path):
+            add(found, Case(_safe(Path(path).name.split(".")[0]), "", path), ("file", os.path.realpath(path)))
+        else:
+            result = scan(path)
+            for p, reason in result.skipped:
+                if not is_expected_skip(reason):  # text files, DICOMDIR, reports are expected; report the rest
+                    errors.append({"source": p, "error": reason})
+            for entry in result.series:
+                md = entry.metadata
+                label = md.patient_id or md.patient_name or Path(entry.first.path).parent.name
+                name = _safe(f"{label}_{md.series_number or 'x'}_{entry.id[-8:]}")
+                key = (entry.id, frozenset(os.path.realpath(h.path) for h in entry.headers))
+                add(found, Case(name, entry.id, os.path.dirname(entry.first.path), entry, _series_refusal(entry)),
+                    key)
+        yield found
 
 
 def _series_refusal(entry: SeriesEntry) -> str | None:

@@ -53,21 +53,36 @@ def _failed(case: Case, why: object) -> dict:
 
 def run_in_processes(cases: Sequence[Case], out_of: Callable[[int], Path], options: ScreenOptions, workers: int, *,
                      on_start: Callable[[int], None] | None = None, on_done: Callable[[int, dict], None],
-                     paused: threading.Event | None = None, cancelled: threading.Event | None = None) -> list[int]:
+                     paused: threading.Event | None = None, cancelled: threading.Event | None = None,
+                     complete: threading.Event | None = None) -> list[int]:
     """Screen `cases` in at most `workers` spawned processes (one per core at most), `workers` cases in flight.
 
     `on_start(i)` when case i is handed to a process, `on_done(i, row)` when it is over. A pause starts no new case
     until it is cleared; a cancel starts no new case (the running ones finish). A process that dies fails every
     case in flight with it: each is tried once more, from then on one case at a time, so a case that kills a
-    process twice fails alone (`WORKER_DIED`). Returns the indices never started (cancelled).
+    process twice fails alone (`WORKER_DIED`). With `complete`, `cases` is a list that another thread may still
+    append to (a folder being scanned) until it sets `complete`: each case is screened as soon as it is there
+    and a process is free. Returns the indices never started (cancelled).
     """
-    workers = max(1, min(workers, os.cpu_count() or 1, len(cases) or 1))
+    if complete is None:
+        complete = threading.Event()
+        complete.set()
+        workers = min(workers, len(cases) or 1)
+    workers = max(1, min(workers, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     paused = paused or threading.Event()
     cancelled = cancelled or threading.Event()
-    pending = list(range(len(cases)))
-    crashes = [0] * len(cases)
+    pending: list[int] = []
+    crashes: list[int] = []
     running: dict[Future, int] = {}
+
+    def arriving() -> bool:
+        """Queue the cases appended since the last look; whether more may come."""
+        more = not complete.is_set()  # read first: once it is set, every case is already in `cases`
+        new = range(len(crashes), len(cases))
+        pending.extend(new)
+        crashes.extend(0 for _ in new)
+        return more
 
     def new_pool(n: int) -> ProcessPoolExecutor:
         # spawn: a forked copy of a process that already runs torch's (or Qt's) threads can deadlock
@@ -76,7 +91,10 @@ def run_in_processes(cases: Sequence[Case], out_of: Callable[[int], Path], optio
 
     pool = new_pool(workers)
     try:
-        while (pending and not cancelled.is_set()) or running:
+        while True:
+            more = arriving()
+            if not (running or (not cancelled.is_set() and (pending or more))):
+                break
             broken = False
             while pending and len(running) < workers and not paused.is_set() and not cancelled.is_set():
                 i = pending[0]
@@ -90,10 +108,15 @@ def run_in_processes(cases: Sequence[Case], out_of: Callable[[int], Path], optio
                 if on_start is not None:
                     on_start(i)
             if not broken:
-                if not running:
-                    cancelled.wait(0.1)  # paused with nothing in flight
+                if not running:  # paused, or waiting for the scan's next case
+                    if more and not pending:
+                        complete.wait(0.05)
+                    else:
+                        cancelled.wait(0.1)
                     continue
-                finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                # a free process takes the scan's next case soon after it is found
+                timeout = 0.05 if more and len(running) < workers else 0.2
+                finished, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in finished:
                     i = running.pop(future)
                     if isinstance(future.exception(), BrokenProcessPool):

@@ -20,7 +20,7 @@ from pathlib import Path
 from app.services.cases import (
     Case,
     ScreenOptions,
-    find_cases,
+    iter_cases,
     rank_rows,
     row_identity,
     study_identity,
@@ -109,35 +109,45 @@ class Worklist:
         with ResultCache(self.cache_path):  # created or migrated now: a bad file is reported before any work
             pass
 
-    def add(self, paths: list[str]) -> list[WorkItem]:
-        """Find every series under `paths`; each new one is queued, or done at once from the cache."""
-        found = find_cases([str(p) for p in paths], self.problems)
+    def add(self, paths: list[str], on_added: Callable[[list[WorkItem]], None] | None = None) -> list[WorkItem]:
+        """Find every series under `paths`; each new one is queued, or done at once from the cache.
+        `on_added(items)` as each path is scanned, with the items it added (maybe none)."""
+        added: list[WorkItem] = []
+        with ResultCache(self.cache_path) as cache:
+            for found in iter_cases([str(p) for p in paths], self.problems):
+                new = self._enter(found, cache)
+                added += new
+                if on_added is not None:
+                    on_added(new)
+        return added
+
+    def _enter(self, found: list[Case], cache: ResultCache) -> list[WorkItem]:
+        """Items for the cases of `found` not on the list yet, appended to it."""
         added = []
         known = {item.key for item in self.items}
         names = {item.case.name for item in self.items}
-        with ResultCache(self.cache_path) as cache:
-            for case in found:
-                uid = case.series or os.path.realpath(case.source)
-                key = CacheKey(uid, fileset_digest(_files_of(case)), self.options.model, self.weights)
-                if key in known:
-                    continue
-                base, n = case.name, 2
-                while case.name in names:  # unique over the whole worklist: export folders must not merge
-                    case.name, n = f"{base}_{n}", n + 1
-                names.add(case.name)
-                item = WorkItem(case, key, row=self._identity(case))
-                cached = cache.get(key)
-                if cached is not None and cached.get("status") == STATUS_OK and not (
-                        cached.get("case_dir") and (Path(cached["case_dir"]) / "prediction.json").is_file()):
-                    cached = None  # its results folder was removed: screen it again
-                if cached is not None:
-                    item.row, item.reviewed = cached, cached["reviewed"]
-                    item.case_dir = Path(cached["case_dir"]) if cached.get("case_dir") else None
-                    item.status = _status_of(cached)
-                elif case.refusal:
-                    item.status = f"{NOT_ASSESSABLE}: {case.refusal}"
-                added.append(item)
-                known.add(key)
+        for case in found:
+            uid = case.series or os.path.realpath(case.source)
+            key = CacheKey(uid, fileset_digest(_files_of(case)), self.options.model, self.weights)
+            if key in known:
+                continue
+            base, n = case.name, 2
+            while case.name in names:  # unique over the whole worklist: export folders must not merge
+                case.name, n = f"{base}_{n}", n + 1
+            names.add(case.name)
+            item = WorkItem(case, key, row=self._identity(case))
+            cached = cache.get(key)
+            if cached is not None and cached.get("status") == STATUS_OK and not (
+                    cached.get("case_dir") and (Path(cached["case_dir"]) / "prediction.json").is_file()):
+                cached = None  # its results folder was removed: screen it again
+            if cached is not None:
+                item.row, item.reviewed = cached, cached["reviewed"]
+                item.case_dir = Path(cached["case_dir"]) if cached.get("case_dir") else None
+                item.status = _status_of(cached)
+            elif case.refusal:
+                item.status = f"{NOT_ASSESSABLE}: {case.refusal}"
+            added.append(item)
+            known.add(key)
         with self._lock:
             self.items.extend(added)
         return added
@@ -152,14 +162,42 @@ class Worklist:
         return [i for i in self.items if i.status in (QUEUED, RUNNING)]
 
     def run(self, workers: int = 1, *, on_update: Callable[[WorkItem], None] | None = None,
-            paused: threading.Event | None = None, cancelled: threading.Event | None = None) -> None:
+            paused: threading.Event | None = None, cancelled: threading.Event | None = None,
+            paths: list[str] | None = None, on_added: Callable[[list[WorkItem]], None] | None = None) -> None:
         """Screen every queued item in `workers` processes (`dispatch.run_in_processes`: pause, cancel and crashed
-        processes handled there); each result is stored in the cache, then shown. Returns when nothing is left to
-        start; items not started stay queued."""
+        processes handled there); each result is stored in the cache, then shown. With `paths`, those are scanned
+        (`add`, in a thread of its own, `on_added` after each path) while the series found so far are screened;
+        the scan always finishes, even when cancelled. Returns when nothing is left to start; items not started
+        stay queued."""
         notify = on_update or (lambda item: None)
         todo = [i for i in self.items if i.status == QUEUED]
-        if not todo:
-            return
+        cases = [i.case for i in todo]
+        scanned = threading.Event()
+        failure: list[Exception] = []
+
+        def scan() -> None:
+            def found(items: list[WorkItem]) -> None:
+                for item in items:
+                    if item.status == QUEUED:
+                        todo.append(item)  # before its case: case k is screened into todo[k]
+                        cases.append(item.case)
+                if on_added is not None:
+                    on_added(items)
+
+            try:
+                self.add(paths or [], on_added=found)
+            except Exception as exc:  # noqa: BLE001 - raised in the calling thread once the screening is over
+                failure.append(exc)
+            finally:
+                scanned.set()
+
+        scanner = threading.Thread(target=scan, name="worklist-scan", daemon=True)
+        if paths:
+            scanner.start()
+        else:
+            scanned.set()
+            if not todo:
+                return
         cache = ResultCache(self.cache_path)
 
         def started(k: int) -> None:
@@ -171,13 +209,17 @@ class Worklist:
             notify(todo[k])
 
         try:
-            run_in_processes([i.case for i in todo], lambda k: self.results_root / todo[k].key.digest, self.options,
-                             workers, on_start=started, on_done=done, paused=paused, cancelled=cancelled)
+            run_in_processes(cases, lambda k: self.results_root / todo[k].key.digest, self.options, workers,
+                             on_start=started, on_done=done, paused=paused, cancelled=cancelled, complete=scanned)
         finally:
+            if paths:
+                scanner.join()
             for item in todo:
                 if item.status == RUNNING:  # interrupted: no result was stored, so it stays queued
                     item.status = QUEUED
             cache.close()
+        if failure:
+            raise failure[0]
 
     def _finish(self, item: WorkItem, row: dict, cache: ResultCache) -> None:
         row = {**item.row, **row}

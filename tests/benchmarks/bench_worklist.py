@@ -75,6 +75,7 @@ def main() -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6 import QtCore, QtWidgets
 
+    from app.gui.launch import freeze_heap
     from app.gui.worklist_window import WorklistWindow
     from app.services.worklist import Worklist
 
@@ -83,6 +84,7 @@ def main() -> None:
     wl = Worklist(options, cache_path=root / "wl" / "cache.sqlite3", results_root=root / "wl" / "cases")
     window = WorklistWindow(worklist=wl, workers=args.workers)
     window.show()
+    freeze_heap()  # as `lunglens worklist` does before its event loop
     lateness: list[float] = []
     last = [time.perf_counter()]
 

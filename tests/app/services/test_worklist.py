@@ -57,6 +57,34 @@ def test_series_are_screened_ranked_cached_and_not_redone(tmp_path, studies):
     assert again.add([str(studies)]) == []
 
 
+def test_screening_begins_while_later_paths_are_still_scanned(tmp_path, studies, monkeypatch):
+    import app.services.cases as cases
+
+    first, second = sorted(str(p) for p in studies.iterdir())
+    started, scanned_second_after_start = threading.Event(), []
+    real_scan = cases.scan
+
+    def slow_scan(path):
+        if path == second:  # the second path's scan waits until the first case is in a worker process
+            scanned_second_after_start.append(started.wait(120))
+        return real_scan(path)
+
+    monkeypatch.setattr(cases, "scan", slow_scan)
+    wl = _worklist(tmp_path)
+    rows_seen = []
+
+    def update(item) -> None:
+        if item.status == "running":
+            started.set()
+
+    wl.run(workers=1, paths=[first, second], on_update=update, on_added=lambda items: rows_seen.append(len(items)))
+    assert scanned_second_after_start == [True]
+    assert rows_seen == [1, 1]  # each path's rows as soon as it is scanned
+    assert [i.status for i in wl.items] == [DONE, DONE]
+    # nothing new under the paths: the scan runs, nothing is screened again
+    assert wl.run(workers=1, paths=[first, second]) is None and [i.status for i in wl.items] == [DONE, DONE]
+
+
 def test_a_changed_series_or_model_setting_is_screened_again(tmp_path, studies):
     wl = _worklist(tmp_path)
     wl.add([str(studies)])
