@@ -71,8 +71,11 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int, layers: Sequen
     acts: dict[str, torch.Tensor] = {}
     hooks = [modules[name].register_forward_hook(_keep(acts, name)) for name in layers]
     try:
+        # no graph up to the first named layer (its output becomes a leaf there, `_keep`): nothing before it is
+        # differentiated, and the layers before it run as in inference (a third of the light model's time)
+        with torch.no_grad():
+            logits = model(x.detach())
         with torch.enable_grad():
-            logits = model(x.detach().requires_grad_(True))  # x requires grad: a graph even with frozen weights
             if proceed is not None and not proceed(logits.detach()):
                 zeros = torch.zeros((x.shape[0], *x.shape[2:]), dtype=logits.dtype, device=x.device)
                 return logits.detach(), {name: zeros for name in layers}
@@ -105,7 +108,15 @@ def _attribute(model: nn.Module, dotted: str):
 
 
 def _keep(store: dict[str, torch.Tensor], name: str):
-    def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
+    """A forward hook that keeps the layer's output for Grad-CAM and turns gradients on from there (the forward
+    began without them): an output that needs no gradient yet is replaced by a copy that does."""
+
+    def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+        torch.set_grad_enabled(True)  # thread-local; `grad_cam`'s `no_grad` block restores the mode on leaving
+        if not output.requires_grad:
+            # a copy of a leaf, not the leaf: a later in-place op (an in-place ReLU) must not modify a leaf
+            output = output.detach().requires_grad_(True).clone()
         store[name] = output
+        return output
 
     return hook

@@ -37,21 +37,28 @@ class _ELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = x.clamp(min=0).add_(x.clamp(max=0).exp_().sub_(1))
+        out = _elu(x)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return grad * out.clamp(max=0).add_(1)
+        return out.clamp(max=0).add_(1).mul_(grad)
+
+
+def _elu(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """ELU(x) as max(x, e^min(x, 0) - 1) (e^x - 1 >= x), into `out` (x itself for in place) or a new tensor: four
+    passes over memory where max(x, 0) + e^min(x, 0) - 1 took five."""
+    negative = x.clamp(max=0).exp_().sub_(1)
+    return torch.maximum(x, negative, out=negative if out is None else out)
 
 
 class FastELU(nn.ELU):
-    """`nn.ELU(alpha=1, inplace=True)` computed as max(x, 0) + exp(min(x, 0)) - 1: torch's CPU ELU calls `expm1`
-    element by element and takes 2-3x as long as a vectorized `exp` (the light model's activations were most of
-    its time on a CPU). Equal to `nn.ELU` within 1e-7 in float32 (under bfloat16 autocast, as `F.elu` there,
-    within the format's precision); in place where no gradient is needed; plain ELU in ONNX export."""
+    """`nn.ELU(alpha=1)` computed as max(x, exp(min(x, 0)) - 1): torch's CPU ELU calls `expm1` element by
+    element and takes 2-3x as long as a vectorized `exp` (the light model's activations were most of its time on
+    a CPU). Equal to `nn.ELU` within 1e-7 in float32 (under bfloat16 autocast, as `F.elu` there, within the
+    format's precision); in place where no gradient is needed; plain ELU in ONNX export."""
 
     def __init__(self) -> None:
         super().__init__(alpha=1.0, inplace=True)
@@ -61,8 +68,7 @@ class FastELU(nn.ELU):
             return nn.functional.elu(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _ELUFunction.apply(x)
-        negative = x.clamp(max=0).exp_().sub_(1)
-        return x.clamp_(min=0).add_(negative)
+        return _elu(x, out=x)
 
 
 class Fire(nn.Module):
