@@ -2,12 +2,14 @@
 Dask cluster, against `screen` in one process, with the GUI's event-loop latency while the worklist runs.
 
     python -m tests.benchmarks.bench_worklist [--studies 100] [--slices 300] [--size 512] [--workers 2]
-        [--lesions hu-rule|dcn] [--cache /tmp/lunglens-bench-worklist]
+        [--lesions hu-rule|dcn] [--cache /tmp/lunglens-bench-worklist] [--latency-baseline 60] [--trace]
 
 Each study is its own phantom (seed = its number) written once as DICOM into the cache folder. Measured in one
 run: (1) `screen` over the folder in this process (the baseline), (2) the worklist window with `--workers`
 processes, its wall time per study and the event loop's latency (a 10 ms timer's lateness: median, 99th
-percentile and maximum) while it screens, (3) `screen --cluster` on a `LocalCluster` of `--workers` processes.
+percentile and maximum) while it screens, (3) the same timer on a bare event loop beside `--workers` busy
+processes at the workers' priority (what this machine's scheduler alone does to the lateness), (4) `screen
+--cluster` on a `LocalCluster` of `--workers` processes.
 Each pass starts from an empty result cache. Not part of the suite.
 """
 
@@ -18,6 +20,8 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +45,60 @@ def studies(root: Path, n: int, slices: int, size: int) -> Path:
     return folder
 
 
+class Ticks:
+    """The lateness of a 10 ms timer on this thread's event loop (ms per tick)."""
+
+    def __init__(self, trace: bool = False) -> None:
+        from PySide6 import QtCore
+
+        self.trace, self.lateness = trace, []
+        self.timer = QtCore.QTimer()
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+        self.timer.start(10)
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.lateness.append(max(0.0, (now - self.last) * 1000 - 10.0))
+        if self.trace and self.lateness[-1] > 30:
+            print(f"  stall {self.lateness[-1]:.0f} ms at {now - self.t0:.1f} s", flush=True)
+        self.last = now
+
+    def summary(self) -> str:
+        late = self.lateness or [0.0]
+        p99 = statistics.quantiles(late, n=100)[98] if len(late) > 100 else max(late)
+        over = sum(x > 50 for x in late)
+        return (f"median {statistics.median(late):.1f} ms, p99 {p99:.1f} ms, max {max(late):.1f} ms over "
+                f"{len(late)} ticks ({over} over 50 ms)")
+
+
+def bare_loop(busy: int, seconds: float, trace: bool) -> str:
+    """The same timer on an event loop that does nothing else, beside `busy` CPU-bound processes at the workers'
+    priority: what the machine alone does to the lateness."""
+    from PySide6 import QtCore
+
+    burn = "import numpy as np\nwhile True: np.sort(np.random.rand(2_000_000))"
+    procs = [subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", burn]) for _ in range(busy)]
+    try:
+        ticks = Ticks(trace)
+        loop = QtCore.QEventLoop()
+        QtCore.QTimer.singleShot(int(seconds * 1000), loop.quit)
+        ticks.start()
+        loop.exec()
+        ticks.stop()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return ticks.summary()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--studies", type=int, default=100)
@@ -52,6 +110,8 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--skip-cluster", action="store_true")
     ap.add_argument("--trace", action="store_true", help="print each event-loop stall over 30 ms with its time")
+    ap.add_argument("--latency-baseline", type=float, default=60.0, metavar="S",
+                    help="seconds of a bare event loop beside as many busy processes as workers (0: skip)")
     args = ap.parse_args()
     root = Path(args.cache)
     t0 = time.perf_counter()
@@ -85,22 +145,10 @@ def main() -> None:
     window = WorklistWindow(worklist=wl, workers=args.workers)
     window.show()
     freeze_heap()  # as `lunglens worklist` does before its event loop
-    lateness: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        lateness.append(max(0.0, (now - last[0]) * 1000 - 10.0))
-        if args.trace and lateness[-1] > 30:
-            print(f"  stall {lateness[-1]:.0f} ms at {now - t0:.1f} s", flush=True)
-        last[0] = now
-
-    timer = QtCore.QTimer()
-    timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
-    timer.timeout.connect(tick)
+    ticks = Ticks(args.trace)
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    timer.start(10)
+    ticks.start()
     window.add_paths(paths)
     loop = QtCore.QEventLoop()  # the window's own event loop, idle between events (no polling of our own)
     poll = QtCore.QTimer()
@@ -109,18 +157,19 @@ def main() -> None:
     loop.exec()
     poll.stop()
     wall = time.perf_counter() - t0
-    timer.stop()
+    ticks.stop()
     done = sum(i.status == "done" for i in wl.items)
-    q = statistics.quantiles(lateness, n=100) if len(lateness) > 100 else [max(lateness or [0])] * 99
     print(f"worklist window, {args.workers} worker processes: {wall:.0f} s, {wall / n:.2f} s per study "
-          f"({done} done); event-loop lateness median {statistics.median(lateness):.1f} ms, p99 {q[98]:.1f} ms, "
-          f"max {max(lateness):.1f} ms over {len(lateness)} ticks")
+          f"({done} done); event-loop lateness {ticks.summary()}")
     window.close()
     gui = resource.getrusage(resource.RUSAGE_SELF)
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, once joined
     print(f"  CPU time: the GUI process {gui.ru_utime + gui.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.1f} s, "
           f"worker processes {workers.ru_utime + workers.ru_stime:.1f} s "
           f"({(workers.ru_utime + workers.ru_stime) / n:.2f} s per study)")
+    if args.latency_baseline > 0:
+        print(f"baseline: a bare event loop beside {args.workers} busy processes (nice 10, as the workers) for "
+              f"{args.latency_baseline:.0f} s: lateness {bare_loop(args.workers, args.latency_baseline, args.trace)}")
     if args.skip_cluster:
         return
 

@@ -117,3 +117,33 @@ def test_main_window_opens_the_worklist_and_a_double_clicked_case(qtbot, tmp_pat
     assert wl.isVisible() and wl.worklist.cache_path.parent == tmp_path / "data"
     wl.open_case.emit("/some/series", "1.2.3", ["/x/lesions.nii.gz"])
     assert opened == [("/some/series", ["/x/lesions.nii.gz"])]
+
+
+def test_each_update_re_sorts_re_ranks_and_re_filters_at_once(qtbot, tmp_path):
+    from app.services.cases import Case
+    from app.services.worklist import QUEUED, RUNNING, WorkItem
+    from app.services.worklist_db import CacheKey
+
+    window = _window(qtbot, tmp_path)
+    items = [WorkItem(Case(f"case{k}", f"1.2.{k}", f"/studies/{k}"), CacheKey(f"1.2.{k}", "f", "m", "w"),
+                      row={"patient_id": f"P{k}"}) for k in range(4)]
+    window.worklist.items.extend(items)
+    window._on_added()
+    proxy, rank = window.proxy, _column(window, "Rank")
+
+    def shown() -> list[tuple[str, str]]:
+        return [(window.model.items[proxy.mapToSource(proxy.index(r, 0)).row()].case.name,
+                 proxy.index(r, rank).data()) for r in range(proxy.rowCount())]
+
+    for k, p in ((2, 0.40), (0, 0.90), (3, 0.10)):  # as results arrive, in no particular order
+        items[k].status = RUNNING
+        window._on_updated(items[k])
+        items[k].status, items[k].row = DONE, {**items[k].row, "probability": p, "status": "ok"}
+        window._on_updated(items[k])
+    assert shown()[:3] == [("case0", "1"), ("case2", "2"), ("case3", "3")]  # no reset, no refresh needed
+    assert shown()[3] == ("case1", "") and items[1].status == QUEUED
+    window.filter_edit.setText("P2")
+    assert shown() == [("case2", "2")]
+    items[2].row["patient_id"] = "P9"  # a changed row leaves a filter it no longer matches at its update
+    window._on_updated(items[2])
+    assert shown() == []
