@@ -12,12 +12,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.services.cases import FAILED, Case, ScreenOptions, screen_case
 from viewer.core.progress import ProgressFn
 
+if TYPE_CHECKING:  # imported where used: a spawned worker unpickles `_init_worker` from this module, and lowers
+    # its priority there before it imports torch (seconds of CPU a GUI beside it would feel)
+    from app.services.cases import Case, ScreenOptions
+
 _log = logging.getLogger(__name__)
-WORKER_DIED = f"{FAILED}: the worker process died while screening it, twice (out of memory, or a crash in a library?)"
+WORKER_DIED = "the worker process died while screening it, twice (out of memory, or a crash in a library?)"
 
 # one classifier per worker process, loaded by its first case; the lock keeps a multi-threaded Dask worker from
 # running two cases through one model at once (Grad-CAM hooks the model's layers)
@@ -28,18 +32,20 @@ _worker_lock = threading.Lock()
 def _init_worker(threads: int) -> None:
     """A screening process: `threads` torch threads, and a lower CPU priority, so that the viewer's and the
     worklist's event loop (and the user's other programs) get a core at once when they need one."""
-    from inference.core.device import limit_threads
-
-    limit_threads(threads)
     if hasattr(os, "nice"):
         try:
             os.nice(10)
         except OSError:
             pass
+    from inference.core.device import limit_threads
+
+    limit_threads(threads)
 
 
 def screen_task(case: Case, out: str, options: ScreenOptions) -> dict:
     """One case in a worker: the row `screen_case` gives (the classifier is loaded once per process)."""
+    from app.services.cases import screen_case
+
     global _worker_model
     with _worker_lock:
         if _worker_model is None or _worker_model[0] != options:
@@ -48,6 +54,8 @@ def screen_task(case: Case, out: str, options: ScreenOptions) -> dict:
 
 
 def _failed(case: Case, why: object) -> dict:
+    from app.services.cases import FAILED
+
     return {"case": case.name, "series": case.series, "source": case.source, "status": f"{FAILED}: {why}"}
 
 
@@ -125,7 +133,7 @@ def run_in_processes(cases: Sequence[Case], out_of: Callable[[int], Path], optio
                         if crashes[i] < 2:
                             pending.insert(0, i)
                         else:
-                            on_done(i, _failed(cases[i], WORKER_DIED.split(": ", 1)[1]))
+                            on_done(i, _failed(cases[i], WORKER_DIED))
                         continue
                     try:
                         row = future.result()
@@ -150,6 +158,8 @@ def screen_elsewhere(cases: list[Case], out: Path, options: ScreenOptions, *, wo
                      log: Callable[[str], None] = _log.info,
                      on_row: Callable[[int, dict], None] | None = None) -> list[dict]:
     """Rows in the order of `cases`; `on_row(index, row)` as each finishes."""
+    from app.services.cases import FAILED
+
     rows: list[dict | None] = [None] * len(cases)
 
     def done(i: int, row: dict) -> None:

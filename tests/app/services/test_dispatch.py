@@ -64,16 +64,16 @@ def test_a_dask_cluster_screens_each_case_as_a_task(inputs, one_process, tmp_pat
 
 def test_a_task_that_fails_fails_alone(inputs, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    import app.services.dispatch as dispatch
+    import app.services.cases as cases  # `screen_task` looks `screen_case` up there at each call
 
-    real = dispatch.screen_case
+    real = cases.screen_case
 
     def flaky(case, *args, **kwargs):
         if case.name == "case2":
             raise KeyError("simulated bug")
         return real(case, *args, **kwargs)
 
-    monkeypatch.setattr(dispatch, "screen_case", flaky)
+    monkeypatch.setattr(cases, "screen_case", flaky)
     out = tmp_path / "flaky"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as c:
         assert main(["screen", *inputs, "--out", str(out), "--lesions", "hu-rule", "--device", "cpu",
