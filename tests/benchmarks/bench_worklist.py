@@ -166,7 +166,8 @@ def main() -> None:
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, once joined
     print(f"  CPU time: the GUI process {gui.ru_utime + gui.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.1f} s, "
           f"worker processes {workers.ru_utime + workers.ru_stime:.1f} s "
-          f"({(workers.ru_utime + workers.ru_stime) / n:.2f} s per study)")
+          f"({(workers.ru_utime + workers.ru_stime) / n:.2f} s per study); the GUI process's page faults that "
+          f"read the disk: {gui.ru_majflt - cpu0.ru_majflt}")
     if args.latency_baseline > 0:
         print(f"baseline: a bare event loop beside {args.workers} busy processes (nice 10, as the workers) for "
               f"{args.latency_baseline:.0f} s: lateness {bare_loop(args.workers, args.latency_baseline, args.trace)}")
