@@ -410,7 +410,8 @@ class WorklistWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"Wrote {out}", 8000)
         return out
 
-    # -- slots -----------------------------------------------------------------------------------------------
+    # -- slots (declared: a signal from the worker's thread must run them on the GUI thread) -------------------
+    @QtCore.Slot()
     def _on_added(self) -> None:
         self.model.append_new()
         if self.model.items and not self._columns_sized:  # once, to the first rows: not at every path scanned
@@ -422,13 +423,16 @@ class WorklistWindow(QtWidgets.QMainWindow):
                 header.resizeSection(column, max(width, header.sectionSize(column)))
         self._update_status()
 
+    @QtCore.Slot(object, object)
     def _on_updated(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
         self.model.item_changed(item, thumbnail)  # the proxy re-sorts and re-filters the changed rows itself
         self._update_status()
 
+    @QtCore.Slot(str)
     def _on_failed(self, message: str) -> None:
         QtWidgets.QMessageBox.warning(self, "Worklist", message)
 
+    @QtCore.Slot()
     def _on_finished(self) -> None:
         if self._thread is not None:
             self._thread.quit()
