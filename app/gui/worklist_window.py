@@ -70,6 +70,7 @@ class WorklistModel(QtCore.QAbstractTableModel):
     COLUMNS = ("Rank", "Key image", "P(COVID-19)", "Status", "Patient", "Patient ID", "Study date", "Series",
                "Involvement", "Severity", "Time (s)", "Reviewed")
     SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
+    ranks_moved = QtCore.Signal()  # the rank column's text changed: the views repaint it
 
     def __init__(self, worklist: Worklist, bands: Bands) -> None:
         super().__init__()
@@ -96,8 +97,8 @@ class WorklistModel(QtCore.QAbstractTableModel):
         self.endResetModel()
 
     def item_changed(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
-        """Repaint `item`'s row, and the rank column where the ranks moved: not the whole table (with a sort and
-        filter proxy over it, a repaint of everything cost about 20 ms of the GUI thread per update)."""
+        """`item`'s row anew (the proxy re-sorts and re-filters it), and `ranks_moved` when ranks moved: not the
+        whole table (with a sort and filter proxy over it, that cost about 20 ms of the GUI thread per update)."""
         if thumbnail is not None:
             self._thumbs[item.key.digest] = QtGui.QPixmap.fromImage(thumbnail)
         row = next((n for n, i in enumerate(self.items) if i is item), None)
@@ -106,9 +107,10 @@ class WorklistModel(QtCore.QAbstractTableModel):
             row = next((n for n, i in enumerate(self.items) if i is item), None)
         ranks = {id(i): n for n, i in enumerate(self.worklist.ranked(), start=1) if i.probability is not None}
         if ranks != self.ranks:
+            # only shown text moved: sorting ("Rank" sorts by probability) and filtering do not read ranks, so a
+            # repaint will do; a dataChanged over every row made the proxy re-check them all (15-40 ms)
             self.ranks = ranks
-            rank = self.COLUMNS.index("Rank")
-            self.dataChanged.emit(self.index(0, rank), self.index(len(self.items) - 1, rank))
+            self.ranks_moved.emit()
         if row is not None:
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
 
@@ -277,6 +279,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
 
         self.table = QtWidgets.QTableView()
         self.table.setModel(self.proxy)
+        self.model.ranks_moved.connect(self.table.viewport().update)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(WorklistModel.COLUMNS.index("P(COVID-19)"), QtCore.Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
