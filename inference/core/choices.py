@@ -29,7 +29,7 @@ DEFAULT_SLICE_MODEL = "light-squeezenet"
 #: lesion share ranks the COVID-19 volume first with a pooled slice AUC of 0.92; DCN's case probability is ~0
 DEFAULT_SCREENING_MODEL = "light-squeezenet"
 #: the models `lunglens train` trains, in the order it lists them
-TRAINABLE_MODELS: tuple[str, ...] = ("light-squeezenet", "decovnet", "lung-unet", "dcn")
+TRAINABLE_MODELS: tuple[str, ...] = ("light-squeezenet", "decovnet", "lung-unet", "dcn", "covid-ct-mask-net")
 
 # Training defaults the CLI shows, keyed by the field of the recipe's config dataclass
 # (tests check them against `TrainConfig()` / `VolumeTrainConfig()`).
@@ -51,6 +51,10 @@ DCN_TRAIN: dict[str, object] = {
     "epochs": 60, "batch_size": 8, "lr": 1e-3, "size": 192, "base": 16, "folds": 5, "fold": 0, "seed": 0,
     "threads": 0, "time_limit_min": 0.0, "negatives_per_positive": 0.5, "ema_decay": 0.0,
     "pseudo_per_positive": 1.0, "select_best": True,
+}
+#: `inference.training.recipes.mask_net.MaskNetTrainConfig`
+MASK_NET_TRAIN: dict[str, object] = {
+    "epochs": 36, "lr": 3e-4, "short_side": 384, "folds": 5, "seed": 0, "threads": 0,
 }
 #: the JPEG quality of the COVID-SemiSeg images (their quantization tables are libjpeg's at quality 75); DCN's
 #: negative slices are stored and decoded at it (`inference.training.datasets.ct_crops`)

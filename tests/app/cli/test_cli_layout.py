@@ -87,10 +87,11 @@ def test_training_defaults_match_the_recipes():
     from inference.training.recipes.decovnet import VolumeTrainConfig
     from inference.training.recipes.light_squeezenet import TrainConfig as SliceTrainConfig
     from inference.training.recipes.lung_unet import TrainConfig as LungTrainConfig
+    from inference.training.recipes.mask_net import MaskNetTrainConfig
 
     for shown, config in ((choices.LIGHT_SQUEEZENET_TRAIN, SliceTrainConfig()),
                           (choices.DECOVNET_TRAIN, VolumeTrainConfig()), (choices.LUNG_UNET_TRAIN, LungTrainConfig()),
-                          (choices.DCN_TRAIN, DCNTrainConfig())):
+                          (choices.DCN_TRAIN, DCNTrainConfig()), (choices.MASK_NET_TRAIN, MaskNetTrainConfig())):
         assert {k: getattr(config, k) for k in shown} == shown, type(config).__name__
 
 
