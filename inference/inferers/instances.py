@@ -1,0 +1,164 @@
+"""Running COVID-CT-Mask-Net's segmentation model on slice images: lesion instances (score, box, mask).
+
+Each image (2D grey values in [0, 1], e.g. an 8-bit export / 255) goes in as three identical channels; the
+model normalises and resizes it itself (short side `SHORT_SIDE`) and returns its detections on the image's own
+grid. A detection's mask is its 28 x 28 mask logits pasted into its box and cut at 0.5. `Instances.labels`
+makes the semantic mask `segment-lesions` writes: 1 wherever a detection at or above the score threshold covers.
+
+On a CT volume (`segment_volume`): every axial slice with lung, cropped to the lungs' in-plane box of the whole
+volume (+ `LUNG_CROP_MARGIN`, as the other screening models) and windowed as COVID-SemiSeg's slices were exported
+(`EXPORT_WINDOW_HU`, the window DCN uses for the same images); each instance at or above the score threshold is
+kept inside the lungs (lesions lie in the lungs) and gets its own id in a label volume on the CT grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from inference.core.device import select_device
+from inference.core.types import CancelFn, Cancelled, ProgressFn
+from inference.models._api import ModelSpec, WeightsError, get_model
+from inference.models.dcn import EXPORT_WINDOW_HU
+from inference.transforms.common import HUWindow
+from inference.transforms.crop import LUNG_CROP_MARGIN, lung_crop_box
+
+__all__ = ["DEFAULT_MIN_SCORE", "InstanceSegmenter", "Instances", "VolumeInstances"]
+
+#: detections scoring below this are not lesions (`segment-lesions --min-score`); cross-validated Dice uses it
+DEFAULT_MIN_SCORE = 0.5
+
+
+@dataclass(frozen=True)
+class Instances:
+    """The lesion instances of one image, ranked by falling score."""
+
+    scores: np.ndarray  # (P,) float32 in [0, 1]
+    boxes: np.ndarray  # (P, 4) float32: x0, y0, x1, y1 in pixel edges of the image
+    masks: np.ndarray  # (P, H, W) bool
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def above(self, min_score: float) -> Instances:
+        keep = self.scores >= min_score
+        return Instances(self.scores[keep], self.boxes[keep], self.masks[keep])
+
+    def labels(self) -> np.ndarray:
+        """uint8 (H, W): 1 where any instance's mask covers, else 0."""
+        return self.masks.any(axis=0).astype(np.uint8)
+
+    def records(self) -> list[dict]:
+        """One JSON-ready dict per instance: rank, score, box and mask area in pixels."""
+        return [{"rank": k + 1, "score": round(float(s), 4), "box": [round(float(v), 1) for v in b],
+                 "mask_area_px": int(np.count_nonzero(m))}
+                for k, (s, b, m) in enumerate(zip(self.scores, self.boxes, self.masks))]
+
+
+@dataclass(frozen=True)
+class VolumeInstances:
+    """Lesion instances of a CT volume, slice by slice.
+
+    labels: uint16 (z, y, x) on the CT grid, 0 background, k the instance whose record has "id" k (a voxel two
+    instances of one slice share goes to the higher-scoring one);
+    records: per instance {"id", "slice", "score", "box" (x0, y0, x1, y1: the pixel edges around its voxels on the
+    CT grid), "area_mm2"}, ordered by slice, then by falling score.
+    """
+
+    labels: np.ndarray
+    records: list[dict]
+
+    def mask(self, min_score: float = 0.0) -> np.ndarray:
+        """bool (z, y, x): the voxels of the instances scoring at least `min_score` (the GUI's score slider)."""
+        keep = [r["id"] for r in self.records if r["score"] >= min_score]
+        return np.isin(self.labels, keep) if keep else np.zeros(self.labels.shape, bool)
+
+
+class InstanceSegmenter:
+    """A registered lesion-instance model ready to run on slice images.
+
+    Args:
+        spec_or_name: `covid-ct-mask-net` (its segmentation model is used) or the segmentation model's own name.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
+        module: an already built Mask R-CNN (tests, a trainer) instead of the shipped weights.
+
+    Raises:
+        ValueError: the model does not find lesion instances.
+        WeightsError: no module given and the model has no shipped weights (or they fail the hash check).
+    """
+
+    def __init__(self, spec_or_name: str | ModelSpec = "covid-ct-mask-net", *, device: str = "auto",
+                 module: nn.Module | None = None) -> None:
+        spec = get_model(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+        if spec.input_kind == "instances" and "segmentation_model" in spec.notes:
+            spec = get_model(spec.notes["segmentation_model"])
+        if spec.input_kind != "instances" or spec.positive_class != "lesion":
+            raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a lesion-instance model")
+        self.spec = spec
+        if module is None:
+            if spec.weights is None:
+                raise WeightsError(f"model {spec.name!r} has no shipped weights yet: train it with `lunglens train "
+                                   "covid-ct-mask-net`, or choose another model")
+            module = spec.build(pretrained=True)
+        self.device = select_device(device)
+        self.model = module.to(self.device).eval()
+        self.engine = f"torch-{self.device.type}"
+
+    @torch.no_grad()
+    def find(self, image: np.ndarray) -> Instances:
+        """Every detection of one 2D grey image in [0, 1] (no score threshold beyond the model's own 0.05)."""
+        im = np.asarray(image, np.float32)
+        if im.ndim != 2 or min(im.shape) < 2:
+            raise ValueError(f"need a 2-D grey image of at least 2 x 2 pixels, got shape {im.shape}")
+        if not np.isfinite(im).all():
+            raise ValueError("the image holds NaN or infinite values")
+        x = torch.from_numpy(np.ascontiguousarray(im))[None].expand(3, -1, -1).to(self.device)
+        out = self.model([x])[0]
+        order = torch.argsort(out["scores"], descending=True)
+        return Instances(out["scores"][order].cpu().numpy().astype(np.float32),
+                         out["boxes"][order].cpu().numpy().astype(np.float32),
+                         (out["masks"][order, 0] >= 0.5).cpu().numpy())
+
+    def segment_volume(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
+                       min_score: float = DEFAULT_MIN_SCORE, progress: ProgressFn | None = None,
+                       cancel: CancelFn | None = None) -> VolumeInstances:
+        """The lesion instances of a (z, y, x) HU volume (module docstring).
+
+        Raises:
+            ValueError: the volume is not 3D, or the lung mask's shape differs.
+            Cancelled: `cancel()` returned True.
+        """
+        if volume_hu.ndim != 3 or lungs.shape != volume_hu.shape:
+            raise ValueError(f"need a 3D volume and a lung mask of its shape, got {volume_hu.shape} and {lungs.shape}")
+        in_lungs = np.asarray(lungs) > 0
+        box = lung_crop_box(in_lungs, LUNG_CROP_MARGIN)
+        window = HUWindow(*EXPORT_WINDOW_HU)
+        labels = np.zeros(volume_hu.shape, np.uint16)
+        records: list[dict] = []
+        slices = np.flatnonzero(in_lungs.any(axis=(1, 2)))
+        pixel_mm2 = float(spacing[1]) * float(spacing[2])
+        for n, k in enumerate(slices):
+            if cancel is not None and cancel():
+                raise Cancelled("lesion instances cancelled")
+            found = self.find(window(volume_hu[k][box])).above(min_score)
+            sub, lung = labels[k][box], in_lungs[k][box]
+            for score, m in zip(found.scores[::-1], found.masks[::-1]):  # the best written last, on top
+                m = m & lung
+                if m.any():
+                    sub[m] = len(records) + 1
+                    records.append({"id": len(records) + 1, "slice": int(k), "score": round(float(score), 4)})
+            if progress is not None:
+                progress((n + 1) / len(slices), f"lesion instances {n + 1}/{len(slices)}")
+        kept = []
+        for r, where in zip(records, ndimage.find_objects(labels, max_label=len(records))):
+            if where is None:  # wholly covered by better instances of its slice
+                continue
+            _, ys, xs = where
+            area = np.count_nonzero(labels[where] == r["id"])
+            kept.append(dict(r, box=[xs.start, ys.start, xs.stop, ys.stop], area_mm2=round(area * pixel_mm2, 2)))
+        kept.sort(key=lambda r: (r["slice"], -r["score"]))
+        return VolumeInstances(labels, kept)
