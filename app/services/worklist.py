@@ -104,6 +104,8 @@ class Worklist:
         self.results_root = Path(results_root) if results_root else data_dir() / "worklist" / "cases"
         self.weights = model_digest(self.options)
         self.items: list[WorkItem] = []
+        self._known_keys: set[CacheKey] = set()  # of `items`, for `_enter` (one scan calls it per path)
+        self._known_names: set[str] = set()
         self.problems: list[dict] = []  # paths that held no series
         self._lock = threading.Lock()
         with ResultCache(self.cache_path):  # created or migrated now: a bad file is reported before any work
@@ -122,10 +124,16 @@ class Worklist:
         return added
 
     def _enter(self, found: list[Case], cache: ResultCache) -> list[WorkItem]:
-        """Items for the cases of `found` not on the list yet, appended to it."""
+        """Items for the cases of `found` not on the list yet, appended to it (under the lock: `add` may run in
+        another thread than a running scan)."""
+        with self._lock:
+            added = self._new_items(found, cache)
+            self.items.extend(added)
+        return added
+
+    def _new_items(self, found: list[Case], cache: ResultCache) -> list[WorkItem]:
         added = []
-        known = {item.key for item in self.items}
-        names = {item.case.name for item in self.items}
+        known, names = self._known_keys, self._known_names  # items are only ever appended: kept as they grow
         for case in found:
             uid = case.series or os.path.realpath(case.source)
             key = CacheKey(uid, fileset_digest(_files_of(case)), self.options.model, self.weights)
@@ -148,8 +156,6 @@ class Worklist:
                 item.status = f"{NOT_ASSESSABLE}: {case.refusal}"
             added.append(item)
             known.add(key)
-        with self._lock:
-            self.items.extend(added)
         return added
 
     @staticmethod
