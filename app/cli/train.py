@@ -319,7 +319,7 @@ def _register_mask_net(models: argparse._SubParsersAction) -> None:
                                       "an instance. Cross-validates (--folds K: mask mAP@[.5:.95], AP50, Dice per "
                                       "fold), then trains on every slice: OUT/covid-ct-mask-net-seg.pt (float16) "
                                       "and its card.")
-    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--data", metavar="DIR", help="slices with lesion masks (COVID-SemiSeg layout)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="epochs, fixed in advance")
     p.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate (x0.1 for the last quarter)")
@@ -328,6 +328,18 @@ def _register_mask_net(models: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads (0: default)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    clf = p.add_argument_group(
+        "the three-class classifier", "With --classifier: train the module S on a trained segmentation model "
+        "(--detector) from real CT volumes (DICOM folders or volume files): slices labelled infected are COVID-19 "
+        "(--real-covid) or common pneumonia (--real-pneumonia), every lung slice of --real-negative is control; "
+        "every 5th slab 40 mm thick is held out. Writes OUT/covid-ct-mask-net.pt and its card; --data is not used.")
+    clf.add_argument("--classifier", action="store_true", help="train the classifier instead of the segmentation")
+    clf.add_argument("--detector", metavar="WEIGHTS", help="the trained segmentation model (covid-ct-mask-net-seg.pt)")
+    clf.add_argument("--real-covid", nargs="+", default=[], metavar="CT")
+    clf.add_argument("--real-pneumonia", nargs="+", default=[], metavar="CT")
+    clf.add_argument("--real-negative", nargs="+", default=[], metavar="CT")
+    clf.add_argument("--slice-labels", metavar="JSON", help="COVID-CT-MD's slice-labels.json (keyed by case name)")
+    clf.add_argument("--classifier-epochs", type=int, default=60, metavar="N")
     p.set_defaults(func=run)
 
 
@@ -336,6 +348,10 @@ def run_mask_net(args: argparse.Namespace) -> int:
     from inference.training.datasets.volumes import DatasetError
     from inference.training.recipes.mask_net import MODEL_NAME, MaskNetTrainConfig, cross_validate
 
+    if args.classifier:
+        return _run_mask_net_classifier(args)
+    if not args.data:
+        return fail("--data DIR is needed (the slices with lesion masks)", EXIT_USAGE)
     if args.epochs < 1 or args.folds < 1 or args.short_side < 32 or args.lr <= 0:
         return fail("--epochs and --folds must be >= 1, --short-side >= 32 and --lr > 0", EXIT_USAGE)
     cfg = MaskNetTrainConfig(epochs=args.epochs, lr=args.lr, folds=args.folds, short_side=args.short_side,
@@ -350,6 +366,43 @@ def run_mask_net(args: argparse.Namespace) -> int:
         print(f"cross-validated: mask mAP {cv['map']['mean']:.3f} +- {cv['map']['sd']:.3f}, "
               f"Dice {cv['dice']['mean']:.3f} +- {cv['dice']['sd']:.3f}")
     print(f"wrote {Path(args.out) / (MODEL_NAME + '.pt')} and its card")
+    return EXIT_OK
+
+
+def _run_mask_net_classifier(args: argparse.Namespace) -> int:
+    from app.services.real_slices import case_name, collect_real_slices
+    from inference.models._api import WeightsError, load_weights, sha256_of
+    from inference.models.covid_ct_mask_net import CovidCTMaskNet, lesion_segmentation_model
+    from inference.models.dcn import EXPORT_WINDOW_HU
+    from inference.training.recipes.mask_net_classifier import MaskNetClassifierConfig, train_classifier
+    from inference.transforms.common import HUWindow
+
+    if not args.detector:
+        return fail("--classifier needs --detector WEIGHTS (a trained covid-ct-mask-net-seg.pt)", EXIT_USAGE)
+    if not (args.real_covid and args.real_pneumonia and args.real_negative):
+        return fail("--classifier needs volumes of all three classes: --real-covid, --real-pneumonia and "
+                    "--real-negative", EXIT_USAGE)
+    if not args.slice_labels:
+        return fail("--real-covid and --real-pneumonia need --slice-labels", EXIT_USAGE)
+    detector = lesion_segmentation_model(short_side=args.short_side)
+    try:
+        detector.load_state_dict(load_weights(args.detector, sha256_of(Path(args.detector))))
+    except (WeightsError, OSError, RuntimeError) as exc:
+        return fail(f"{args.detector}: not a covid-ct-mask-net-seg weights file: {exc}")
+    window = HUWindow(*EXPORT_WINDOW_HU)
+    try:  # "covid" kind keeps every lung slice with its infected flag; the recipe turns flags into classes
+        covid, _ = collect_real_slices({"covid": args.real_covid}, args.slice_labels, window, lesion_shares=False)
+        pneumonia, _ = collect_real_slices({"covid": args.real_pneumonia}, args.slice_labels, window,
+                                           lesion_shares=False)
+        control, _ = collect_real_slices({"negative": args.real_negative}, None, window, lesion_shares=False)
+        sources = ([f"{case_name(p)}: COVID-19" for p in args.real_covid]
+                   + [f"{case_name(p)}: common pneumonia" for p in args.real_pneumonia]
+                   + [f"{case_name(p)}: control" for p in args.real_negative])
+        train_classifier(CovidCTMaskNet(detector=detector), covid, pneumonia, control, args.out,
+                         MaskNetClassifierConfig(epochs=args.classifier_epochs, seed=args.seed, device=args.device),
+                         sources=sources, log=print)
+    except ValueError as exc:
+        return fail(str(exc))
     return EXIT_OK
 
 

@@ -27,8 +27,10 @@ learn; the rest stays in evaluation mode (`freeze_for_classification`).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18
@@ -128,6 +130,18 @@ def fill_rows(rows: torch.Tensor, n: int = ROI_BATCH, generator: torch.Generator
     return torch.repeat_interleave(rows, lengths.to(rows.device), dim=0)
 
 
+def case_answer(slice_probabilities: np.ndarray, min_top: int = 3, top_fraction: float = 0.1) -> dict[str, float]:
+    """A case's three-class answer from its slices' (n, 3) probabilities: their mean over the k most abnormal
+    slices (lowest P(control)), k = max(`min_top`, `top_fraction` x n) as screening's top-k rule; the paper
+    classifies slices and gives no case rule. Keys: `CLASSES`."""
+    p = np.asarray(slice_probabilities, np.float64).reshape(-1, len(CLASSES))
+    if len(p) == 0:
+        raise ValueError("no classified slice: no case answer")
+    k = min(len(p), max(min_top, math.ceil(top_fraction * len(p))))
+    top = p[np.argsort(p[:, 0], kind="stable")[:k]].mean(axis=0)
+    return dict(zip(CLASSES, (float(v) for v in top / top.sum())))
+
+
 class CovidCTMaskNet(nn.Module):
     """The three-class classifier on a segmentation model's backbone, RPN and box head (module docstring)."""
 
@@ -150,6 +164,11 @@ class CovidCTMaskNet(nn.Module):
 
     def detections(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per image a (ROI_BATCH, 5) tensor of [score, dx, dy, dw, dh], ranked by score and filled."""
+        return [fill_rows(rows, ROI_BATCH, self.fill_generator) for rows in self.ranked_rows(images)]
+
+    def ranked_rows(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per image its valid detections (K <= ROI_BATCH, 5) of [score, dx, dy, dw, dh], ranked by score, before
+        the rows are filled (a trainer that keeps the detector fixed computes them once)."""
         image_list, _ = self.transform(images)
         features = self.backbone(image_list.tensors)
         proposals, _ = self.rpn(image_list, features)
@@ -165,8 +184,7 @@ class CovidCTMaskNet(nn.Module):
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (s > self.score_thresh)
             s, d, boxes = s[keep], d[keep], boxes[keep]
             keep = box_ops.nms(boxes, s, self.nms_thresh)[:ROI_BATCH]  # sorted by falling score
-            rows = torch.cat([s[keep, None], d[keep]], dim=1)
-            out.append(fill_rows(rows, ROI_BATCH, self.fill_generator))
+            out.append(torch.cat([s[keep, None], d[keep]], dim=1))
             start = end
         return out
 
@@ -190,8 +208,10 @@ def freeze_for_classification(model: CovidCTMaskNet) -> list[nn.Parameter]:
     return trainable
 
 
-def covid_ct_mask_net(num_classes: int = len(CLASSES), **kwargs) -> CovidCTMaskNet:
-    return CovidCTMaskNet(num_classes=num_classes, **kwargs)
+def covid_ct_mask_net(num_classes: int = len(CLASSES), truncation: str = "T1",
+                      short_side: int = SHORT_SIDE) -> CovidCTMaskNet:
+    """The registered classifier: on the segmentation model as it is registered (short side `SHORT_SIDE`)."""
+    return CovidCTMaskNet(num_classes=num_classes, detector=lesion_segmentation_model(2, truncation, short_side))
 
 
 register_model(ModelSpec(
