@@ -10,10 +10,7 @@ from pathlib import Path
 from app.services.cases import ScreenOptions, find_cases, rank_rows, screen_case, write_results
 from app.services.dispatch import screen_elsewhere
 from inference.core.choices import DEFAULT_SCREENING_MODEL
-from inference.inferers.lesions import LesionSegmenter
-from inference.inferers.slice import SliceClassifier
-from inference.inferers.volume import VolumeClassifier
-from inference.screening.run import ScreeningConfig
+from inference.screening.run import ScreeningConfig, ScreeningModel
 from viewer.core.progress import ProgressFn
 
 _log = logging.getLogger(__name__)  # the default `log` of `screen`
@@ -23,7 +20,7 @@ def screen(paths: list[str], out_dir: str | Path, *, model: str = DEFAULT_SCREEN
            backend: str = "auto", precision: str = "auto", config: ScreeningConfig | None = None,
            lungs: str = "threshold",
            progress: ProgressFn | None = None, log: Callable[[str], None] = _log.info,
-           classifier: SliceClassifier | VolumeClassifier | LesionSegmenter | None = None,
+           classifier: ScreeningModel | None = None,
            workers: int = 1, cluster: str | None = None,
            ) -> tuple[list[dict], list[dict]]:
     """Screen every case with a slice or volume model or a lesion segmenter (DCN); write results.csv/json

@@ -18,12 +18,9 @@ from app.services.key_images import write_key_images
 from app.services.slice_table import slice_table
 from inference.core.choices import DEFAULT_SCREENING_MODEL
 from inference.core.types import InferenceError
-from inference.inferers.lesions import LesionSegmenter
-from inference.inferers.slice import SliceClassifier
-from inference.inferers.volume import VolumeClassifier
 from inference.lungs.select import segment_lung_labels
 from inference.screening.assess import MIN_SLICES, STATUS_OK, lung_problem, prediction_problem, voxel_problem
-from inference.screening.run import ScreeningConfig, load_model, run
+from inference.screening.run import ScreeningConfig, ScreeningModel, load_model, run
 from viewer.core.errors import LoadError
 from viewer.core.progress import ProgressFn
 from viewer.core.reorient import canonical_axes, from_canonical_array, to_canonical
@@ -127,7 +124,7 @@ class ScreenOptions:
     config: ScreeningConfig | None = None
     lungs: str = "threshold"  # the lung mask method: "threshold" or "unet"
 
-    def load(self) -> SliceClassifier | VolumeClassifier | LesionSegmenter:
+    def load(self) -> ScreeningModel:
         return load_model(self.model, device=self.device, backend=self.backend, precision=self.precision)
 
 
@@ -141,7 +138,7 @@ def write_results(out: Path, rows: list[dict], errors: list[dict], header: dict)
     write_text_atomic(out / "results.json", json.dumps({**header, "cases": rows, "errors": errors}, indent=2))
 
 
-def screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier | LesionSegmenter,
+def screen_case(case: Case, out: Path, clf: ScreeningModel,
                 options: ScreenOptions, progress: ProgressFn | None = None,
                 log: Callable[[str], None] = _log.info) -> dict:
     """Screen one case into `out`/<case name>; its row: status "ok", "not assessable: why" (the series cannot be
@@ -169,7 +166,7 @@ class _NotAssessable(Exception):
     """A case that loads but cannot be screened; the message is the reason."""
 
 
-def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier | LesionSegmenter,
+def _screen_case(case: Case, out: Path, clf: ScreeningModel,
                  config: ScreeningConfig | None, lungs: str, progress: ProgressFn) -> dict:
     """Load, check and screen one case; write its masks and prediction.json; its summary.
 
@@ -200,7 +197,10 @@ def _screen_case(case: Case, out: Path, clf: SliceClassifier | VolumeClassifier 
     folder = out / case.name
     # the heat map (values in [0, 1]) in 8 bits scaled by 1/255: read back as floats, written in half the time
     write_unit_map(volume.with_array(from_canonical_array(pred.heatmap, source, flips)), folder / "heatmap.nii.gz")
-    for name, array in (("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)):
+    masks = [("lesions", pred.lesion_mask), ("lungs", pred.lung_mask)]
+    if pred.instance_labels is not None:  # one id per lesion instance, as prediction.json's "instances" lists them
+        masks.append(("instances", pred.instance_labels))
+    for name, array in masks:
         write_volume(volume.with_array(from_canonical_array(array, source, flips)), folder / f"{name}.nii.gz")
     summary = {**pred.summary(), "study": study_identity(volume.metadata),
                "key_images": write_key_images(folder, hu, spacing, pred.heatmap, pred.lesion_mask, pred.lung_mask),

@@ -49,6 +49,8 @@ class Prediction:
     lesion_ml_by_kind: dict[str, float] = field(default_factory=dict)  # e.g. {"GGO": .., "consolidation": ..}
     lesion_method: str = ""  # where the lesion mask comes from: a lesion segmenter's name, or the HU rule
     slice_score: str = ""  # what the slice probabilities are: the classifier's, or fused with the lesion share
+    instances: list[dict[str, Any]] | None = None  # lesion instances (COVID-CT-Mask-Net): id, slice, score, box, area
+    instance_labels: np.ndarray | None = None  # uint16 (z, y, x): instance ids of `instances`, 0 elsewhere
 
     @property
     def positive_probability(self) -> float:
@@ -91,6 +93,7 @@ class Prediction:
             "localization": _plain(self.localization),
             "device": self.device,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            **({"instances": _plain(self.instances)} if self.instances is not None else {}),
         }
 
 

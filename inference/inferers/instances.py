@@ -27,8 +27,11 @@ from inference.models.dcn import EXPORT_WINDOW_HU
 from inference.transforms.common import HUWindow
 from inference.transforms.crop import LUNG_CROP_MARGIN, lung_crop_box
 
-__all__ = ["DEFAULT_MIN_SCORE", "InstanceSegmenter", "Instances", "VolumeInstances"]
+__all__ = ["DEFAULT_MIN_SCORE", "HEATMAP_METHOD", "InstanceClassifier", "InstanceSegmenter", "Instances",
+           "VolumeInstances"]
 
+#: the heat map of the instance path: each instance's voxels carry its score
+HEATMAP_METHOD = "instance score"
 #: detections scoring below this are not lesions (`segment-lesions --min-score`); cross-validated Dice uses it
 DEFAULT_MIN_SCORE = 0.5
 
@@ -162,3 +165,49 @@ class InstanceSegmenter:
             kept.append(dict(r, box=[xs.start, ys.start, xs.stop, ys.stop], area_mm2=round(area * pixel_mm2, 2)))
         kept.sort(key=lambda r: (r["slice"], -r["score"]))
         return VolumeInstances(labels, kept)
+
+
+class InstanceClassifier:
+    """COVID-CT-Mask-Net ready to screen: its segmentation model (lesion instances) and its three-class classifier.
+
+    Args:
+        spec_or_name: the classifier's registered name (`covid-ct-mask-net`).
+        segmenter, classifier: already built parts (tests, a trainer) instead of the shipped weights.
+
+    Raises:
+        ValueError: the model gives no three-class answer (the segmentation model alone, another kind).
+        WeightsError: a part without shipped weights (or failing the hash check).
+    """
+
+    def __init__(self, spec_or_name: str | ModelSpec = "covid-ct-mask-net", *, device: str = "auto",
+                 segmenter: InstanceSegmenter | None = None, classifier: nn.Module | None = None) -> None:
+        spec = get_model(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+        if spec.input_kind != "instances" or "segmentation_model" not in spec.notes:
+            raise ValueError(f"model {spec.name!r} gives no three-class answer: not a screening model "
+                             "(its lesion instances: `lunglens segment-lesions`)")
+        self.spec = spec
+        self.segmenter = segmenter or InstanceSegmenter(spec, device=device)
+        if classifier is None:
+            if spec.weights is None:
+                raise WeightsError(f"model {spec.name!r} has no shipped classifier weights yet: train it with "
+                                   "`lunglens train covid-ct-mask-net --classifier`, or choose another model")
+            classifier = spec.build(pretrained=True)
+        self.device = self.segmenter.device
+        self.classifier = classifier.to(self.device).eval()
+        self.engine = self.segmenter.engine
+
+    def check_heatmap(self, method: str | None = None) -> str:
+        """`method` (None: the instance-score map) if this model makes it; ValueError otherwise."""
+        if method not in (None, HEATMAP_METHOD):
+            raise ValueError(f"model {self.spec.name!r} makes its instance-score heat map only, not {method!r} "
+                             "(leave --heatmap out)")
+        return HEATMAP_METHOD
+
+    @torch.no_grad()
+    def slice_probabilities(self, images: list[np.ndarray]) -> np.ndarray:
+        """(n, 3) probabilities of control, common pneumonia and COVID-19 for 2D grey images in [0, 1]."""
+        if not images:
+            return np.zeros((0, len(self.spec.classes)), np.float32)
+        x = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None].expand(3, -1, -1).to(self.device)
+             for im in images]
+        return torch.softmax(self.classifier(x), dim=1).cpu().numpy()

@@ -9,7 +9,8 @@ import numpy as np
 
 from inference.transforms.crop import LUNG_CROP_MARGIN
 
-SCREENING_INPUT_KINDS = ("slice", "volume")  # input kinds of the models that screen a CT
+#: input kinds of the models that screen a CT (an "instances" model only with a three-class classifier)
+SCREENING_INPUT_KINDS = ("slice", "volume", "instances")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ScreeningConfig:
     # anywhere, nor `cam_threshold`; a batch of such slices is spared Grad-CAM's backward pass
     heatmap_min_probability: float = 0.05
     batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
+    instance_min_score: float = 0.5  # lesion instances scoring below this are left out (COVID-CT-Mask-Net)
 
 
 def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:

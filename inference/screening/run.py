@@ -1,6 +1,7 @@
 """Screening a CT volume: the front door, which loads a registered model and sends the volume to the pipeline
 of the model's input kind (`pipelines.slice` for 2D slice models, `pipelines.volume` for 3D ones,
-`pipelines.lesions` for lesion segmenters with a case-level answer such as DCN).
+`pipelines.lesions` for lesion segmenters with a case-level answer such as DCN, `pipelines.instances` for
+COVID-CT-Mask-Net's lesion instances and three-class answer).
 
 Input convention: HU array (z, y, x) with z toward the head, y toward posterior, x toward
 the patient's left (the viewer's canonical orientation), and its (z, y, x) spacing in mm.
@@ -14,30 +15,37 @@ import numpy as np
 
 from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, ProgressFn
+from inference.inferers.instances import InstanceClassifier
 from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
 from inference.inferers.volume import VolumeClassifier
 from inference.models._api import ModelSpec, get_model, list_models
 from inference.models.dcn import DCNPreprocess
 from inference.screening.config import SCREENING_INPUT_KINDS, ScreeningConfig
+from inference.screening.pipelines.instances import run_instances
 from inference.screening.pipelines.lesions import run_lesions
 from inference.screening.pipelines.slice import run_slices
 from inference.screening.pipelines.volume import run_volume
 
-__all__ = ["ScreeningConfig", "load_model", "run", "screening_models"]
+__all__ = ["ScreeningConfig", "ScreeningModel", "load_model", "run", "screening_models"]
+
+#: a screening model ready to run, as `load_model` returns it
+ScreeningModel = SliceClassifier | VolumeClassifier | LesionSegmenter | InstanceClassifier
 
 
 def screening_models() -> list[ModelSpec]:
     """Registered models that screen a CT (slice or volume input, or a lesion segmenter with a case probability:
     `DCNPreprocess` in its entry), with shipped weights or not."""
     return [m for m in list_models()
-            if m.input_kind in SCREENING_INPUT_KINDS or isinstance(m.transforms, DCNPreprocess)]
+            if (m.input_kind in SCREENING_INPUT_KINDS and (m.input_kind != "instances"
+                                                           or "segmentation_model" in m.notes))
+            or isinstance(m.transforms, DCNPreprocess)]
 
 
 def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "auto",
-               precision: str = "auto") -> SliceClassifier | VolumeClassifier | LesionSegmenter:
-    """A registered screening model ready to run: a `SliceClassifier`, `VolumeClassifier` or `LesionSegmenter` by
-    its input kind.
+               precision: str = "auto") -> ScreeningModel:
+    """A registered screening model ready to run: a `SliceClassifier`, `VolumeClassifier`, `LesionSegmenter` or
+    `InstanceClassifier` by its input kind.
 
     `precision`: for slice models "auto" (mixed precision on CUDA where a probe shows it changes no probability
     by more than 1e-3), "fp32" or "mixed" (`inference.core.device.PRECISIONS`); for lesion segmenters "auto"
@@ -48,11 +56,13 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
         WeightsError: its weights are missing or altered.
     """
     spec = get_model(model) if isinstance(model, str) else model
-    if spec.input_kind in ("volume", "segmentation"):
+    if spec.input_kind in ("volume", "segmentation", "instances"):
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"model {spec.name!r} runs on torch only (backend {backend!r} is for slice models)")
         if spec.input_kind == "volume":
             return VolumeClassifier(spec, device=device)
+        if spec.input_kind == "instances":
+            return InstanceClassifier(spec, device=device)
         if not isinstance(spec.transforms, DCNPreprocess):
             raise ValueError(f"model {spec.name!r} segments but gives no case probability: not a screening model")
         return LesionSegmenter(spec, device=device, precision=precision)
@@ -65,7 +75,7 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
 def run(
     volume: np.ndarray,
     spacing: tuple[float, float, float],
-    model: str | ModelSpec | SliceClassifier | VolumeClassifier | LesionSegmenter = "light-squeezenet",
+    model: str | ModelSpec | ScreeningModel = "light-squeezenet",
     *,
     device: str = "auto",
     backend: str = "auto",
@@ -93,6 +103,9 @@ def run(
     if isinstance(model, SliceClassifier):
         return run_slices(volume, spacing, model, config=cfg, lung_labels=lung_labels, lungs=lungs,
                           progress=progress, cancel=cancel, started=t0)
+    if isinstance(model, InstanceClassifier):
+        return run_instances(volume, spacing, model, config=cfg, lung_labels=lung_labels, lungs=lungs,
+                             progress=progress, cancel=cancel, started=t0)
     if isinstance(model, LesionSegmenter):
         return run_lesions(volume, spacing, model, lungs=lungs, lung_labels=lung_labels, progress=progress,
                            cancel=cancel)
