@@ -11,6 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.gui.analysis import (
     LUNG_METHOD_NAMES,
+    MASK_LAYER,
     AnalyzeWorker,
     ResultsPanel,
     add_prediction_layers,
@@ -27,6 +28,7 @@ from app.gui.docks.layer_panel import LayerPanel
 from app.gui.docks.measurements_panel import MeasurementsPanel
 from app.gui.docks.series_strip import SeriesStrip
 from app.gui.docks.tag_panel import TagPanel
+from app.gui.instances_panel import InstancesPanel
 from app.gui.measurement_keeper import MeasurementKeeper
 from app.gui.series_browser import SeriesBrowser
 from app.gui.settings import Settings
@@ -81,6 +83,8 @@ class MainWindow(QtWidgets.QMainWindow):
     analysis_done = QtCore.Signal(object)
     analysis_failed = QtCore.Signal(str)
     overlay_failed = QtCore.Signal(str)  # a refused overlay; the CT stays on show
+    instances_saved = QtCore.Signal(str)  # the label map written by Export instances
+    instances_failed = QtCore.Signal(str)
 
     def __init__(self, settings: Settings | None = None, interactive: bool = True, persist: bool = True) -> None:
         """`interactive=False` (screenshots, tests): no modal dialogs; defaults are taken instead.
@@ -370,6 +374,9 @@ class MainWindow(QtWidgets.QMainWindow):
         second.addWidget(self.device_label, 1)
         col.addLayout(second)
         col.addWidget(self.results, 1)
+        self.instances = InstancesPanel(self.state, MASK_LAYER)
+        self.instances.export_requested.connect(self._export_instances)
+        col.addWidget(self.instances, 1)
         dock = QtWidgets.QDockWidget("AI results", self)
         dock.setObjectName("ai-results")
         dock.setWidget(ai)
@@ -914,10 +921,67 @@ class MainWindow(QtWidgets.QMainWindow):
         # the rules `screen` applies: a head CT or a sliver of lung gets no probability, only the reason
         problem = lung_problem(pred.lung_mask, vol.spacing, vol.metadata.body_part) or prediction_problem(pred)
         self.results.show_prediction(pred, problem)
+        self.instances.show_prediction(None if problem else pred)
         self.ai_dock.raise_()
         self.statusBar().showMessage(f"not assessable: {problem}" if problem else
                                      f"P(COVID) {pred.positive_probability:.2f} ({pred.model})", 10000)
         self.analysis_done.emit(pred)
+
+    def _export_instances(self, per_instance: bool, min_score: float) -> None:
+        """Ask for a file (DICOM SEG for a DICOM series, else NIfTI), then `export_instances_to`."""
+        mapping = self.annotation.mapping
+        if mapping is None or self.instances.prediction is None:
+            self._report("no lesion instances to export: run AI > Analyze with covid-ct-mask-net",
+                         self.instances_failed, "Export instances")
+            return
+        filters = (["DICOM SEG (*.dcm)"] if mapping.is_dicom else []) + ["NIfTI label map (*.nii.gz)"]
+        folder = Path(self.settings.last_folder or ".")
+        suffix = ".dcm" if mapping.is_dicom else ".nii.gz"
+        path, chosen = QtWidgets.QFileDialog.getSaveFileName(self, "Export lesion instances",
+                                                             str(folder / f"lesion-instances{suffix}"),
+                                                             ";;".join(filters))
+        if path:
+            if not path.lower().endswith((".nii.gz", ".nii", ".dcm")):
+                path += ".dcm" if chosen.startswith("DICOM") else ".nii.gz"
+            self.export_instances_to(path, per_instance, min_score)
+
+    def export_instances_to(self, path: str | Path, per_instance: bool, min_score: float) -> None:
+        """Save the lesion instances scoring at least `min_score` as a label map at `path` (its format by the
+        suffix) and `<stem>.instances.json` beside it, in a worker; `instances_saved` or `instances_failed`."""
+        from app.services.instance_export import instance_label_map, instances_json
+        from viewer.core.version import lunglens_version
+        from viewer.io.atomic_files import write_text_atomic
+        from viewer.io.label_maps import file_format, save_label_map
+
+        pred, mapping = self.instances.prediction, self.annotation.mapping
+        if pred is None or pred.instances is None or pred.instance_labels is None or mapping is None:
+            self._report("no lesion instances to export", self.instances_failed, "Export instances")
+            return
+        try:
+            labels, table, records = instance_label_map(pred.instance_labels, pred.instances, min_score,
+                                                        per_instance)
+            target = Path(path)
+            file_format(target)  # a .nii.gz, .nii or .dcm, else ValueError naming the file
+            name = target.name
+            stem = next((name[: -len(x)] for x in (".nii.gz", ".nii", ".dcm") if name.lower().endswith(x)), name)
+            json_path = target.with_name(f"{stem}.instances.json")
+        except ValueError as exc:
+            self._report(str(exc), self.instances_failed, "Export instances")
+            return
+        algorithms = {v: ("AUTOMATIC", pred.model, lunglens_version()) for v in table.values()}
+
+        def save() -> Path:
+            out = save_label_map(target, labels, table, mapping, algorithms=algorithms)
+            write_text_atomic(json_path, instances_json(records, min_score, pred.model, out.name))
+            return out
+
+        def done(out: Path) -> None:
+            self.statusBar().showMessage(f"saved {len(records)} lesion instance(s) to {out} and {json_path.name}",
+                                         10000)
+            self.instances_saved.emit(str(out))
+
+        self.annotation.run_in_worker(save, done, lambda m: self._report(
+            f"the lesion instances were not saved: {m}", self.instances_failed, "Export instances"))
 
     def _report_analysis_failure(self, message: str) -> None:
         self._report(message, self.analysis_failed, "Analysis")

@@ -730,6 +730,11 @@ class AnnotationController(QtCore.QObject):
 
     # -- plumbing ----------------------------------------------------------------------------------
 
+    def run_in_worker(self, fn: Callable[[], Any], done: Callable[[Any], None],
+                      failed: Callable[[str], None]) -> None:
+        """Run `fn` (a save, an export) in a worker; `done(result)` or `failed(message)` on the GUI thread."""
+        self._run(fn, done, failed)
+
     def _run(self, fn: Callable[[], Any], done: Callable[[Any], None], failed: Callable[[str], None]) -> None:
         """Run `fn` in a worker; `done(result)` or `failed(message)` is called on the GUI thread."""
         self._token += 1
