@@ -13,6 +13,7 @@ from viewer.state.view_state import ViewerState
 
 DEFAULT_MIN_SCORE = 0.5
 LESION_VALUE = 5  # as `inference.screening.pipelines.instances.INSTANCE_LESION_LABEL`
+SETTLE_MS = 120
 
 
 class InstancesPanel(QtWidgets.QWidget):
@@ -62,7 +63,12 @@ class InstancesPanel(QtWidgets.QWidget):
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addLayout(export)
-        self.slider.valueChanged.connect(lambda _v: self.refresh())
+        # a drag sends many values: the list and overlay follow once it rests for a moment
+        self._settle = QtCore.QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(SETTLE_MS)
+        self._settle.timeout.connect(self.refresh)
+        self.slider.valueChanged.connect(self._slid)
         state.volume_changed.connect(lambda _v: self.show_prediction(None))
         self.hide()
 
@@ -78,6 +84,10 @@ class InstancesPanel(QtWidgets.QWidget):
         self.setVisible(has)
         if has:
             self.refresh()
+
+    def _slid(self, _value: int) -> None:
+        self.score_label.setText(f"{self.min_score:.2f}")
+        self._settle.start()
 
     def shown(self) -> list[dict]:
         """The instances at or above the slider, best first."""
@@ -104,7 +114,8 @@ class InstancesPanel(QtWidgets.QWidget):
             if isinstance(layer, LabelLayer) and layer.data.shape == pred.instance_labels.shape:
                 ids = np.zeros(int(pred.instance_labels.max(initial=0)) + 1, bool)
                 ids[[r["id"] for r in rows]] = True
-                layer.data[...] = np.where(ids[pred.instance_labels], LESION_VALUE, self._lungs)
+                for k in sorted({r["slice"] for r in pred.instances or []}):  # only slices with instances change
+                    layer.data[k] = np.where(ids[pred.instance_labels[k]], LESION_VALUE, self._lungs[k])
                 layer.data_changed()
 
     def go_to(self, row: int) -> None:

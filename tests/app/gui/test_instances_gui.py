@@ -49,7 +49,8 @@ def test_instance_list_slider_jump_and_export(qtbot, tmp_path, monkeypatch):
     scores = sorted(r["score"] for r in pred.instances)
     panel.slider.setValue(int(np.ceil(scores[len(scores) // 2] * 100)))  # about half the instances
     shown = panel.shown()
-    assert 0 < len(shown) < len(pred.instances) and panel.table.rowCount() == len(shown)
+    assert 0 < len(shown) < len(pred.instances)
+    qtbot.waitUntil(lambda: panel.table.rowCount() == len(shown), timeout=5000)  # once the slider rests
     assert [float(panel.table.item(n, 2).text()) for n in range(len(shown))] == [round(r["score"], 2) for r in shown]
     overlay = win.state.layers[MASK_LAYER].data
     kept_ids = [r["id"] for r in shown]
