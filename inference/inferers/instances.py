@@ -13,7 +13,9 @@ kept inside the lungs (lesions lie in the lungs) and gets its own id in a label 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch import nn
 from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
+from inference.models.covid_ct_mask_net import ROI_BATCH, fill_rows
 from inference.models.dcn import EXPORT_WINDOW_HU
 from inference.transforms.common import HUWindow
 from inference.transforms.crop import LUNG_CROP_MARGIN, lung_crop_box
@@ -74,6 +77,7 @@ class VolumeInstances:
 
     labels: np.ndarray
     records: list[dict]
+    shared: dict[int, Any] = field(default_factory=dict)  # `segment_volume(share=...)`'s results by slice
 
     def mask(self, min_score: float = 0.0) -> np.ndarray:
         """bool (z, y, x): the voxels of the instances scoring at least `min_score` (the GUI's score slider)."""
@@ -111,25 +115,52 @@ class InstanceSegmenter:
         self.model = module.to(self.device).eval()
         self.engine = f"torch-{self.device.type}"
 
-    @torch.no_grad()
-    def find(self, image: np.ndarray) -> Instances:
-        """Every detection of one 2D grey image in [0, 1] (no score threshold beyond the model's own 0.05)."""
+    def find(self, image: np.ndarray, min_score: float = 0.0) -> Instances:
+        """The detections of one 2D grey image in [0, 1] scoring at least `min_score` (and the model's own 0.05).
+
+        Detections below `min_score` are dropped before non-maximum suppression and the mask head: the same
+        instances as filtering afterwards (a box is suppressed only by a higher-scoring one), at less cost."""
+        return self._detect(self._tensor(image), min_score)[0]
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
         im = np.asarray(image, np.float32)
         if im.ndim != 2 or min(im.shape) < 2:
             raise ValueError(f"need a 2-D grey image of at least 2 x 2 pixels, got shape {im.shape}")
         if not np.isfinite(im).all():
             raise ValueError("the image holds NaN or infinite values")
-        x = torch.from_numpy(np.ascontiguousarray(im))[None].expand(3, -1, -1).to(self.device)
-        out = self.model([x])[0]
+        return torch.from_numpy(np.ascontiguousarray(im))[None].expand(3, -1, -1).to(self.device)
+
+    @torch.no_grad()
+    def _detect(self, x: torch.Tensor, min_score: float,
+                share: Callable[[dict, list, list], Any] | None = None) -> tuple[Instances, Any]:
+        """Mask R-CNN's evaluation forward, step by step, so that `share(features, proposals, image_sizes)` can
+        use the same backbone and RPN pass (the classifier's rows)."""
+        m = self.model
+        images, _ = m.transform([x])
+        features = m.backbone(images.tensors)
+        proposals, _ = m.rpn(images, features)
+        heads = m.roi_heads
+        floor = heads.score_thresh
+        heads.score_thresh = max(floor, float(min_score))
+        try:
+            detections, _ = heads(features, proposals, images.image_sizes)
+        finally:
+            heads.score_thresh = floor
+        out = m.transform.postprocess(detections, images.image_sizes, [tuple(x.shape[-2:])])[0]
+        shared = share(features, proposals, images.image_sizes) if share is not None else None
         order = torch.argsort(out["scores"], descending=True)
         return Instances(out["scores"][order].cpu().numpy().astype(np.float32),
                          out["boxes"][order].cpu().numpy().astype(np.float32),
-                         (out["masks"][order, 0] >= 0.5).cpu().numpy())
+                         (out["masks"][order, 0] >= 0.5).cpu().numpy()), shared
 
     def segment_volume(self, volume_hu: np.ndarray, spacing: tuple[float, float, float], lungs: np.ndarray, *,
                        min_score: float = DEFAULT_MIN_SCORE, progress: ProgressFn | None = None,
-                       cancel: CancelFn | None = None) -> VolumeInstances:
+                       cancel: CancelFn | None = None, share: Callable[[dict, list, list], Any] | None = None,
+                       share_slices: Sequence[int] = ()) -> VolumeInstances:
         """The lesion instances of a (z, y, x) HU volume (module docstring).
+
+        `share(features, proposals, image_sizes)` runs on the pass of each slice in `share_slices`; its results
+        are in the returned `shared`, by slice.
 
         Raises:
             ValueError: the volume is not 3D, or the lung mask's shape differs.
@@ -144,10 +175,14 @@ class InstanceSegmenter:
         records: list[dict] = []
         slices = np.flatnonzero(in_lungs.any(axis=(1, 2)))
         pixel_mm2 = float(spacing[1]) * float(spacing[2])
+        wanted, shared = {int(k) for k in share_slices}, {}
         for n, k in enumerate(slices):
             if cancel is not None and cancel():
                 raise Cancelled("lesion instances cancelled")
-            found = self.find(window(volume_hu[k][box])).above(min_score)
+            found, extra = self._detect(self._tensor(window(volume_hu[k][box])), min_score,
+                                        share if int(k) in wanted else None)
+            if int(k) in wanted:
+                shared[int(k)] = extra
             sub, lung = labels[k][box], in_lungs[k][box]
             for score, m in zip(found.scores[::-1], found.masks[::-1]):  # the best written last, on top
                 m = m & lung
@@ -164,7 +199,7 @@ class InstanceSegmenter:
             area = np.count_nonzero(labels[where] == r["id"])
             kept.append(dict(r, box=[xs.start, ys.start, xs.stop, ys.stop], area_mm2=round(area * pixel_mm2, 2)))
         kept.sort(key=lambda r: (r["slice"], -r["score"]))
-        return VolumeInstances(labels, kept)
+        return VolumeInstances(labels, kept, shared)
 
 
 class InstanceClassifier:
@@ -195,6 +230,8 @@ class InstanceClassifier:
         self.device = self.segmenter.device
         self.classifier = classifier.to(self.device).eval()
         self.engine = self.segmenter.engine
+        #: the classifier kept the segmentation model's detector (it trains S only): one pass serves both
+        self.shared = same_detector(self.segmenter.model, self.classifier)
 
     def check_heatmap(self, method: str | None = None) -> str:
         """`method` (None: the instance-score map) if this model makes it; ValueError otherwise."""
@@ -202,6 +239,18 @@ class InstanceClassifier:
             raise ValueError(f"model {self.spec.name!r} makes its instance-score heat map only, not {method!r} "
                              "(leave --heatmap out)")
         return HEATMAP_METHOD
+
+    def rows_from(self, features: dict, proposals: list, image_sizes: list) -> torch.Tensor:
+        """A slice's ranked detections for the classifier from a shared pass (`segment_volume(share=...)`)."""
+        return self.classifier.rows_from(features, proposals, image_sizes)[0]
+
+    @torch.no_grad()
+    def probabilities_of_rows(self, rows: list[torch.Tensor]) -> np.ndarray:
+        """(n, 3) probabilities from each slice's ranked detections (filled evenly, as at inference)."""
+        if not rows:
+            return np.zeros((0, len(self.spec.classes)), np.float32)
+        filled = torch.stack([fill_rows(r, ROI_BATCH) for r in rows]).flatten(1)
+        return torch.softmax(self.classifier.s_module(filled), dim=1).cpu().numpy()
 
     @torch.no_grad()
     def slice_probabilities(self, images: list[np.ndarray]) -> np.ndarray:
@@ -211,3 +260,20 @@ class InstanceClassifier:
         x = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None].expand(3, -1, -1).to(self.device)
              for im in images]
         return torch.softmax(self.classifier(x), dim=1).cpu().numpy()
+
+
+def same_detector(segmenter: nn.Module, classifier: nn.Module) -> bool:
+    """Whether the classifier's transform, backbone, RPN and box head are the segmentation model's (same sizes,
+    equal weights)."""
+    seg_t, clf_t = segmenter.transform, classifier.transform
+    if (seg_t.min_size, seg_t.max_size) != (clf_t.min_size, clf_t.max_size):
+        return False
+    pairs = (("backbone", segmenter.backbone, classifier.backbone), ("rpn", segmenter.rpn, classifier.rpn),
+             ("box_head", segmenter.roi_heads.box_head, classifier.box_head),
+             ("box_predictor", segmenter.roi_heads.box_predictor, classifier.box_predictor))
+    for _, a, b in pairs:
+        sa, sb = a.state_dict(), b.state_dict()
+        if sa.keys() != sb.keys() or any(not torch.equal(sa[k].float(), sb[k].float().to(sa[k].device))
+                                         for k in sa):
+            return False
+    return True

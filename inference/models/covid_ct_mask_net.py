@@ -172,12 +172,18 @@ class CovidCTMaskNet(nn.Module):
         image_list, _ = self.transform(images)
         features = self.backbone(image_list.tensors)
         proposals, _ = self.rpn(image_list, features)
-        pooled = self.box_head(self.box_roi_pool(features, proposals, image_list.image_sizes))
+        return self.rows_from(features, proposals, image_list.image_sizes)
+
+    def rows_from(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                  image_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """`ranked_rows` from the backbone's features and the RPN's proposals (a pass the segmentation model made
+        with the same detector weights can be shared)."""
+        pooled = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
         logits, deltas = self.box_predictor(pooled)
         scores = torch.softmax(logits, dim=-1)[:, 1]  # the lesion class; the background column goes
         deltas = deltas.reshape(len(deltas), -1, 4)[:, 1]
         out, start = [], 0
-        for props, size in zip(proposals, image_list.image_sizes):
+        for props, size in zip(proposals, image_sizes):
             end = start + len(props)
             s, d = scores[start:end], deltas[start:end]
             boxes = box_ops.clip_boxes_to_image(self.box_coder.decode_single(d, props), size)

@@ -9,7 +9,8 @@ Pipeline:
    COVID-SemiSeg's export window), those scoring at least `instance_min_score`, kept inside the lungs, each with
    its own id in a label volume;
 3. three-class probabilities of the slices screening classifies (`slice_plan`: lung slices about
-   `slice_gap_mm` apart, the same crop and window); the case answer averages the most abnormal of them
+   `slice_gap_mm` apart, the same crop and window; from the instance pass's backbone and RPN when the classifier
+   kept the segmentation model's detector, as the shipped one does); the case answer averages the most abnormal of them
    (`case_answer`: top-k by lowest P(control)); `probability` is P(COVID-19);
 4. lesion mask: the instances' union as label 5 ("other lesion": the model merges GGO and consolidation); heat
    map: each instance's voxels carry its score;
@@ -37,6 +38,7 @@ from inference.screening.steps import (
     zone_burden,
 )
 from inference.transforms.common import HUWindow
+from inference.transforms.crop import LUNG_CROP_MARGIN, lung_crop_box
 
 __all__ = ["AGGREGATION", "INSTANCE_LESION_LABEL", "run_instances"]
 
@@ -75,24 +77,31 @@ def run_instances(
         raise InferenceError("no lung found in this volume: not assessable (is it a chest CT?)")
     check()
 
+    plan = slice_plan(in_lungs, spacing, cfg)
+    if len(plan.classified) == 0:
+        raise InferenceError("no slice with enough lung to classify: not assessable")
+    # the same crop and window as the instances (one box for the volume): one pass can serve both
+    shared = model.shared and plan.box == lung_crop_box(in_lungs, LUNG_CROP_MARGIN)
     t = time.perf_counter()
-    found = model.segmenter.segment_volume(volume, spacing, in_lungs, min_score=cfg.instance_min_score,
-                                           progress=lambda f, m: report(0.3 + 0.4 * f, m), cancel=cancel)
+    found = model.segmenter.segment_volume(
+        volume, spacing, in_lungs, min_score=cfg.instance_min_score, cancel=cancel,
+        progress=lambda f, m: report(0.3 + (0.6 if shared else 0.4) * f, m),
+        share=model.rows_from if shared else None, share_slices=plan.classified if shared else ())
     timings["instances"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    plan = slice_plan(in_lungs, spacing, cfg)
-    window = HUWindow(*EXPORT_WINDOW_HU)
-    probs = np.zeros((len(plan.classified), len(model.spec.classes)), np.float32)
-    for start in range(0, len(plan.classified), cfg.batch_size):
-        check()
-        idx = plan.classified[start:start + cfg.batch_size]
-        probs[start:start + len(idx)] = model.slice_probabilities([slice_image(volume, k, plan.box, window)
-                                                                   for k in idx])
-        report(0.7 + 0.25 * (start + len(idx)) / len(plan.classified),
-               f"classified {start + len(idx)}/{len(plan.classified)}")
-    if len(plan.classified) == 0:
-        raise InferenceError("no slice with enough lung to classify: not assessable")
+    if shared:
+        probs = model.probabilities_of_rows([found.shared[int(k)] for k in plan.classified])
+    else:
+        window = HUWindow(*EXPORT_WINDOW_HU)
+        probs = np.zeros((len(plan.classified), len(model.spec.classes)), np.float32)
+        for start in range(0, len(plan.classified), cfg.batch_size):
+            check()
+            idx = plan.classified[start:start + cfg.batch_size]
+            probs[start:start + len(idx)] = model.slice_probabilities([slice_image(volume, k, plan.box, window)
+                                                                       for k in idx])
+            report(0.7 + 0.25 * (start + len(idx)) / len(plan.classified),
+                   f"classified {start + len(idx)}/{len(plan.classified)}")
     answer = case_answer(probs, cfg.min_top, cfg.top_fraction)
     timings["classification"] = time.perf_counter() - t
 

@@ -10,7 +10,13 @@ import torch
 
 from app.cli import EXIT_OK, main
 from inference.inferers.instances import InstanceClassifier, InstanceSegmenter
-from inference.models.covid_ct_mask_net import CLASSES, SEGMENTATION_MODEL, covid_ct_mask_net, lesion_segmentation_model
+from inference.models.covid_ct_mask_net import (
+    CLASSES,
+    SEGMENTATION_MODEL,
+    CovidCTMaskNet,
+    covid_ct_mask_net,
+    lesion_segmentation_model,
+)
 from inference.screening.config import ScreeningConfig
 from inference.screening.pipelines.instances import INSTANCE_LESION_LABEL
 from inference.screening.run import load_model, run, screening_models
@@ -85,3 +91,19 @@ def test_screen_writes_the_instance_label_volume_and_list(tmp_path, monkeypatch,
     assert set(summary["probabilities"]) == set(CLASSES) and summary["probability"] == summary["probabilities"]["covid"]
     results = json.loads((out / "results.json").read_text())
     assert results["model"] == "covid-ct-mask-net" and results["input_kind"] == "instances"
+
+
+def test_one_shared_pass_gives_the_answer_of_separate_passes(phantom):
+    torch.manual_seed(1)
+    detector = lesion_segmentation_model(short_side=64)
+    model = InstanceClassifier("covid-ct-mask-net", segmenter=InstanceSegmenter(device="cpu", module=detector),
+                               classifier=CovidCTMaskNet(detector=detector))
+    assert model.shared  # the classifier kept the segmentation model's detector
+    hu, lungs, spacing = phantom.volume.array, _lungs(phantom), phantom.volume.spacing
+    one = run(hu, spacing, model, lung_labels=lungs)
+    model.shared = False
+    two = run(hu, spacing, model, lung_labels=lungs)
+    np.testing.assert_allclose(one.slice_probabilities, two.slice_probabilities, atol=1e-5)
+    assert one.probabilities == pytest.approx(two.probabilities, abs=1e-5)
+    np.testing.assert_array_equal(one.instance_labels, two.instance_labels)
+    assert not _model().shared  # two different detectors
