@@ -43,7 +43,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
 
-from inference.models._api import ModelSpec, register_model
+from inference.models._api import ModelSpec, WeightsInfo, register_model
 
 #: the three answers of the classifier, in the authors' label order
 CLASSES: tuple[str, ...] = ("control", "pneumonia", "covid")
@@ -227,11 +227,17 @@ register_model(ModelSpec(
     classes=CLASSES,
     positive_class="covid",
     description="COVID-CT-Mask-Net (Ter-Sarkisov): lightweight Mask R-CNN (ResNet18-T1 + one FPN level) for lesion "
-                "instances, and a three-class slice classifier from its ranked detections (no shipped weights yet)",
-    notes={"input": "CT slice as 3 identical channels in [0, 1], ImageNet mean/std, short side 512 (at most 1024)",
+                "instances, and a three-class slice classifier from its ranked detections; trained here on three "
+                "real patients",
+    notes={"input": f"CT slice as 3 identical channels in [0, 1], ImageNet mean/std, short side {SHORT_SIDE}",
            "roi_batch": ROI_BATCH, "classes": "0 control, 1 common pneumonia, 2 COVID-19",
            "pretrained_backbone": "none (ImageNet weights cannot be downloaded here: trained from scratch)",
            "segmentation_model": SEGMENTATION_MODEL},
+    weights=WeightsInfo(
+        file="covid-ct-mask-net.pt",
+        sha256="fc120808592759bbb6f7465d2a3e356d1206457a3bc32605bccc7a283cfa15f6",
+        card="covid-ct-mask-net.card.json",
+    ),
 ))
 
 register_model(ModelSpec(
@@ -246,4 +252,9 @@ register_model(ModelSpec(
     notes={"input": f"CT slice as 3 identical channels in [0, 1], ImageNet mean/std, short side {SHORT_SIDE}",
            "instances": "8-connected lesion regions of at least 100 px",
            "pretrained_backbone": "none (ImageNet weights cannot be downloaded here: trained from scratch)"},
+    weights=WeightsInfo(
+        file="covid-ct-mask-net-seg.pt",
+        sha256="f8a05b7f411d462a066f68a9e2e7ba329e0faaa77d023948fdd094f9989318ec",
+        card="covid-ct-mask-net-seg.card.json",
+    ),
 ))

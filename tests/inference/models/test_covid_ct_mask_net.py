@@ -3,6 +3,8 @@ structure and sizes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -123,3 +125,19 @@ def test_the_segmentation_model_learns_a_bright_lesion():
         opt.step()
         totals.append(float(total.detach()))
     assert sum(totals[-5:]) / 5 < 0.6 * sum(totals[:5]) / 5
+
+
+@pytest.mark.parametrize("name", ["covid-ct-mask-net-seg", "covid-ct-mask-net"])
+def test_shipped_weights_and_cards(name):
+    from inference.models import get_model
+
+    spec = get_model(name)
+    state = torch.load(spec.weights.path(), weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert spec.weights.path().stat().st_size < 20 * 2**20
+    model = spec.build()  # hash-checked
+    assert _count(model) == spec.parameter_count()
+    card = spec.card()
+    assert card["not_for_clinical_diagnosis"] and card["sha256"] == spec.weights.sha256
+    assert any("scratch" in d for d in card["deviations"])
+    assert "research use only" in json.dumps(card["training_data"]) or "non-commercial" in json.dumps(card)
