@@ -75,6 +75,13 @@ def _card_warning(model: str) -> str:
     return f"warning: {warning}" if warning else ""
 
 
+def _other_classes(pred: Prediction) -> str:
+    """", pneumonia 0.10, control 0.05" for a model with more than two classes (COVID-CT-Mask-Net), else ""."""
+    if len(pred.classes) <= 2:
+        return ""
+    return "".join(f", {c} {pred.probabilities[c]:.2f}" for c in pred.classes[:-1][::-1])
+
+
 def _by_kind(pred: Prediction) -> str:
     """" (GGO 12.3 mL, consolidation 4.5 mL)" for models that tell lesion kinds apart, else ""."""
     if not pred.lesion_ml_by_kind:
@@ -182,7 +189,8 @@ class ResultsPanel(QtWidgets.QWidget):
             return
         self.plot.show()
         self.headline.setText(
-            f"P(COVID) = {pred.positive_probability:.2f}  ({pred.model}, {pred.aggregation}, {pred.device})\n"
+            f"P(COVID) = {pred.positive_probability:.2f}{_other_classes(pred)}  ({pred.model}, {pred.aggregation}, "
+            f"{pred.device})\n"
             f"lesions {pred.lesion_ml:.1f} mL{_by_kind(pred)}, {pred.involvement_percent():.1f} % of the lungs "
             f"(right {pred.involvement_percent('right'):.1f} %, left {pred.involvement_percent('left'):.1f} %), "
             f"severity {pred.severity}/30; heat map {HEATMAP_NAMES.get(pred.heatmap_method, pred.heatmap_method)}; "

@@ -43,6 +43,8 @@ class InstancesPanel(QtWidgets.QWidget):
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setToolTip("click an instance to move the crosshair to it")
         self.table.cellClicked.connect(lambda row, _col: self.go_to(row))
+        self.table.setMinimumHeight(80)
+        self.table.setMaximumHeight(170)  # the case's headline, plot and zones above keep their room
         self.per_instance = QtWidgets.QComboBox()
         self.per_instance.addItem("one segment per instance", True)
         self.per_instance.addItem("all merged in one segment", False)
@@ -61,7 +63,7 @@ class InstancesPanel(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addLayout(row)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table)
         layout.addLayout(export)
         # a drag sends many values: the list and overlay follow once it rests for a moment
         self._settle = QtCore.QTimer(self)

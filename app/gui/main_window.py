@@ -376,7 +376,7 @@ class MainWindow(QtWidgets.QMainWindow):
         col.addWidget(self.results, 1)
         self.instances = InstancesPanel(self.state, MASK_LAYER)
         self.instances.export_requested.connect(self._export_instances)
-        col.addWidget(self.instances, 1)
+        col.addWidget(self.instances)
         dock = QtWidgets.QDockWidget("AI results", self)
         dock.setObjectName("ai-results")
         dock.setWidget(ai)

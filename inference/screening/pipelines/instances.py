@@ -42,7 +42,7 @@ from inference.transforms.crop import LUNG_CROP_MARGIN, lung_crop_box
 
 __all__ = ["AGGREGATION", "INSTANCE_LESION_LABEL", "run_instances"]
 
-AGGREGATION = "three-class probabilities averaged over the most abnormal slices (top-k by lowest P(control))"
+AGGREGATION = "top-k most abnormal slices"  # the three-class probabilities averaged over them (`case_answer`)
 INSTANCE_LESION_LABEL = 5  # the viewer's "other lesion": GGO and consolidation merged
 
 
