@@ -374,9 +374,10 @@ class MainWindow(QtWidgets.QMainWindow):
         second.addWidget(self.device_label, 1)
         col.addLayout(second)
         col.addWidget(self.results, 1)
-        self.instances = InstancesPanel(self.state, MASK_LAYER)
+        # the lesion-instance list joins the dock with the first result that has instances
+        self.instances = InstancesPanel(self.state, MASK_LAYER, parent=ai)
         self.instances.export_requested.connect(self._export_instances)
-        col.addWidget(self.instances)
+        self._ai_column = col
         dock = QtWidgets.QDockWidget("AI results", self)
         dock.setObjectName("ai-results")
         dock.setWidget(ai)
@@ -921,6 +922,8 @@ class MainWindow(QtWidgets.QMainWindow):
         # the rules `screen` applies: a head CT or a sliver of lung gets no probability, only the reason
         problem = lung_problem(pred.lung_mask, vol.spacing, vol.metadata.body_part) or prediction_problem(pred)
         self.results.show_prediction(pred, problem)
+        if pred.instances is not None and not problem and self._ai_column.indexOf(self.instances) < 0:
+            self._ai_column.addWidget(self.instances)
         self.instances.show_prediction(None if problem else pred)
         self.ai_dock.raise_()
         self.statusBar().showMessage(f"not assessable: {problem}" if problem else

@@ -1,7 +1,7 @@
 """Benchmark: a whole case (load, lungs, screening) against SimpleITK's bare read of the same series, in one run.
 
     python -m tests.benchmarks.bench_real_case [--real ../shared/data/covid-ct-md/P001-covid] [--slices 300]
-        [--size 512] [--model light-squeezenet] [--repeat 3]
+        [--size 512] [--model light-squeezenet] [--repeat 3] [--only real|phantom]
 
 Two series: a real CT (default: COVID-CT-MD P001, 148 slices of JPEG Lossless) and the uncompressed
 phantom of `bench_loading`. For each, the medians of `--repeat` runs (after a warm-up) of:
@@ -56,12 +56,16 @@ def main() -> None:
     ap.add_argument("--model", default="light-squeezenet")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "lunglens-bench"))
+    ap.add_argument("--only", choices=("real", "phantom"), help="time one of the two series")
     args = ap.parse_args()
     from tests.benchmarks.bench_loading import phantom_series
 
     model = load_model(args.model, device="cpu")
-    series = {"real": Path(args.real),
-              "phantom": phantom_series(Path(args.cache), args.slices, args.size) / "dicom"}
+    series: dict[str, Path] = {}
+    if args.only in (None, "real"):
+        series["real"] = Path(args.real)
+    if args.only in (None, "phantom"):
+        series["phantom"] = phantom_series(Path(args.cache), args.slices, args.size) / "dicom"
     print(f"{os.cpu_count()} CPUs; model {args.model}; medians of {args.repeat} runs\n")
     print("| series | slices | SimpleITK read | LungLens load | x SimpleITK | whole case, DCN lesions | x SimpleITK "
           "| whole case, HU-rule lesions | x SimpleITK |")

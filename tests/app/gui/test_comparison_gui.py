@@ -81,6 +81,7 @@ def test_prior_opens_beside_the_main_view_and_scrolls_with_it(qtbot, tmp_path, m
     prior.zoom_by(0.8)  # Ctrl+wheel on the prior
     assert mm_per_px(main) == pytest.approx(mm_per_px(prior), rel=1e-3)
     prior.resize(prior.width() - 40, prior.height())  # a resize of the prior alone does not zoom the main view
+    qtbot.wait(50)  # the window's layout settles (it may give the prior its share back)
     win.reset_views()  # Home: both fitted, at the main view's scale
     fitted = mm_per_px(main)
     qtbot.wait(50)
