@@ -28,7 +28,7 @@ from inference.inferers.lesions import LesionSegmenter
 from inference.lungs.select import segment_lung_labels
 from inference.models._api import load_weights, sha256_of
 from inference.models.covid_ct_mask_net import lesion_segmentation_model
-from tests.benchmarks.eval_real_volumes import LABELLED, NON_COVID, slice_truth
+from tests.benchmarks.eval_real_volumes import LABELLED, NON_COVID, percent, slice_truth
 from viewer.core.reorient import to_canonical
 from viewer.io.volumes import open_volume
 
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in results.items():
         for case in (Path(rel).name for rel in LABELLED + NON_COVID):
             r = rows[case]
-            print(f"| {name} | {case} | {r['lesion_ml']:.1f} | {_pct(r['lesion_in_labelled_slices'])} | "
-                  f"{_pct(r['labelled_slices_with_lesion'])} | {r.get('lesion_share_slice_auc', '-')} | "
+            print(f"| {name} | {case} | {r['lesion_ml']:.1f} | {percent(r['lesion_in_labelled_slices'])} | "
+                  f"{percent(r['labelled_slices_with_lesion'])} | {r.get('lesion_share_slice_auc', '-')} | "
                   f"{r.get('instances', '-')} | {r['seconds_per_slice']:.3f} |")
         print(f"| {name} | pooled | | | | {rows['pooled_lesion_share_slice_auc']} | | |")
     if args.json:
@@ -115,10 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                                 "min_score": args.min_score, "results": results}
         Path(args.card).write_text(json.dumps(card, indent=1))
     return 0
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f} %"
 
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             r = results[name][case]
             print(f"| {name} | {case} | {r['probability']:.3f} | {r['lesion_ml']:.1f} | "
-                  f"{_pct(r['lesion_in_labelled_slices'])} | {_pct(r['lesion_in_labelled_lungs'])} | "
-                  f"{_pct(r['labelled_slices_with_lesion'])} | {r.get('slice_auc')} |")
+                  f"{percent(r['lesion_in_labelled_slices'])} | {percent(r['lesion_in_labelled_lungs'])} | "
+                  f"{percent(r['labelled_slices_with_lesion'])} | {r.get('slice_auc')} |")
         print(f"| {name} | pooled slice AUC | | | | | | {results[name].get('pooled_slice_auc')} |")
     out = {"status": status, **results}
     if args.json:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _pct(v: float | None) -> str:
+def percent(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f} %"
 
 
