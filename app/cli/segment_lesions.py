@@ -12,6 +12,7 @@ from pathlib import Path
 from app.cli.exits import EXIT_BAD_INPUT, EXIT_OK, fail
 from app.cli.options import image_inputs
 from app.cli.progress_bar import ProgressBar
+from inference.core.choices import MIN_INSTANCE_SCORE
 
 DEFAULT_LESION_MODEL = "dcn"
 
@@ -34,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     p.add_argument("--no-tta", action="store_true",
                    help="one pass per image instead of the average over its four flips (4x faster; dcn)")
-    p.add_argument("--min-score", type=_score, default=0.5, metavar="S",
-                   help="lesion instances scoring below S are left out (covid-ct-mask-net; default 0.5)")
+    p.add_argument("--min-score", type=_score, default=MIN_INSTANCE_SCORE, metavar="S",
+                   help=f"lesion instances scoring below S are left out (covid-ct-mask-net; default "
+                        f"{MIN_INSTANCE_SCORE})")
     p.set_defaults(func=run)
 
 

@@ -7,12 +7,12 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from app.services.instance_export import kept
+from inference.core.choices import MIN_INSTANCE_SCORE
 from inference.core.prediction import Prediction
+from inference.screening.pipelines.instances import INSTANCE_LESION_LABEL
 from viewer.state.layers import LabelLayer
 from viewer.state.view_state import ViewerState
 
-DEFAULT_MIN_SCORE = 0.5
-LESION_VALUE = 5  # as `inference.screening.pipelines.instances.INSTANCE_LESION_LABEL`
 SETTLE_MS = 120
 
 
@@ -28,12 +28,11 @@ class InstancesPanel(QtWidgets.QWidget):
         super().__init__(parent)
         self.state, self.mask_layer = state, mask_layer
         self.prediction: Prediction | None = None
-        self._lungs: np.ndarray | None = None
         self.title = QtWidgets.QLabel("Lesion instances")
         self.title.setStyleSheet("font-weight: bold;")
         self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.slider.setRange(0, 100)
-        self.slider.setValue(int(DEFAULT_MIN_SCORE * 100))
+        self.slider.setValue(int(MIN_INSTANCE_SCORE * 100))
         self.slider.setToolTip("instances scoring below this are hidden in the overlay and the list, and not saved")
         self.score_label = QtWidgets.QLabel()
         self.table = QtWidgets.QTableWidget(0, 4)
@@ -82,7 +81,6 @@ class InstancesPanel(QtWidgets.QWidget):
         """Show `pred`'s instances (hidden when it has none)."""
         has = pred is not None and pred.instances is not None and pred.instance_labels is not None
         self.prediction = pred if has else None
-        self._lungs = np.asarray(pred.lung_mask, np.uint8).copy() if has and pred is not None else None
         self.setVisible(has)
         if has:
             self.refresh()
@@ -101,7 +99,7 @@ class InstancesPanel(QtWidgets.QWidget):
         """The list and the overlay for the slider's score."""
         pred = self.prediction
         self.score_label.setText(f"{self.min_score:.2f}")
-        if pred is None or pred.instance_labels is None or self._lungs is None:
+        if pred is None or pred.instance_labels is None:
             return
         rows = self.shown()
         total = len(pred.instances or [])
@@ -117,7 +115,7 @@ class InstancesPanel(QtWidgets.QWidget):
                 ids = np.zeros(int(pred.instance_labels.max(initial=0)) + 1, bool)
                 ids[[r["id"] for r in rows]] = True
                 for k in sorted({r["slice"] for r in pred.instances or []}):  # only slices with instances change
-                    layer.data[k] = np.where(ids[pred.instance_labels[k]], LESION_VALUE, self._lungs[k])
+                    layer.data[k] = np.where(ids[pred.instance_labels[k]], INSTANCE_LESION_LABEL, pred.lung_mask[k])
                 layer.data_changed()
 
     def go_to(self, row: int) -> None:

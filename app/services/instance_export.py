@@ -10,10 +10,11 @@ import json
 
 import numpy as np
 
+from inference.screening.pipelines.instances import INSTANCE_LESION_LABEL
 from viewer.labels.colors import fallback_color
 from viewer.labels.table import MAX_LABEL, LabelInfo, LabelTable
 
-MERGED_VALUE = 5  # the viewer's "other lesion": the model merges GGO and consolidation
+MERGED_VALUE = INSTANCE_LESION_LABEL  # the viewer's "other lesion": the model merges GGO and consolidation
 MERGED_NAME = "lesion instances (COVID-CT-Mask-Net)"
 MAX_INSTANCE_SEGMENTS = MAX_LABEL
 

@@ -59,3 +59,5 @@ MASK_NET_TRAIN: dict[str, object] = {
 #: the JPEG quality of the COVID-SemiSeg images (their quantization tables are libjpeg's at quality 75); DCN's
 #: negative slices are stored and decoded at it (`inference.training.datasets.ct_crops`)
 SEMISEG_JPEG_QUALITY = 75
+#: COVID-CT-Mask-Net's lesion instances scoring below this are left out (screening, `segment-lesions`, the viewer)
+MIN_INSTANCE_SCORE = 0.5

@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from inference.core.choices import MIN_INSTANCE_SCORE
 from inference.core.device import select_device
 from inference.core.types import CancelFn, Cancelled, ProgressFn
 from inference.models._api import ModelSpec, WeightsError, get_model
@@ -36,7 +37,7 @@ __all__ = ["DEFAULT_MIN_SCORE", "HEATMAP_METHOD", "InstanceClassifier", "Instanc
 #: the heat map of the instance path: each instance's voxels carry its score
 HEATMAP_METHOD = "instance score"
 #: detections scoring below this are not lesions (`segment-lesions --min-score`); cross-validated Dice uses it
-DEFAULT_MIN_SCORE = 0.5
+DEFAULT_MIN_SCORE = MIN_INSTANCE_SCORE
 
 
 @dataclass(frozen=True)

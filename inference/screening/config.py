@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.core.choices import MIN_INSTANCE_SCORE
 from inference.transforms.crop import LUNG_CROP_MARGIN
 
 #: input kinds of the models that screen a CT (an "instances" model only with a three-class classifier)
@@ -37,7 +38,7 @@ class ScreeningConfig:
     # anywhere, nor `cam_threshold`; a batch of such slices is spared Grad-CAM's backward pass
     heatmap_min_probability: float = 0.05
     batch_size: int = 8  # slices per forward (and Grad-CAM backward) pass
-    instance_min_score: float = 0.5  # lesion instances scoring below this are left out (COVID-CT-Mask-Net)
+    instance_min_score: float = MIN_INSTANCE_SCORE  # lesion instances scoring below this are left out
 
 
 def aggregate(probabilities: np.ndarray, config: ScreeningConfig) -> float:
