@@ -16,6 +16,7 @@ from app.services.worklist import DONE, QUEUED, RUNNING, WorkItem, Worklist
 
 BAND_COLOURS = {"high": "#f5b7b1", "intermediate": "#fad7a0", "low": "#d5f5e3"}
 THUMB_PX = 72
+STATUS_INTERVAL_MS = 100  # the counts and progress bar follow results at most this often
 
 
 class WorklistWorker(Worker):
@@ -290,9 +291,18 @@ class WorklistWindow(QtWidgets.QMainWindow):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.doubleClicked.connect(self._double_clicked)
         self.setCentralWidget(self.table)
+        # the counts in a label of their own: QStatusBar.showMessage and QProgressBar.setValue repaint at once,
+        # which painted every pending change of the table synchronously, once per result (30-80 ms stalls when
+        # several results came in one pass of the event loop); results now refresh them at most every 100 ms
+        self.counts = QtWidgets.QLabel()
         self.progress = QtWidgets.QProgressBar()
         self.progress.setMaximumWidth(220)
+        self.statusBar().addPermanentWidget(self.counts)
         self.statusBar().addPermanentWidget(self.progress)
+        self._status_timer = QtCore.QTimer(self)
+        self._status_timer.setSingleShot(True)
+        self._status_timer.setInterval(STATUS_INTERVAL_MS)
+        self._status_timer.timeout.connect(self._update_status)
         self._update_status()
 
     def _spin(self, value: float) -> QtWidgets.QDoubleSpinBox:
@@ -424,12 +434,12 @@ class WorklistWindow(QtWidgets.QMainWindow):
             for name, width in (("P(COVID-19)", 150), ("Status", 110), ("Involvement", 95), ("Severity", 75)):
                 column = WorklistModel.COLUMNS.index(name)
                 header.resizeSection(column, max(width, header.sectionSize(column)))
-        self._update_status()
+        self._status_soon()
 
     @QtCore.Slot(object, object)
     def _on_updated(self, item: WorkItem, thumbnail: QtGui.QImage | None = None) -> None:
         self.model.item_changed(item, thumbnail)  # the proxy re-sorts and re-filters the changed rows itself
-        self._update_status()
+        self._status_soon()
 
     @QtCore.Slot(str)
     def _on_failed(self, message: str) -> None:
@@ -467,14 +477,22 @@ class WorklistWindow(QtWidgets.QMainWindow):
                         if (item.case_dir / f"{n}.nii.gz").is_file()]
         self.open_case.emit(item.case.source, item.case.series or "", overlays)
 
+    def _status_soon(self) -> None:
+        """The counts and progress refreshed within `STATUS_INTERVAL_MS`: one refresh for a burst of results."""
+        if not self._status_timer.isActive():
+            self._status_timer.start()
+
+    @QtCore.Slot()
     def _update_status(self) -> None:
         items = self.worklist.items
         done = sum(i.status not in (QUEUED, RUNNING) for i in items)
         running = sum(i.status == RUNNING for i in items)
+        self.progress.setUpdatesEnabled(False)  # its setValue repaints at once; with the rest, in the next paint
         self.progress.setRange(0, max(1, len(items)))
         self.progress.setValue(done)
+        self.progress.setUpdatesEnabled(True)
         state = "paused" if self.paused.is_set() else ("screening" if running else "idle")
-        self.statusBar().showMessage(f"{done} of {len(items)} done, {running} running ({state})")
+        self.counts.setText(f"{done} of {len(items)} done, {running} running ({state})")
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
         """Running cases finish and are kept; the rest stay queued (Start screens them when the window opens

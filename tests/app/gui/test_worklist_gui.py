@@ -63,7 +63,7 @@ def test_worklist_window_ranks_screened_cases_with_bands_and_thumbnails(qtbot, t
     thumb = proxy.index(0, _column(window, "Key image")).data(QtCore.Qt.ItemDataRole.DecorationRole)
     assert isinstance(thumb, QtGui.QPixmap) and not thumb.isNull()
     assert proxy.index(0, _column(window, "Status")).data() == DONE
-    assert "2 of 2 done" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "2 of 2 done" in window.counts.text(), timeout=1000)  # refreshed within 100 ms
     # bands follow the thresholds: everything at or above 0 is "high"
     window.low_spin.setValue(0.0)
     window.high_spin.setValue(0.0)
@@ -147,3 +147,45 @@ def test_each_update_re_sorts_re_ranks_and_re_filters_at_once(qtbot, tmp_path):
     items[2].row["patient_id"] = "P9"  # a changed row leaves a filter it no longer matches at its update
     window._on_updated(items[2])
     assert shown() == []
+
+
+def test_a_burst_of_results_refreshes_the_counts_once_and_paints_nothing_at_once(qtbot, tmp_path):
+    from app.services.cases import Case
+    from app.services.worklist import RUNNING, WorkItem
+    from app.services.worklist_db import CacheKey
+
+    window = _window(qtbot, tmp_path)
+    window.show()
+    qtbot.waitExposed(window)
+    items = [WorkItem(Case(f"case{k}", f"1.2.{k}", f"/studies/{k}"), CacheKey(f"1.2.{k}", "f", "m", "w"),
+                      row={"patient_id": f"P{k}"}) for k in range(6)]
+    window.worklist.items.extend(items)
+    window._on_added()
+    qtbot.waitUntil(lambda: "0 of 6 done" in window.counts.text(), timeout=1000)
+    texts: list[str] = []
+    set_text = window.counts.setText
+    window.counts.setText = lambda text: (texts.append(text), set_text(text))  # type: ignore[method-assign]
+    paints: list[int] = []
+
+    class PaintCounter(QtCore.QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QtCore.QEvent.Type.Paint:
+                paints.append(1)
+            return False
+
+    counter = PaintCounter()
+    window.table.viewport().installEventFilter(counter)
+    for item in items:  # six results in one pass of the event loop (the GUI thread was busy meanwhile)
+        item.status, item.row = "done", {**item.row, "probability": 0.5, "status": "ok"}
+        window._on_updated(item)
+    items[0].status = RUNNING
+    window._on_updated(items[0])
+    assert texts == [] and paints == []  # nothing painted synchronously, once per result
+    qtbot.waitUntil(lambda: texts == ["5 of 6 done, 1 running (screening)"], timeout=1000)
+    assert window.progress.value() == 5
+    window.progress.installEventFilter(counter)
+    paints.clear()
+    items[0].status = "done"
+    window._update_status()  # the refresh itself paints in the next pass of the event loop, not at once
+    assert paints == [] and window.progress.value() == 6
+    qtbot.waitUntil(lambda: len(paints) > 0, timeout=1000)
