@@ -4,8 +4,10 @@ and the burden per lung zone."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,12 +120,43 @@ def viewer_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+class LesionsBeside:
+    """`model_lesions` in a thread of its own, started at once, so that the lesion segmenter runs while the caller
+    classifies slices: each takes a core where one after the other each waited for the other's. A context
+    manager: leaving it (a cancel, an error) stops the segmenter at its next batch and waits for it."""
+
+    def __init__(self, volume: np.ndarray, spacing, lungs: np.ndarray, cfg: ScreeningConfig, device: str,
+                 cancel: CancelFn | None) -> None:
+        self._stop = threading.Event()
+
+        def stopped() -> bool:
+            return self._stop.is_set() or (cancel is not None and bool(cancel()))
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lesions")
+        self._future = self._pool.submit(model_lesions, volume, spacing, lungs, cfg, device, cancel=stopped)
+
+    def result(self) -> np.ndarray | None:
+        """The lesion mask, as `model_lesions` returns it (waiting for it; its exception raised here)."""
+        return self._future.result()
+
+    def __enter__(self) -> LesionsBeside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()  # a no-op once it has finished
+        self._pool.shutdown(wait=True)
+
+
 def lesion_step(volume: np.ndarray, spacing, lungs: np.ndarray, heat: np.ndarray, cfg: ScreeningConfig,
-                device: str, report: ProgressFn, cancel: CancelFn | None) -> tuple[np.ndarray, str]:
-    """The slice and volume paths' lesion mask and how it was made: `model_lesions`, else `lesion_mask` (the HU
-    rule inside `heat`)."""
-    lesions = model_lesions(volume, spacing, lungs, cfg, device, cancel=cancel,
-                            progress=lambda f, m: report(0.9 + 0.08 * f, m))
+                device: str, report: ProgressFn, cancel: CancelFn | None,
+                beside: LesionsBeside | None = None) -> tuple[np.ndarray, str]:
+    """The slice and volume paths' lesion mask and how it was made: `model_lesions` (or its result from `beside`,
+    started earlier), else `lesion_mask` (the HU rule inside `heat`)."""
+    if beside is not None:
+        lesions = beside.result()
+    else:
+        lesions = model_lesions(volume, spacing, lungs, cfg, device, cancel=cancel,
+                                progress=lambda f, m: report(0.9 + 0.08 * f, m))
     if lesions is None:
         return lesion_mask(volume, lungs, heat, spacing, cfg), HU_RULE
     return lesions, str(cfg.lesion_model)

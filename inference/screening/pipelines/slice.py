@@ -28,9 +28,12 @@ Pipeline (every threshold is a `ScreeningConfig` field):
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from inference.core.prediction import Prediction
 from inference.core.types import CancelFn, ProgressFn
@@ -38,6 +41,7 @@ from inference.inferers.slice import SliceClassifier
 from inference.screening.config import ScreeningConfig, aggregate
 from inference.screening.fusion import SliceFusion, lesion_share
 from inference.screening.steps import (
+    LesionsBeside,
     cancel_checker,
     lesion_ml_by_kind,
     lesion_step,
@@ -82,13 +86,28 @@ def run_slices(
     t0 = time.perf_counter() if started is None else started
     report, check = progress_reporter(progress), cancel_checker(cancel)
     timings: dict[str, float] = {}
-    window = clf.preprocess.hu_window
     method = clf.check_heatmap(cfg.heatmap)  # a bad choice fails here, before any work
     timings["model_load"] = time.perf_counter() - t0
     lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
     in_lungs = lung_labels > 0
     check()
 
+    with contextlib.ExitStack() as stack:
+        # the lesion segmenter needs only the lungs: it runs beside the classifier where torch has more than one
+        # thread to share (2 cores: 0.4 s of P001's 4.5 s; a worker process with one thread gains nothing); the HU
+        # rule needs the heat map
+        beside = (stack.enter_context(LesionsBeside(volume, spacing, in_lungs, cfg, str(clf.device), cancel))
+                  if cfg.lesion_model and torch.get_num_threads() > 1 else None)
+        return _classify_and_measure(volume, spacing, clf, cfg, lung_labels, in_lungs, method, beside, report,
+                                     check, cancel, timings, t0)
+
+
+def _classify_and_measure(volume: np.ndarray, spacing: tuple[float, float, float], clf: SliceClassifier,
+                          cfg: ScreeningConfig, lung_labels: np.ndarray, in_lungs: np.ndarray, method: str,
+                          beside: LesionsBeside | None, report: ProgressFn, check: Callable[[], None],
+                          cancel: CancelFn | None, timings: dict[str, float], t0: float) -> Prediction:
+    """Steps 2-6 of the module docstring, once the lungs are known."""
+    window = clf.preprocess.hu_window
     plan = slice_plan(in_lungs, spacing, cfg)
     lung_slices, slices, step, box = plan.lung_slices, plan.classified, plan.step, plan.box
     heat = np.zeros(volume.shape, np.float32)
@@ -146,7 +165,8 @@ def run_slices(
     timings["classification"] = time.perf_counter() - t
     check()
     t = time.perf_counter()
-    lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel)
+    lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel,
+                                         beside)
     zones = zone_burden(lung_labels, lesions > 0, spacing)
     fusion = slice_fusion(clf, cfg, lesion_method)
     if fusion is not None:

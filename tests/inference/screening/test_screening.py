@@ -411,3 +411,37 @@ def test_top_k_is_the_aggregation_name_and_the_old_spelling_still_reads():
     p = np.array([0.1, 0.9, 0.8, 0.2, 0.7])
     assert aggregate(p, ScreeningConfig(aggregation="top-k")) == pytest.approx(0.8)
     assert aggregate(p, ScreeningConfig(aggregation="top-k mean")) == pytest.approx(0.8)
+
+
+def test_lesions_made_beside_the_classifier_equal_those_made_after_it_and_a_cancel_stops_both(classifier):
+    """With more than one torch thread DCN's lesion mask is made in a thread of its own while the slices are
+    classified: the prediction is the one made step after step, and a cancel during the classification stops the
+    segmenter too (no thread left running)."""
+    import threading
+
+    from inference.core.types import Cancelled
+
+    ph = phantom(41, True)
+    labels = lung_labels(ph)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        after = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
+        torch.set_num_threads(2)
+        beside = run(ph.volume.array, SPACING, classifier, lung_labels=labels)
+        assert beside.lesion_method == after.lesion_method == "dcn"
+        assert np.array_equal(beside.lesion_mask, after.lesion_mask)
+        # one torch thread or two sum in another order: the same probabilities within float32 rounding
+        assert np.allclose(beside.slice_probabilities, after.slice_probabilities, atol=1e-5)
+        assert beside.probabilities == pytest.approx(after.probabilities, abs=1e-5)
+        calls = []
+
+        def cancel() -> bool:  # true from the classifier's second check on, whichever thread asks
+            calls.append(threading.current_thread().name)
+            return sum(not name.startswith("lesions") for name in calls) > 1
+
+        with pytest.raises(Cancelled):
+            run(ph.volume.array, SPACING, classifier, lung_labels=labels, cancel=cancel)
+        assert not [t for t in threading.enumerate() if t.name.startswith("lesions")]
+    finally:
+        torch.set_num_threads(threads)
