@@ -84,6 +84,7 @@ class ModelSpec:
     cam_layers: CamLayers | None = None  # heat maps this network offers (None: none)
     notes: dict[str, Any] = field(default_factory=dict)  # card notes on the pipeline around the transforms
     weights: WeightsInfo | None = None
+    screens: bool = False  # gives one probability per case: a choice for `screen`, the worklist and Analyze
 
     @property
     def preprocessing(self) -> dict[str, Any]:

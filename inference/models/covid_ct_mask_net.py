@@ -233,6 +233,7 @@ register_model(ModelSpec(
            "roi_batch": ROI_BATCH, "classes": "0 control, 1 common pneumonia, 2 COVID-19",
            "pretrained_backbone": "none (ImageNet weights cannot be downloaded here: trained from scratch)",
            "segmentation_model": SEGMENTATION_MODEL},
+    screens=True,
     weights=WeightsInfo(
         file="covid-ct-mask-net.pt",
         sha256="fc120808592759bbb6f7465d2a3e356d1206457a3bc32605bccc7a283cfa15f6",

@@ -438,6 +438,7 @@ register_model(ModelSpec(
                 "U-Net lesion segmentation (GGO, consolidation) + ResNet-50 slice classifier joined by lesion "
                 "attention, slice probability mapping for the case; trained on radiologists' masks",
     transforms=DCNPreprocess(),
+    screens=True,  # the slice probability mapping gives the case's
     notes={
         "segmentation_classes": list(SEG_CLASSES),
         "heat_map": "the four lesion-attention maps (DCNOutput.attention); the paper finds LA 2 and 3 closest to "

@@ -134,6 +134,7 @@ register_model(ModelSpec(
                 "(no shipped weights yet)",
     transforms=VolumePreprocessor(window=WINDOW_HU, size=SIZE, z_spacing_mm=Z_SPACING_MM),
     cam_layers=CamLayers(grad_cam=CAM_DEPTHS),
+    screens=True,
     notes={
         "lung_mask": "threshold method (segment_lungs) by default; the 2D lung U-Net with --lungs unet",
         "cam_depths": list(CAM_DEPTHS),

@@ -198,6 +198,7 @@ register_model(ModelSpec(
     description="Light SqueezeNet (Polsinelli et al.): CPU-friendly COVID-19 slice classifier with CAM",
     transforms=TRANSFORMS,
     cam_layers=CamLayers(cam="features", classifier="fc", grad_cam=("trunk.fires.0",)),
+    screens=True,
     weights=WeightsInfo(
         file="light-squeezenet.pt",
         sha256="afe5781a726797cdc8e80a875462869b895f7f7db2ef134b9647a310fc7b8598",
@@ -214,4 +215,5 @@ for _name, _builder, _bypass in (("squeezenet-no-bypass", squeezenet_no_bypass, 
         positive_class="COVID",
         description=f"SqueezeNet with modified Fire modules, {_bypass} (paper 2 baseline; no shipped weights)",
         transforms=TRANSFORMS,
+        screens=True,
     ))

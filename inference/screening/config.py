@@ -10,9 +10,6 @@ import numpy as np
 from inference.core.choices import MIN_INSTANCE_SCORE
 from inference.transforms.crop import LUNG_CROP_MARGIN
 
-#: input kinds of the models that screen a CT (an "instances" model only with a three-class classifier)
-SCREENING_INPUT_KINDS = ("slice", "volume", "instances")
-
 
 @dataclass(frozen=True)
 class ScreeningConfig:

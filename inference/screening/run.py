@@ -20,8 +20,7 @@ from inference.inferers.lesions import LesionSegmenter
 from inference.inferers.slice import SliceClassifier
 from inference.inferers.volume import VolumeClassifier
 from inference.models._api import ModelSpec, get_model, list_models
-from inference.models.dcn import DCNPreprocess
-from inference.screening.config import SCREENING_INPUT_KINDS, ScreeningConfig
+from inference.screening.config import ScreeningConfig
 from inference.screening.pipelines.instances import run_instances
 from inference.screening.pipelines.lesions import run_lesions
 from inference.screening.pipelines.slice import run_slices
@@ -34,12 +33,9 @@ ScreeningModel = SliceClassifier | VolumeClassifier | LesionSegmenter | Instance
 
 
 def screening_models() -> list[ModelSpec]:
-    """Registered models that screen a CT (slice or volume input, or a lesion segmenter with a case probability:
-    `DCNPreprocess` in its entry), with shipped weights or not."""
-    return [m for m in list_models()
-            if (m.input_kind in SCREENING_INPUT_KINDS and (m.input_kind != "instances"
-                                                           or "segmentation_model" in m.notes))
-            or isinstance(m.transforms, DCNPreprocess)]
+    """Registered models that screen a CT (`ModelSpec.screens`: one probability per case), with shipped weights
+    or not."""
+    return [m for m in list_models() if m.screens]
 
 
 def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "auto",
@@ -56,6 +52,9 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
         WeightsError: its weights are missing or altered.
     """
     spec = get_model(model) if isinstance(model, str) else model
+    if not spec.screens:
+        raise ValueError(f"model {spec.name!r} ({spec.input_kind}) gives no case probability: not a "
+                         "screening model")
     if spec.input_kind in ("volume", "segmentation", "instances"):
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"model {spec.name!r} runs on torch only (backend {backend!r} is for slice models)")
@@ -63,11 +62,7 @@ def load_model(model: str | ModelSpec, device: str = "auto", backend: str = "aut
             return VolumeClassifier(spec, device=device)
         if spec.input_kind == "instances":
             return InstanceClassifier(spec, device=device)
-        if not isinstance(spec.transforms, DCNPreprocess):
-            raise ValueError(f"model {spec.name!r} segments but gives no case probability: not a screening model")
         return LesionSegmenter(spec, device=device, precision=precision)
-    if spec.input_kind != "slice":
-        raise ValueError(f"model {spec.name!r} is a {spec.input_kind} model, not a screening model")
     # no mirror TTA per slice: the case probability already averages many slices, and it doubles the cost
     return SliceClassifier(spec, device=device, tta=False, backend=backend, precision=precision)
 

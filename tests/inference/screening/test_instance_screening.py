@@ -45,7 +45,7 @@ def _lungs(p) -> np.ndarray:
 def test_only_the_classifier_screens():
     names = {m.name for m in screening_models()}
     assert "covid-ct-mask-net" in names and SEGMENTATION_MODEL not in names
-    with pytest.raises(ValueError, match="no three-class answer"):
+    with pytest.raises(ValueError, match="no case probability: not a screening model"):
         load_model(SEGMENTATION_MODEL, device="cpu")
 
 

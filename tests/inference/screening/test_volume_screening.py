@@ -190,7 +190,7 @@ def test_run_dispatches_volume_models(registered, phantom):
     with pytest.raises(ValueError, match="torch only"):
         load_model("decovnet", backend="onnx")
     with pytest.raises(ValueError, match="not a screening model"):
-        run(volume, SPACING, dataclasses.replace(registered, input_kind="segmentation"))
+        run(volume, SPACING, dataclasses.replace(registered, screens=False))
     with pytest.raises(ValueError, match="unknown lung"):
         run(volume, SPACING, "decovnet", device="cpu", lungs="magic")
     cfg = VolumeScreeningConfig(positive_threshold=1.1)  # never positive: no localized lesion
