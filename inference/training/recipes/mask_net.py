@@ -213,6 +213,7 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, cfg: MaskNetTrainC
                                      f"{sum(len(instances_of(lab)) for lab in labels)} instances",
                           "terms": "COVID-SemiSeg: non-commercial research use only; not shipped with LungLens"},
         "recipe": asdict(cfg),
+        "validation_metrics": {f"cv_{k}": round(v["mean"], 4) for k, v in summary.items()},
         "cross_validation": {"folds": folds, "summary": summary,
                              "note": f"{cfg.folds} folds (seed {cfg.seed}); each fold's model trained for the "
                                      f"fixed {cfg.epochs} epochs and measured once on its held-out slices; Dice "

@@ -86,3 +86,21 @@ def test_demo_writes_a_loadable_study_with_masks(tmp_path, capsys):
     again = open_volume(tmp_path / "again" / "dicom")
     assert np.array_equal(again.array, vol.array)
     assert again.metadata.series_instance_uid == vol.metadata.series_instance_uid
+
+
+def test_models_lists_every_shipped_model_with_its_training_data_and_validation_figures(capsys):
+    """Every model with shipped weights names what it was trained on and its validation figures (the cards of all
+    recipes carry `training_data.dataset` and numeric `validation_metrics`); which models screen is marked."""
+    from app.cli import main
+    from inference.models import list_models
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    shipped = [m.name for m in list_models() if m.weights is not None]
+    assert {"light-squeezenet", "dcn", "covid-ct-mask-net", "covid-ct-mask-net-seg", "lung-unet"} <= set(shipped)
+    for name in shipped:
+        assert rows[name]["training_data"] != "no shipped weights", name
+        metrics = rows[name]["validation_metrics"]
+        assert metrics and all(isinstance(v, (int, float)) for v in metrics.values()), name
+    assert rows["covid-ct-mask-net"]["screens"] and not rows["covid-ct-mask-net-seg"]["screens"]
+    assert rows["dcn"]["screens"] and not rows["lung-unet"]["screens"]
