@@ -16,6 +16,8 @@ from app.services.worklist import DONE, QUEUED, RUNNING, WorkItem, Worklist
 
 BAND_COLOURS = {"high": "#f5b7b1", "intermediate": "#fad7a0", "low": "#d5f5e3"}
 THUMB_PX = 72
+SCANNING, SCREENING = "Scanning...", "Screening..."
+CANCELLING = "Cancelling: the running case(s) finish, the rest stay queued"
 STATUS_INTERVAL_MS = 100  # the counts and progress bar follow results at most this often
 
 
@@ -330,7 +332,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._thread = start_worker(worker, self)
-        self.statusBar().showMessage("Scanning..." if paths else "Screening...")
+        self.statusBar().showMessage(SCANNING if paths else SCREENING)
 
     def add_folder_dialog(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Add folder to the worklist")
@@ -368,7 +370,7 @@ class WorklistWindow(QtWidgets.QMainWindow):
         if self._worker is not None:
             self._worker.cancel()
         self._queue.clear()
-        self.statusBar().showMessage("Cancelling: the running case(s) finish, the rest stay queued")
+        self.statusBar().showMessage(CANCELLING)
 
     def is_running(self) -> bool:
         return self._thread is not None
@@ -453,6 +455,8 @@ class WorklistWindow(QtWidgets.QMainWindow):
         self._thread, self._worker = None, None
         self.model.refresh()
         self._update_status()
+        if self.statusBar().currentMessage() in (SCANNING, SCREENING, CANCELLING):  # over: the counts say the rest
+            self.statusBar().clearMessage()
         if self._queue:
             self._start()
 

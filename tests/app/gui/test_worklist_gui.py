@@ -64,6 +64,7 @@ def test_worklist_window_ranks_screened_cases_with_bands_and_thumbnails(qtbot, t
     assert isinstance(thumb, QtGui.QPixmap) and not thumb.isNull()
     assert proxy.index(0, _column(window, "Status")).data() == DONE
     qtbot.waitUntil(lambda: "2 of 2 done" in window.counts.text(), timeout=1000)  # refreshed within 100 ms
+    assert window.statusBar().currentMessage() == ""  # no "Scanning..." left once it is all done
     # bands follow the thresholds: everything at or above 0 is "high"
     window.low_spin.setValue(0.0)
     window.high_spin.setValue(0.0)
