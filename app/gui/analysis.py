@@ -23,6 +23,7 @@ from viewer.state.view_state import ViewerState
 
 HEATMAP_LAYER = "AI heat map"
 MASK_LAYER = "AI lungs + lesions"
+PLOT_MIN_HEIGHT, PLOT_MAX_HEIGHT, TABLE_MIN_HEIGHT = 120, 240, 100  # px: the per-slice plot, 3 zone-table rows
 HEATMAP_OPACITY, HEATMAP_THRESHOLD = 0.45, 0.25  # threshold: fraction of the heat map's range
 LUNG_METHOD_NAMES = {"threshold": "threshold", "unet": "U-Net"}
 
@@ -131,11 +132,15 @@ class ResultsPanel(QtWidgets.QWidget):
         self.headline = QtWidgets.QLabel("No analysis yet: AI > Analyze")
         self.headline.setWordWrap(True)
         self.headline.setStyleSheet("font-size: 15px; font-weight: bold;")
+        keep_height = QtWidgets.QSizePolicy.Policy.Minimum  # wrapped text is never squeezed below its height
+        self.headline.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, keep_height)
         self.plot = pg.PlotWidget(background="w")
         self.plot.setLabel("bottom", "axial slice")
         self.plot.setLabel("left", "P(COVID)")
         self.plot.setYRange(0, 1)
         self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.plot.setMaximumHeight(PLOT_MAX_HEIGHT)  # its preferred 480 px made the scrolled dock mostly plot
         self.curve = self.plot.plot([], [], pen=pg.mkPen((200, 40, 40), width=2), symbol="o", symbolSize=4)
         self.marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((40, 40, 200)))
         self.plot.addItem(self.marker)
@@ -151,8 +156,10 @@ class ResultsPanel(QtWidgets.QWidget):
         self.table.setHorizontalHeaderLabels(["lung", "zone", "lesion mL", "% involved", "score"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(TABLE_MIN_HEIGHT)
         self.warning = QtWidgets.QLabel()  # the model card's caveat, on its own line under the headline
         self.warning.setWordWrap(True)
+        self.warning.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, keep_height)
         self.warning.setStyleSheet("color: #b35c00;")
         self.warning.hide()
         self.disclaimer = QtWidgets.QLabel("Research use only: not for clinical diagnosis.")

@@ -380,7 +380,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self._ai_column = col
         dock = QtWidgets.QDockWidget("AI results", self)
         dock.setObjectName("ai-results")
-        dock.setWidget(ai)
+        # scrolls where the dock is shorter than its content (a three-class headline, the instance list): the
+        # layout squeezed the headline and the plot to a few clipped pixels instead
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setWidget(ai)
+        # as wide as the content needs (a scroll area alone would let the dock shrink and cut its right side off)
+        scroll.setMinimumWidth(ai.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+        frame = QtWidgets.QWidget()  # the disclaimer stays in sight under the scrolled results
+        pinned = QtWidgets.QVBoxLayout(frame)
+        pinned.setContentsMargins(0, 0, 0, 4)
+        pinned.addWidget(scroll, 1)
+        pinned.addWidget(self.results.disclaimer)
+        self.results.disclaimer.setContentsMargins(8, 0, 0, 0)
+        dock.setWidget(frame)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.ai_dock = dock
         self.ai_dock.setMinimumWidth(280)

@@ -336,6 +336,12 @@ def test_analyze_adds_heatmap_and_masks_and_the_plot_jumps_to_slices(qtbot, phan
     assert HEATMAP_LAYER in win.state.layers and MASK_LAYER in win.state.layers
     assert 0.0 <= pred.positive_probability <= 1.0
     assert "P(COVID)" in win.results.headline.text()
+    win.resize(1280, 720)  # a laptop: the AI dock shares the column with the layers; its results scroll, none clipped
+    win.show()
+    qtbot.waitExposed(win)
+    head = win.results.headline
+    qtbot.waitUntil(lambda: head.height() >= head.heightForWidth(head.width()), timeout=2000)
+    assert win.results.plot.height() >= 120 and not win.results.disclaimer.visibleRegion().isEmpty()
     k = int(pred.slice_indices[len(pred.slice_indices) // 2])
     win.results.jump_to_slice(k + 0.3)
     assert win.state.cursor[0] == k
