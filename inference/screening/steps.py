@@ -121,9 +121,9 @@ def viewer_labels(labels: np.ndarray) -> np.ndarray:
 
 
 class LesionsBeside:
-    """`model_lesions` in a thread of its own, started at once, so that the lesion segmenter runs while the caller
-    classifies slices: each takes a core where one after the other each waited for the other's. A context
-    manager: leaving it (a cancel, an error) stops the segmenter at its next batch and waits for it."""
+    """`model_lesions` in a thread of its own, started at once, so that the lesion segmenter and the caller's slice
+    classifier share the cores instead of taking turns. A context manager: leaving it (a cancel, an error) stops
+    the segmenter at its next batch and waits for it."""
 
     def __init__(self, volume: np.ndarray, spacing, lungs: np.ndarray, cfg: ScreeningConfig, device: str,
                  cancel: CancelFn | None) -> None:

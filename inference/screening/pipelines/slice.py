@@ -19,7 +19,9 @@ Pipeline (every threshold is a `ScreeningConfig` field):
    lesions of step 5 come first); case probability: mean of the top-k slice probabilities, k = max(`min_top`,
    `top_fraction` x slices) ("top-k"); "max" and "mean" are the alternatives;
 4. heat map: each slice's map (scaled to [0, 1]) times that slice's probability, on the CT grid;
-5. lesion mask: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
+5. lesion mask: from the lesion segmenter `lesion_model` (DCN's segmentation branch, made in a thread of its own
+   beside steps 2-4 where torch has more than one thread), ground-glass label 3 and consolidation label 4 inside
+   the lungs; without it, the HU rule: lung voxels in -750..+50 HU, vessels removed by an in-plane opening
    (`vessel_opening_mm`), kept where the heat map exceeds `cam_threshold`; labelled
    ground-glass (-750..-300 HU, label 3) or consolidation (-300..+50 HU, label 4);
 6. burden per zone (upper, middle, lower third of each lung's height) and a severity score
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -92,99 +93,90 @@ def run_slices(
     in_lungs = lung_labels > 0
     check()
 
-    with contextlib.ExitStack() as stack:
-        # the lesion segmenter needs only the lungs: it runs beside the classifier where torch has more than one
-        # thread to share (2 cores: 0.4 s of P001's 4.5 s; a worker process with one thread gains nothing); the HU
-        # rule needs the heat map
-        beside = (stack.enter_context(LesionsBeside(volume, spacing, in_lungs, cfg, str(clf.device), cancel))
-                  if cfg.lesion_model and torch.get_num_threads() > 1 else None)
-        return _classify_and_measure(volume, spacing, clf, cfg, lung_labels, in_lungs, method, beside, report,
-                                     check, cancel, timings, t0)
+    # the lesion segmenter needs only the lungs: it runs beside the classifier where torch has more than one thread
+    # to share (2 cores: 0.4 s of P001's 4.5 s; a worker process with one thread gains nothing); the HU rule needs
+    # the heat map
+    overlap = bool(cfg.lesion_model) and torch.get_num_threads() > 1
+    with (LesionsBeside(volume, spacing, in_lungs, cfg, str(clf.device), cancel) if overlap
+          else contextlib.nullcontext()) as beside:
+        window = clf.preprocess.hu_window
+        plan = slice_plan(in_lungs, spacing, cfg)
+        lung_slices, slices, step, box = plan.lung_slices, plan.classified, plan.step, plan.box
+        heat = np.zeros(volume.shape, np.float32)
+        probs = np.zeros(len(slices), np.float32)
+        t = time.perf_counter()
 
+        floor = min(cfg.heatmap_min_probability, cfg.cam_threshold)  # never a lesion lost to the floor
 
-def _classify_and_measure(volume: np.ndarray, spacing: tuple[float, float, float], clf: SliceClassifier,
-                          cfg: ScreeningConfig, lung_labels: np.ndarray, in_lungs: np.ndarray, method: str,
-                          beside: LesionsBeside | None, report: ProgressFn, check: Callable[[], None],
-                          cancel: CancelFn | None, timings: dict[str, float], t0: float) -> Prediction:
-    """Steps 2-6 of the module docstring, once the lungs are known."""
-    window = clf.preprocess.hu_window
-    plan = slice_plan(in_lungs, spacing, cfg)
-    lung_slices, slices, step, box = plan.lung_slices, plan.classified, plan.step, plan.box
-    heat = np.zeros(volume.shape, np.float32)
-    probs = np.zeros(len(slices), np.float32)
-    t = time.perf_counter()
+        def add_maps(idx: np.ndarray, shape: tuple[int, int], p: np.ndarray, cams: np.ndarray) -> None:
+            for k, pk, cam in zip(idx, p, cams):  # the heat map speaks about the lungs only
+                heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
 
-    floor = min(cfg.heatmap_min_probability, cfg.cam_threshold)  # never a lesion lost to the floor
+        def chosen(candidates: np.ndarray) -> np.ndarray:
+            """Positions (in `slices`) that get a map: the `heatmap_slices` most probable, at or above the floor."""
+            top = np.argsort(-probs[candidates], kind="stable")[: cfg.heatmap_slices or None]
+            keep = candidates[top]
+            return np.sort(keep[probs[keep] >= floor])
 
-    def add_maps(idx: np.ndarray, shape: tuple[int, int], p: np.ndarray, cams: np.ndarray) -> None:
-        for k, pk, cam in zip(idx, p, cams):  # the heat map speaks about the lungs only
-            heat[k][box] = clf.cam_to_image(cam, shape) * pk * in_lungs[k][box]
-
-    def chosen(candidates: np.ndarray) -> np.ndarray:
-        """Positions (in `slices`) that get a map: the `heatmap_slices` most probable, at or above the floor."""
-        top = np.argsort(-probs[candidates], kind="stable")[: cfg.heatmap_slices or None]
-        keep = candidates[top]
-        return np.sort(keep[probs[keep] >= floor])
-
-    one_pass = not cfg.heatmap_slices or len(slices) <= ONE_PASS_FACTOR * cfg.heatmap_slices
-    cams: dict[int, np.ndarray] = {}  # one pass: maps by position in `slices`, until the most probable are known
-    shape = (0, 0)
-    for start in range(0, len(slices), cfg.batch_size):  # probabilities (and maps, when that is cheaper)
-        check()
-        idx = slices[start : start + cfg.batch_size]
-        images = [slice_image(volume, k, box, window) for k in idx]
-        shape = images[0].shape
-        if one_pass:
-            p, maps = clf.predict_with_cam(images, method, min_probability=floor)
-            cams.update((start + n, m) for n, m in enumerate(maps) if p[n] >= floor)
-        else:
-            p = clf.predict_arrays(images, batch_size=cfg.batch_size).positive
-        probs[start : start + len(idx)] = p
-        report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
-    if one_pass:
-        positions = chosen(np.array(sorted(cams), dtype=np.int64))
-        add_maps(slices[positions], shape, probs[positions], np.array([cams[n] for n in positions]))
-        mapped = slices[positions]
-    else:
-        # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
-        mapped = slices[chosen(np.arange(len(slices)))]
-        for start in range(0, len(mapped), cfg.batch_size):
+        one_pass = not cfg.heatmap_slices or len(slices) <= ONE_PASS_FACTOR * cfg.heatmap_slices
+        cams: dict[int, np.ndarray] = {}  # one pass: maps by position in `slices`, until the most probable are known
+        shape = (0, 0)
+        for start in range(0, len(slices), cfg.batch_size):  # probabilities (and maps, when that is cheaper)
             check()
-            idx = mapped[start : start + cfg.batch_size]
+            idx = slices[start : start + cfg.batch_size]
             images = [slice_image(volume, k, box, window) for k in idx]
-            p, maps = clf.predict_with_cam(images, method, min_probability=floor)
-            add_maps(idx, images[0].shape, p, maps)
-            report(0.9, f"heat maps {start + len(idx)}/{len(mapped)}")
-    if step > 1 and len(mapped):
-        # slices between classified ones take the nearest classified one's map, if it has one
-        nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
-        has_map = np.isin(nearest, mapped)
-        for k, src in zip(lung_slices[has_map], nearest[has_map]):
-            if k != src:
-                heat[k][box] = heat[src][box] * in_lungs[k][box]
-    timings["classification"] = time.perf_counter() - t
-    check()
-    t = time.perf_counter()
-    lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel,
-                                         beside)
-    zones = zone_burden(lung_labels, lesions > 0, spacing)
-    fusion = slice_fusion(clf, cfg, lesion_method)
-    if fusion is not None:
-        probs = fusion(probs, lesion_share(lesions > 0, in_lungs, slices))
-    timings["lesions"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    p_case = aggregate(probs, cfg)
-    report(1.0, "done")
-    classes = clf.spec.classes
-    return Prediction(
-        model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p_case, classes[-1]: p_case},
-        slice_indices=slices, slice_probabilities=probs, heatmap=heat,
-        lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
-        device=clf.engine, timings=timings, heatmap_method=method,
-        lesion_ml_by_kind=lesion_ml_by_kind(lesions, spacing), lesion_method=lesion_method,
-        slice_score=(f"{clf.spec.name} + lesion share ({lesion_method}), fused" if fusion is not None
-                     else clf.spec.name),
-    )
+            shape = images[0].shape
+            if one_pass:
+                p, maps = clf.predict_with_cam(images, method, min_probability=floor)
+                cams.update((start + n, m) for n, m in enumerate(maps) if p[n] >= floor)
+            else:
+                p = clf.predict_arrays(images, batch_size=cfg.batch_size).positive
+            probs[start : start + len(idx)] = p
+            report(0.3 + 0.6 * (start + len(idx)) / max(1, len(slices)), f"classified {start + len(idx)}/{len(slices)}")
+        if one_pass:
+            positions = chosen(np.array(sorted(cams), dtype=np.int64))
+            add_maps(slices[positions], shape, probs[positions], np.array([cams[n] for n in positions]))
+            mapped = slices[positions]
+        else:
+            # heat maps (Grad-CAM: a backward pass each) for the most probable slices only: a bounded cost
+            mapped = slices[chosen(np.arange(len(slices)))]
+            for start in range(0, len(mapped), cfg.batch_size):
+                check()
+                idx = mapped[start : start + cfg.batch_size]
+                images = [slice_image(volume, k, box, window) for k in idx]
+                p, maps = clf.predict_with_cam(images, method, min_probability=floor)
+                add_maps(idx, images[0].shape, p, maps)
+                report(0.9, f"heat maps {start + len(idx)}/{len(mapped)}")
+        if step > 1 and len(mapped):
+            # slices between classified ones take the nearest classified one's map, if it has one
+            nearest = slices[np.abs(lung_slices[:, None] - slices[None, :]).argmin(axis=1)]
+            has_map = np.isin(nearest, mapped)
+            for k, src in zip(lung_slices[has_map], nearest[has_map]):
+                if k != src:
+                    heat[k][box] = heat[src][box] * in_lungs[k][box]
+        timings["classification"] = time.perf_counter() - t
+        check()
+        t = time.perf_counter()
+        lesions, lesion_method = lesion_step(volume, spacing, in_lungs, heat, cfg, str(clf.device), report, cancel,
+                                             beside)
+        zones = zone_burden(lung_labels, lesions > 0, spacing)
+        fusion = slice_fusion(clf, cfg, lesion_method)
+        if fusion is not None:
+            probs = fusion(probs, lesion_share(lesions > 0, in_lungs, slices))
+        timings["lesions"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        p_case = aggregate(probs, cfg)
+        report(1.0, "done")
+        classes = clf.spec.classes
+        return Prediction(
+            model=clf.spec.name, classes=classes, probabilities={classes[0]: 1 - p_case, classes[-1]: p_case},
+            slice_indices=slices, slice_probabilities=probs, heatmap=heat,
+            lung_mask=lung_labels.astype(np.uint8), lesion_mask=lesions, zones=zones, aggregation=cfg.aggregation,
+            device=clf.engine, timings=timings, heatmap_method=method,
+            lesion_ml_by_kind=lesion_ml_by_kind(lesions, spacing), lesion_method=lesion_method,
+            slice_score=(f"{clf.spec.name} + lesion share ({lesion_method}), fused" if fusion is not None
+                         else clf.spec.name),
+        )
 
 
 def slice_fusion(clf: SliceClassifier, cfg: ScreeningConfig, lesion_method: str) -> SliceFusion | None:
