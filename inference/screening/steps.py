@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.core.prediction import ZoneInvolvement, zone_score
-from inference.core.types import CancelFn, Cancelled, ProgressFn
+from inference.core.types import CancelFn, Cancelled, InferenceError, ProgressFn
 from inference.inferers.lesions import LesionSegmenter
 from inference.lungs.select import segment_lung_labels
 from inference.models._api import WeightsError
@@ -44,7 +44,7 @@ def cancel_checker(cancel: CancelFn | None) -> Callable[[], None]:
 
 def lung_step(volume: np.ndarray, spacing, method: str, lung_labels: np.ndarray | None, report: ProgressFn,
               cancel: CancelFn | None, timings: dict[str, float]) -> np.ndarray:
-    """The first step of both screening paths: the given lung labels, else `segment_lung_labels` by `method`
+    """The first step of every screening pipeline: the given lung labels, else `segment_lung_labels` by `method`
     (progress 0.02-0.28), timed as `timings["lung_segmentation"]`."""
     report(0.02, "segmenting the lungs")
     t = time.perf_counter()
@@ -53,6 +53,19 @@ def lung_step(volume: np.ndarray, spacing, method: str, lung_labels: np.ndarray 
                                           cancel=cancel)
     timings["lung_segmentation"] = time.perf_counter() - t
     return lung_labels
+
+
+def lungs_to_assess(lung_labels: np.ndarray) -> np.ndarray:
+    """The lung mask of `lung_labels` for a pipeline that refuses a volume without lungs (the lesion and instance
+    paths: nothing else would stop them before a meaningless answer).
+
+    Raises:
+        InferenceError: no lung voxel at all.
+    """
+    in_lungs = lung_labels > 0
+    if not in_lungs.any():
+        raise InferenceError("no lung found in this volume: not assessable (is it a chest CT?)")
+    return in_lungs
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def save_atomic(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def write_card(out: Path, name: str, card: dict, *, history: list, seconds: float, intended_use: str) -> Path:
+    """OUT/<name>.card.json: `card` followed by what every card ends with (the training history, its time, the
+    intended use and "not for clinical diagnosis")."""
+    card.update(history=history, training_seconds=round(seconds, 1), intended_use=intended_use,
+                not_for_clinical_diagnosis=True)
+    path = out / f"{name}.card.json"
+    path.write_text(json.dumps(card, indent=1, default=str))
+    return path
 
 
 def write_roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, auc: float) -> None:

@@ -32,6 +32,7 @@ from inference.screening.config import ScreeningConfig
 from inference.screening.steps import (
     cancel_checker,
     lung_step,
+    lungs_to_assess,
     progress_reporter,
     slice_image,
     slice_plan,
@@ -72,9 +73,7 @@ def run_instances(
     report, check = progress_reporter(progress), cancel_checker(cancel)
     timings: dict[str, float] = {"model_load": time.perf_counter() - t0}
     lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
-    in_lungs = lung_labels > 0
-    if not in_lungs.any():
-        raise InferenceError("no lung found in this volume: not assessable (is it a chest CT?)")
+    in_lungs = lungs_to_assess(lung_labels)
     check()
 
     plan = slice_plan(in_lungs, spacing, cfg)

@@ -22,13 +22,14 @@ import time
 import numpy as np
 
 from inference.core.prediction import Prediction
-from inference.core.types import CancelFn, InferenceError, ProgressFn
+from inference.core.types import CancelFn, ProgressFn
 from inference.inferers.lesions import LesionSegmenter
 from inference.models._api import ModelSpec
 from inference.screening.steps import (
     cancel_checker,
     lesion_ml_by_kind,
     lung_step,
+    lungs_to_assess,
     progress_reporter,
     viewer_labels,
     zone_burden,
@@ -77,9 +78,7 @@ def run_lesions(
     seg = model if isinstance(model, LesionSegmenter) else LesionSegmenter(model, device=device)
     timings["model_load"] = time.perf_counter() - t0
     lung_labels = lung_step(volume, spacing, lungs, lung_labels, report, cancel, timings)
-    in_lungs = lung_labels > 0
-    if not in_lungs.any():
-        raise InferenceError("no lung found in this volume: not assessable (is it a chest CT?)")
+    in_lungs = lungs_to_assess(lung_labels)
     check()
 
     t = time.perf_counter()

@@ -45,7 +45,7 @@ from inference.training.datasets.lesion_instances import (
 )
 from inference.training.datasets.lesion_slices import kfold, read_lesion_slices
 from inference.training.instance_metrics import dice, mask_average_precision
-from inference.training.reports import fp16_state, save_atomic
+from inference.training.reports import fp16_state, save_atomic, write_card
 
 MODEL_NAME = SEGMENTATION_MODEL
 _log = logging.getLogger(__name__).info
@@ -218,11 +218,9 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, cfg: MaskNetTrainC
                              "note": f"{cfg.folds} folds (seed {cfg.seed}); each fold's model trained for the "
                                      f"fixed {cfg.epochs} epochs and measured once on its held-out slices; Dice "
                                      f"of the union of detections scoring >= {cfg.score_threshold}"},
-        "history": history,
-        "training_seconds": round(time.time() - t_start, 1),
-        "intended_use": "research and teaching: lesion instances on axial chest-CT slices. Not for clinical "
-                        "diagnosis.",
     }
-    (out / f"{MODEL_NAME}.card.json").write_text(json.dumps(card, indent=1, default=str))
+    write_card(out, MODEL_NAME, card, history=history, seconds=time.time() - t_start,
+               intended_use="research and teaching: lesion instances on axial chest-CT slices. Not for clinical "
+                            "diagnosis.")
     log(f"wrote {weights} and its card")
     return card

@@ -19,7 +19,6 @@ The case answer (`case_answer`): the three-class probabilities averaged over the
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from inference.core.device import select_device
 from inference.models._api import sha256_of
 from inference.models.covid_ct_mask_net import CLASSES, ROI_BATCH, CovidCTMaskNet, case_answer, fill_rows
 from inference.training.datasets.real_slices import RealSlices
-from inference.training.reports import fp16_state, save_atomic
+from inference.training.reports import fp16_state, save_atomic, write_card
 
 MODEL_NAME = "covid-ct-mask-net"
 _log = logging.getLogger(__name__).info
@@ -154,12 +153,10 @@ def train_classifier(model: CovidCTMaskNet, covid: RealSlices, pneumonia: RealSl
         "case_answers_note": "every lung slice of each training volume (training and held-out slabs mixed): not an "
                              "independent estimate",
         "case_answers": cases,
-        "history": history,
-        "training_seconds": round(time.time() - t0, 1),
-        "intended_use": "research and teaching: a three-class answer (control, common pneumonia, COVID-19) for "
-                        "chest-CT slices and volumes. Not for clinical diagnosis.",
     }
-    (out / f"{MODEL_NAME}.card.json").write_text(json.dumps(card, indent=1, default=str))
+    write_card(out, MODEL_NAME, card, history=history, seconds=time.time() - t0,
+               intended_use="research and teaching: a three-class answer (control, common pneumonia, COVID-19) "
+                            "for chest-CT slices and volumes. Not for clinical diagnosis.")
     log(f"wrote {weights} and its card")
     return card
 
@@ -192,6 +189,8 @@ def _case_answers(model: CovidCTMaskNet, covid: RealSlices, pneumonia: RealSlice
 def held_out_figures(metrics: dict) -> dict[str, float]:
     """The held-out slabs' accuracy and per-class sensitivity as flat numbers (a class with no held-out slice has
     none), as every model card's `validation_metrics`."""
+    if not metrics:  # no held-out slab
+        return {}
     out = {"held_out_accuracy": round(float(metrics["accuracy"]), 4)}
     out.update({f"held_out_sensitivity_{name}": round(float(v), 4)
                 for name, v in metrics["sensitivity"].items() if v is not None})

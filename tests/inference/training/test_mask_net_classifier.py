@@ -69,6 +69,8 @@ def test_training_writes_weights_the_registered_builder_loads(tmp_path):
                             sources=["P: COVID-19"], log=lambda _: None)
     written = json.loads((tmp_path / f"{MODEL_NAME}.card.json").read_text())
     assert written["sha256"] == card["sha256"] and written["classes"] == list(CLASSES)
+    assert written["not_for_clinical_diagnosis"] is True and written["training_data"]["dataset"]
+    assert written["validation_metrics"] and "held_out_accuracy" in written["validation_metrics"]
     assert written["training_data"]["slices"]["per_class"] == {"control": 6, "pneumonia": 5, "covid": 6}
     assert set(written["case_answers"]) == {"P", "C", "N"}
     for answer in written["case_answers"].values():

@@ -58,6 +58,8 @@ def test_cross_validation_writes_weights_and_a_card_that_load_back(tmp_path):
     card = cross_validate(tmp_path / "data", tmp_path / "out", cfg, log=lambda _: None)
     written = json.loads((tmp_path / "out" / f"{MODEL_NAME}.card.json").read_text())
     assert written["sha256"] == card["sha256"]
+    assert written["not_for_clinical_diagnosis"] is True and set(written["validation_metrics"]) == {
+        "cv_map", "cv_ap50", "cv_ap75", "cv_dice"}
     folds = written["cross_validation"]["folds"]
     assert len(folds) == 2 and all(0.0 <= f["dice"] <= 1.0 and 0.0 <= f["map"] <= 1.0 for f in folds)
     assert written["recipe"]["short_side"] == 64 and len(written["history"]) == 2
