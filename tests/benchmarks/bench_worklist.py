@@ -81,7 +81,7 @@ class Ticks:
     def __init__(self, trace: bool = False, dump: Path | None = None) -> None:
         from PySide6 import QtCore
 
-        self.trace, self.lateness, self.dump = trace, [], dump
+        self.trace, self.lateness = trace, []
         self._dump_file = open(dump, "w") if dump else None
         self.timer = QtCore.QTimer()
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
