@@ -68,6 +68,11 @@ def _register_light_squeezenet(models: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (SGD)")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (e.g. the shipped ones) instead of "
                    "He initialisation")
+    p.add_argument("--teacher", metavar="WEIGHTS", help="learning without forgetting: the dataset's images also "
+                   "learn these weights' softened outputs (e.g. a model trained on the dataset alone, while real "
+                   "CT slices are added)")
+    p.add_argument("--distill", type=float, default=1.0, metavar="W",
+                   help="weight of the --teacher term in the loss (default 1)")
     real = p.add_argument_group(
         "real CT volumes", "Add every lung slice of real CT volumes (DICOM folders or volume files), cropped and "
         "windowed as screening sees them; slabs 40 mm thick are held out as a second validation set, and the "
@@ -104,7 +109,8 @@ def run_light_squeezenet(args: argparse.Namespace) -> int:
     try:
         result = train(args.data, args.out, TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr,
                                                         batch_size=args.batch_size, normalize=args.normalize,
-                                                        init=args.init),
+                                                        init=args.init, teacher=args.teacher,
+                                                        distill_weight=args.distill if args.teacher else 0.0),
                        model_name=args.model, progress=bar, log=lambda m: (bar.close(), print(m)),
                        real=real, real_sources=sources)
     except FileNotFoundError as exc:

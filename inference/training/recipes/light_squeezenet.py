@@ -68,6 +68,11 @@ class TrainConfig:
     threads: int = 0  # 0: all cores
     classes: tuple[str, ...] = CLASSES
     init: str | None = None  # start from these weights (a state dict file) instead of He initialisation
+    # learning without forgetting: the dataset's own images (not the real CT slices) also learn this teacher's
+    # softened outputs, so that learning real CT does not unlearn what the teacher knew of the dataset
+    teacher: str | None = None  # a state dict file of the same architecture
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
 
 
 def preload(paths, pre_size: int) -> torch.Tensor:
@@ -185,6 +190,8 @@ def train(
     if cfg.init:
         model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, weights_only=True).items()})
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
+    teacher = _teacher(builder, cfg)
+    n_dataset = len(train_split.paths)  # rows of x_train before the real slices
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     counts = torch.bincount(y_train, minlength=len(cfg.classes)).float().clamp(min=1)
     class_weight = (counts.sum() / (len(counts) * counts)) if cfg.balance_classes else None
@@ -203,7 +210,11 @@ def train(
                 group["lr"] = _lr_at(cfg, epoch + step / steps)
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = augment(x_train[idx], cfg, gen)
-            loss = loss_fn(model(x), y_train[idx])
+            logits = model(x)
+            loss = loss_fn(logits, y_train[idx])
+            if teacher is not None:
+                loss = loss + cfg.distill_weight * distillation(logits, teacher, x, idx < n_dataset,
+                                                                cfg.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -238,6 +249,26 @@ def train(
         if np.isfinite(real_val.share).all() and has_real_val:
             fuse_into_card(result.card, model, real_val, cfg, log=log)
     return result
+
+
+def _teacher(builder: Callable[..., nn.Module], cfg: TrainConfig) -> nn.Module | None:
+    if not cfg.teacher or cfg.distill_weight <= 0:
+        return None
+    model = builder(num_classes=len(cfg.classes))
+    model.load_state_dict({k: v.float() for k, v in torch.load(cfg.teacher, weights_only=True).items()})
+    return model.eval()
+
+
+def distillation(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, rows: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """KL divergence from the teacher's softened outputs to the student's on `rows` of the batch (times T^2,
+    Hinton et al.); 0 when no row is selected. The teacher runs in eval mode on the same augmented images."""
+    if not bool(rows.any()):
+        return logits.new_zeros(())
+    with torch.no_grad():
+        target = torch.softmax(teacher(x[rows]) / temperature, dim=1)
+    log_p = torch.log_softmax(logits[rows] / temperature, dim=1)
+    return nn.functional.kl_div(log_p, target, reduction="batchmean") * temperature**2
 
 
 def fuse_into_card(card_path: Path, model: nn.Module, real_val: RealSlices, cfg: TrainConfig, *,

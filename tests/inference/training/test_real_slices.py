@@ -120,3 +120,24 @@ def test_training_with_real_slices_selects_on_both_val_sets_and_ships_the_fusion
     fusion = SliceFusion.from_card(card["slice_fusion"])
     assert fusion is not None and fusion.lesion_model == "dcn"
     assert set(card["slice_fusion"]["held_out_slice_auc"]) == {"classifier", "lesion_share", "fused"}
+
+
+def test_distillation_pulls_only_the_chosen_rows_toward_the_teacher():
+    import torch
+
+    from inference.models.light_squeezenet import light_squeezenet
+    from inference.training.recipes.light_squeezenet import distillation
+
+    torch.manual_seed(0)
+    teacher = light_squeezenet(num_classes=2).eval()
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        same = teacher(x)
+    rows = torch.tensor([True, True, False, False])
+    assert float(distillation(same, teacher, x, rows, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation(same, teacher, x, torch.zeros(4, dtype=torch.bool), 2.0)) == 0.0
+    student = (same + torch.tensor([[3.0, -3.0]])).requires_grad_(True)
+    loss = distillation(student, teacher, x, rows, 2.0)
+    loss.backward()
+    assert float(loss.detach()) > 0.1
+    assert student.grad[:2].abs().sum() > 0 and student.grad[2:].abs().sum() == 0  # the real slices are left alone
