@@ -140,6 +140,10 @@ def _register_decovnet(models: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
                    help="validation share when the folder has no splits.json or split column")
     p.add_argument("--no-augment", action="store_true", help="train without the paper's augmentation")
+    p.add_argument("--lungs-only", type=int, metavar="K", help="zero the CT channel farther than K network voxels "
+                   "from the lung mask (a deviation for CPU training; the card records it and screening applies it)")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="N", help="linear learning-rate warm-up")
+    p.add_argument("--clip-norm", type=float, default=0.0, metavar="X", help="clip the gradient norm (0: no)")
     p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (0: torch's default)")
     p.add_argument("--name", default=d["model_name"], help="model name used for the output files")
@@ -156,7 +160,8 @@ def run_decovnet(args: argparse.Namespace) -> int:
     cfg = VolumeTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, size=tuple(args.size),
                             z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction,
                             augment=not args.no_augment, device=args.device, threads=args.threads,
-                            model_name=args.name, resume=args.resume, time_limit_min=args.time_limit)
+                            model_name=args.name, resume=args.resume, time_limit_min=args.time_limit,
+                            lungs_only=args.lungs_only, warmup_steps=args.warmup_steps, clip_norm=args.clip_norm)
     return _train_on_volumes(train, args, cfg)
 
 

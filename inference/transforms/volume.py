@@ -10,7 +10,12 @@ variable. Here:
 2. window -1200..600 HU (the reference's window) to 8 bits, scaled to [0, 1];
 3. one trilinear resampling of the crop to `size` in-plane and to `z_spacing_mm` along z (the
    reference resampled to 1 mm; 2 mm is the default here, half the cost on a laptop CPU);
-4. the lung mask goes through the same resampling (linear, then > 0.5) as channel 1.
+4. the lung mask goes through the same resampling (linear, then > 0.5) as channel 1;
+5. optionally (`lungs_only`, a deviation for CPU training) the CT channel is set to 0 beyond a few network
+   voxels of the lung mask: the network's global max pooling then sees the lungs, not bone and soft tissue.
+
+The weights' card records these settings (`describe`), and `from_card` rebuilds the pre-processing they were
+trained with.
 
 `VolumeGrid` records the crop and the sizes, so `to_ct_grid` puts a map computed on the network's
 grid (a CAM) back onto the CT grid, and `to_network_index` maps CT voxel indices forward.
@@ -77,15 +82,30 @@ class VolumePreprocessor:
         z_spacing_mm: slice spacing after resampling; the depth follows from the lungs' height.
         margin: the lung bounding box grows by this fraction of its size on each side.
         max_depth: cap on the resampled depth (memory guard for very long scans).
+        lungs_only: None keeps the whole crop (the paper); k sets the CT channel to 0 farther than k network
+            voxels (in-plane and along z) from the lung mask.
     """
 
     def __init__(self, window: tuple[float, float] = WINDOW_HU, size: tuple[int, int] = SIZE,
-                 z_spacing_mm: float = Z_SPACING_MM, margin: float = 0.05, max_depth: int = 400) -> None:
+                 z_spacing_mm: float = Z_SPACING_MM, margin: float = 0.05, max_depth: int = 400,
+                 lungs_only: int | None = None) -> None:
         if z_spacing_mm <= 0 or min(size) < 8:
             raise ValueError(f"need z_spacing_mm > 0 and a size of at least 8 x 8, got {z_spacing_mm}, {size}")
+        if lungs_only is not None and lungs_only < 0:
+            raise ValueError(f"lungs_only must be None or at least 0, got {lungs_only}")
         self.window = HUWindow(*window, to_uint8=True)
         self.size, self.z_spacing_mm = (int(size[0]), int(size[1])), float(z_spacing_mm)
-        self.margin, self.max_depth = margin, max_depth
+        self.margin, self.max_depth, self.lungs_only = margin, max_depth, lungs_only
+
+    @classmethod
+    def from_card(cls, preprocessing: dict[str, Any] | None, default: VolumePreprocessor) -> VolumePreprocessor:
+        """The pre-processing a card's `preprocessing` (as `describe` writes it) records; `default`'s settings
+        for what it leaves out (older cards, no card)."""
+        pre = preprocessing or {}
+        window = pre.get("ct_window_hu", [default.window.low, default.window.high])
+        return cls(window=(float(window[0]), float(window[1])), size=tuple(pre.get("size", default.size)),
+                   z_spacing_mm=float(pre.get("z_spacing_mm", default.z_spacing_mm)), margin=default.margin,
+                   max_depth=default.max_depth, lungs_only=pre.get("lungs_only", default.lungs_only))
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain data, for model cards."""
@@ -96,6 +116,7 @@ class VolumePreprocessor:
             "crop": f"lung bounding box + {round(100 * self.margin, 6):g} %",
             "size": list(self.size),
             "z_spacing_mm": self.z_spacing_mm,
+            "lungs_only": self.lungs_only,
         }
 
     def grid(self, lungs: np.ndarray, spacing: Sequence[float]) -> VolumeGrid:
@@ -115,6 +136,10 @@ class VolumePreprocessor:
         x = torch.from_numpy(np.stack([image, mask]))[None]
         x = nn.functional.interpolate(x, size=grid.shape, mode="trilinear", align_corners=False)[0]
         x[1] = (x[1] > 0.5).float()
+        if self.lungs_only is not None:
+            k = 2 * self.lungs_only + 1
+            near = nn.functional.max_pool3d(x[1][None, None], k, stride=1, padding=self.lungs_only)[0, 0]
+            x[0] *= near
         return PreparedVolume(x.contiguous(), grid)
 
 

@@ -66,12 +66,18 @@ class VolumeTrainConfig:
     model_name: str = "decovnet"
     resume: bool = False  # continue from OUT/checkpoint.pt (written after every epoch)
     time_limit_min: float = 0.0  # stop after the epoch that passes it (0: none); the best epoch so far is kept
+    # deviations for CPU training (the paper: None, 0, 0): the CT channel zeroed beyond this many network voxels
+    # of the lungs (`VolumePreprocessor.lungs_only`), a linear learning-rate warm-up, gradient-norm clipping
+    lungs_only: int | None = None
+    warmup_steps: int = 0
+    clip_norm: float = 0.0  # 0: no clipping
 
     def must_match(self) -> dict:
         """The settings a checkpoint has to share with the run that resumes it."""
         return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
                 "seed": self.seed, "val_fraction": self.val_fraction, "lr": self.lr, "weight_decay": self.weight_decay,
-                "augment": self.augment, "balance_classes": self.balance_classes}
+                "augment": self.augment, "balance_classes": self.balance_classes, "lungs_only": self.lungs_only,
+                "warmup_steps": self.warmup_steps, "clip_norm": self.clip_norm}
 
 
 @dataclass
@@ -158,7 +164,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     splits = split_cases(cases, data_dir, cfg.val_fraction, cfg.seed)
     train_cases, val_cases = splits["train"], splits["val"]
     log(f"train {len(train_cases)} cases, val {len(val_cases)}; pre-processing")
-    pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm)
+    pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm, lungs_only=cfg.lungs_only)
     # kept in memory as uint8; a disk cache is the next step for sets that do not fit
     x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
     x_val = [compact(prepare_case(c, pre, reader)) for c in val_cases]
@@ -185,6 +191,12 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
             loss = loss_fn(model(x[None].to(device)), torch.tensor([int(y_train[i])], device=device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.warmup_steps:
+                done = epoch * len(order) + step  # steps before this one (epochs are equally long)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (done + 1) / cfg.warmup_steps)
+            if cfg.clip_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
             total += float(loss.detach())
             if progress is not None:
@@ -316,9 +328,8 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
         "weights_file": weights.name,
         "weights_dtype": "float16" if lossless else "float32",
         "sha256": sha256_of(weights),
-        "preprocessing": {"input": "CT + lung mask as 2 channels, batch size 1, any slice count",
-                          "ct_window_hu": list(cfg.window_hu), "to_uint8": True, "crop": "lung bounding box + 5 %",
-                          "size": list(cfg.size), "z_spacing_mm": cfg.z_spacing_mm,
+        "preprocessing": {**VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm,
+                                               lungs_only=cfg.lungs_only).describe(),
                           "lung_mask": "lungs.nii.gz of the case, else segment_lungs (threshold method)"},
         "training_data": {"dataset": dataset["name"], "description": dataset["description"],
                           "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)},

@@ -140,6 +140,26 @@ def test_preprocessing_and_its_inverse_put_a_peak_back_in_place():
     assert np.abs(np.array(np.unravel_index(int(back.argmax()), hu.shape)) - (14, 40, 61)).max() <= 1
 
 
+def test_lungs_only_zeroes_the_ct_beyond_a_margin_of_the_lungs_and_the_card_brings_it_back():
+    hu, spacing, lungs = _synthetic_ct()
+    whole = VolumePreprocessor(size=(48, 64), z_spacing_mm=2.0)(hu, spacing, lungs).tensor
+    pre = VolumePreprocessor(size=(48, 64), z_spacing_mm=2.0, lungs_only=1)
+    masked = pre(hu, spacing, lungs).tensor
+    lung = whole[1] > 0
+    near = torch.nn.functional.max_pool3d(whole[1][None, None], 3, stride=1, padding=1)[0, 0] > 0
+    assert torch.equal(masked[1], whole[1]) and torch.equal(masked[0][near], whole[0][near])
+    assert (~near).any() and float(masked[0][~near].abs().max()) == 0.0  # the soft tissue around is gone
+    assert float(whole[0][~near].max()) > 0.5 and float(masked[0][lung].max()) > 0.9  # the blob is kept
+    card = json.loads(json.dumps(pre.describe()))
+    back = VolumePreprocessor.from_card(card, VolumePreprocessor())
+    assert (back.size, back.z_spacing_mm, back.lungs_only) == ((48, 64), 2.0, 1)
+    assert torch.equal(back(hu, spacing, lungs).tensor, masked)
+    old = VolumePreprocessor.from_card({"size": [112, 168], "z_spacing_mm": 4.0}, VolumePreprocessor())
+    assert old.lungs_only is None and old.size == (112, 168)  # a card from before the option: the paper's input
+    with pytest.raises(ValueError, match="lungs_only"):
+        VolumePreprocessor(lungs_only=-1)
+
+
 def test_cam_maps_are_on_the_input_grid_and_map_back_to_the_ct():
     torch.manual_seed(0)
     hu, spacing, lungs = _synthetic_ct()
@@ -274,10 +294,13 @@ def test_training_writes_hash_checked_weights_and_a_card(phantom_set, tmp_path, 
     root, _ = phantom_set
     out = tmp_path / "run"
     assert main(["--data", str(root), "--out", str(out), "--epochs", "1", "--lr", "1e-4", "--size", "32", "48",
-                 "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu"]) == 0
+                 "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu", "--lungs-only", "2",
+                 "--warmup-steps", "3", "--clip-norm", "5"]) == 0
     card = json.loads((out / "decovnet.card.json").read_text())
     weights = out / "decovnet.pt"
     assert card["sha256"] == sha256_of(weights) and card["parameters"] == PARAMETERS
+    assert card["preprocessing"]["lungs_only"] == 2 and card["preprocessing"]["size"] == [32, 48]
+    assert card["config"]["warmup_steps"] == 3 and card["config"]["clip_norm"] == 5.0
     assert set(card["validation_metrics"]) == {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"}
     assert {"hit_rate", "cases", "hit_rate_all_covid"} <= set(card["localization"])
     assert (out / "roc_val.png").is_file() and "wrote" in capsys.readouterr().out
