@@ -14,7 +14,8 @@ from inference.transforms.volume import VolumePreprocessor
 
 class VolumeClassifier:
     """A registered volume model ready to run: weights loaded (hash-checked), pre-processing (as the weights' card
-    records it, else `spec.transforms`, a `VolumePreprocessor`) and Grad-CAM depths (`spec.cam_layers.grad_cam`) from its registry entry.
+    records it, else `spec.transforms`, a `VolumePreprocessor`) and Grad-CAM depths (`spec.cam_layers.grad_cam`)
+    from its registry entry.
 
     Args:
         model: a registered name or a `ModelSpec` of input kind "volume".
