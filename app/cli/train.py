@@ -144,6 +144,14 @@ def _register_decovnet(models: argparse._SubParsersAction) -> None:
                    "from the lung mask (a deviation for CPU training; the card records it and screening applies it)")
     p.add_argument("--warmup-steps", type=int, default=0, metavar="N", help="linear learning-rate warm-up")
     p.add_argument("--clip-norm", type=float, default=0.0, metavar="X", help="clip the gradient norm (0: no)")
+    p.add_argument("--transplant", type=float, default=0.0, metavar="P",
+                   help="make a negative training case COVID with probability P by pasting lesions of the training "
+                        "COVID cases that have a lesion_mask.nii.gz into its lungs (default 0: off)")
+    p.add_argument("--transplant-parts", type=int, default=11, metavar="N", help="at most N lesions per transplant")
+    p.add_argument("--steps-per-epoch", type=int, default=0, metavar="N",
+                   help="training steps between validations (default 0: one pass over the cases)")
+    p.add_argument("--no-balance", action="store_true",
+                   help="do not oversample the smaller class (with --transplant, negatives turn COVID at random)")
     p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (0: torch's default)")
     p.add_argument("--name", default=d["model_name"], help="model name used for the output files")
@@ -161,7 +169,9 @@ def run_decovnet(args: argparse.Namespace) -> int:
                             z_spacing_mm=args.z_spacing, val_fraction=args.val_fraction,
                             augment=not args.no_augment, device=args.device, threads=args.threads,
                             model_name=args.name, resume=args.resume, time_limit_min=args.time_limit,
-                            lungs_only=args.lungs_only, warmup_steps=args.warmup_steps, clip_norm=args.clip_norm)
+                            lungs_only=args.lungs_only, warmup_steps=args.warmup_steps, clip_norm=args.clip_norm,
+                            transplant=args.transplant, transplant_parts=args.transplant_parts,
+                            steps_per_epoch=args.steps_per_epoch, balance_classes=not args.no_balance)
     return _train_on_volumes(train, args, cfg)
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.training.datasets.volumes import CLASSES, CT_FILE, LABEL_FILE, LESIONS_FILE, LUNGS_FILE
+from inference.training.datasets.volumes import (
+    CLASSES,
+    CT_FILE,
+    LABEL_FILE,
+    LESION_MASK_FILE,
+    LESIONS_FILE,
+    LUNGS_FILE,
+)
 from viewer.core.reorient import to_canonical
 from viewer.io.volumes import open_volume, write_volume
 from viewer.synthetic.phantom import Phantom, PhantomConfig, make_phantom
@@ -108,6 +115,9 @@ def _write_case(folder: Path, name: str, phantom: Phantom, label: str) -> dict:
     lungs[phantom.masks["lung_right"]] = 2
     write_volume(vol.with_array(lungs), folder / LUNGS_FILE)
     (folder / LABEL_FILE).write_text(label + "\n")
+    if label == "COVID":  # its COVID-like lesions, for transplants into other cases
+        covid_like = (phantom.masks["ggo"] | phantom.masks["consolidation"]).astype(np.uint8)
+        write_volume(vol.with_array(covid_like), folder / LESION_MASK_FILE)
     lesions = [{"kind": les.kind, "side": les.side, "volume_ml": round(les.volume_ml, 3),
                 "bbox": [list(b) for b in les.bbox]} for les in phantom.lesions]
     (folder / LESIONS_FILE).write_text(json.dumps({"lesions": lesions}, indent=2))

@@ -165,3 +165,12 @@ def to_ct_grid(values: np.ndarray | torch.Tensor, grid: VolumeGrid, fill: float 
     out = np.full(grid.ct_shape, fill, np.float32)
     out[tuple(slice(a, b) for a, b in grid.box)] = back[0, 0].numpy()
     return out
+
+
+def to_network_grid(mask: np.ndarray, grid: VolumeGrid) -> torch.Tensor:
+    """A CT-grid mask (non-zero = in) cropped and resampled onto the network grid as the lung mask is (bool)."""
+    if tuple(mask.shape) != grid.ct_shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match the CT {grid.ct_shape}")
+    crop = torch.from_numpy(np.ascontiguousarray(mask[tuple(slice(a, b) for a, b in grid.box)] > 0, np.float32))
+    up = nn.functional.interpolate(crop[None, None], size=grid.shape, mode="trilinear", align_corners=False)
+    return up[0, 0] > 0.5

@@ -9,6 +9,9 @@ Layout (one folder per case)::
       <case>/label.txt        COVID or NonCOVID (not needed when cases.csv names the label)
       <case>/lungs.nii.gz     optional lung mask or label map (non-zero = lung) on the CT grid;
                               without it the lungs come from `segment_lungs` (threshold method)
+      <case>/lesion_mask.nii.gz  optional lesion mask on the CT grid (non-zero = lesion) of a COVID case:
+                              its lesions are transplanted into other cases when training asks for it
+                              (`inference.training.datasets.lesion_transplant`)
       <case>/lesions.json     optional {"lesions": [{"kind": "ggo", "bbox": [[z0, z1], [y0, y1], [x0, x1]]}]},
                               half-open voxel boxes in that same (z, y, x) order, for the hit rate
       cases.csv               optional: columns case,label[,split]
@@ -36,6 +39,7 @@ from inference.core.types import InferenceError
 
 CLASSES: tuple[str, ...] = ("NonCOVID", "COVID")
 CT_FILE, LUNGS_FILE, LABEL_FILE, LESIONS_FILE = "ct.nii.gz", "lungs.nii.gz", "label.txt", "lesions.json"
+LESION_MASK_FILE = "lesion_mask.nii.gz"
 CT_DIR = "ct"  # a DICOM series, when the case has no CT_FILE
 #: lesion kinds that count as COVID-like for the hit rate
 COVID_LESIONS: tuple[str, ...] = ("ggo", "consolidation")
@@ -74,6 +78,16 @@ class VolumeCase:
                 raise DatasetError(f"{self.folder / LUNGS_FILE}: shape {lungs.shape} differs from the CT {hu.shape}")
             lungs = lungs > 0
         return hu, spacing, lungs
+
+    def lesion_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The case's lesion mask (bool, CT grid of `shape`), or None when it has none."""
+        path = self.folder / LESION_MASK_FILE
+        if not path.is_file():
+            return None
+        mask, _ = read_nifti(path)
+        if mask.shape != tuple(shape):
+            raise DatasetError(f"{path}: shape {mask.shape} differs from the CT {tuple(shape)}")
+        return mask > 0
 
 
 def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:

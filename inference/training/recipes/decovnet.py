@@ -36,9 +36,26 @@ from inference.explain.lesion_localization import LocalizationConfig, hit_rate, 
 from inference.models._api import sha256_of
 from inference.models.decovnet import CAM_DEPTHS, decovnet
 from inference.training.datasets.info import read_dataset_info
-from inference.training.datasets.volumes import CLASSES, DatasetError, Reader, VolumeCase, find_cases, split_cases
+from inference.training.datasets.lesion_transplant import LesionPart, lesion_parts, transplant
+from inference.training.datasets.volumes import (
+    CLASSES,
+    LESION_MASK_FILE,
+    DatasetError,
+    Reader,
+    VolumeCase,
+    find_cases,
+    split_cases,
+)
 from inference.training.reports import fp16_state, save_atomic, write_roc_png
-from inference.transforms.volume import SIZE, WINDOW_HU, Z_SPACING_MM, PreparedVolume, VolumePreprocessor, to_ct_grid
+from inference.transforms.volume import (
+    SIZE,
+    WINDOW_HU,
+    Z_SPACING_MM,
+    PreparedVolume,
+    VolumePreprocessor,
+    to_ct_grid,
+    to_network_grid,
+)
 
 #: where progress goes unless the caller passes its own `log` (the CLI prints it)
 _log = logging.getLogger(__name__).info
@@ -71,13 +88,19 @@ class VolumeTrainConfig:
     lungs_only: int | None = None
     warmup_steps: int = 0
     clip_norm: float = 0.0  # 0: no clipping
+    # a negative training case becomes a COVID one with this probability by receiving 1..`transplant_parts`
+    # lesions of the training COVID cases that have a lesion mask (`inference.training.datasets.lesion_transplant`)
+    transplant: float = 0.0
+    transplant_parts: int = 11
+    steps_per_epoch: int = 0  # 0: one pass over the (balanced) training cases; else that many steps (few cases)
 
     def must_match(self) -> dict:
         """The settings a checkpoint has to share with the run that resumes it."""
         return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
                 "seed": self.seed, "val_fraction": self.val_fraction, "lr": self.lr, "weight_decay": self.weight_decay,
                 "augment": self.augment, "balance_classes": self.balance_classes, "lungs_only": self.lungs_only,
-                "warmup_steps": self.warmup_steps, "clip_norm": self.clip_norm}
+                "warmup_steps": self.warmup_steps, "clip_norm": self.clip_norm, "transplant": self.transplant,
+                "transplant_parts": self.transplant_parts, "steps_per_epoch": self.steps_per_epoch}
 
 
 @dataclass
@@ -167,6 +190,10 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm, lungs_only=cfg.lungs_only)
     # kept in memory as uint8; a disk cache is the next step for sets that do not fit
     x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
+    parts = transplant_parts(train_cases, x_train) if cfg.transplant > 0 else []
+    if cfg.transplant > 0:
+        log(f"{len(parts)} lesion parts to transplant from "
+            f"{sum(1 for c in train_cases if (c.folder / LESION_MASK_FILE).is_file())} case(s)")
     x_val = [compact(prepare_case(c, pre, reader)) for c in val_cases]
     y_train = np.array([c.label for c in train_cases])
     y_val = np.array([c.label for c in val_cases])
@@ -183,12 +210,15 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
         log(f"resumed after epoch {start} (best so far: epoch {result.best_epoch})")
     for epoch in range(start, cfg.epochs):
         model.train()
-        order = epoch_order(y_train, cfg.balance_classes, gen)
+        order = epoch_order(y_train, cfg.balance_classes, gen, cfg.steps_per_epoch)
         t0, total = time.time(), 0.0
         for step, i in enumerate(order):
-            x = network_input(x_train[i])[0]
+            x, y = network_input(x_train[i])[0], int(y_train[i])
+            if y != COVID and parts and float(torch.rand((), generator=gen)) < cfg.transplant:
+                count = int(torch.randint(1, cfg.transplant_parts + 1, (), generator=gen))
+                x, y = transplant(x, parts, count, gen), COVID
             x = augment(x, cfg, gen) if cfg.augment else x
-            loss = loss_fn(model(x[None].to(device)), torch.tensor([int(y_train[i])], device=device))
+            loss = loss_fn(model(x[None].to(device)), torch.tensor([y], device=device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.warmup_steps:
@@ -221,6 +251,19 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
 
 
 CHECKPOINT = "checkpoint.pt"
+COVID = CLASSES.index("COVID")
+
+
+def transplant_parts(cases: Sequence[VolumeCase], inputs: Sequence[PreparedVolume]) -> list[LesionPart]:
+    """The lesion parts of the COVID cases with a lesion mask, on their network grids."""
+    parts: list[LesionPart] = []
+    for case, prepared in zip(cases, inputs):
+        if case.label != COVID:
+            continue
+        mask = case.lesion_mask(prepared.grid.ct_shape)
+        if mask is not None:
+            parts += lesion_parts(network_input(prepared)[0, 0], to_network_grid(mask, prepared.grid))
+    return parts
 
 
 def save_checkpoint(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
@@ -257,8 +300,14 @@ def resume_from(path: Path, cfg: VolumeTrainConfig, model: nn.Module, opt: torch
     return int(state["epochs_done"]), tuple(state["best"])  # type: ignore[return-value]
 
 
-def epoch_order(labels: np.ndarray, balance: bool, gen: torch.Generator) -> list[int]:
-    """Every training index once, plus (when balancing) random repeats of the smaller class, shuffled."""
+def epoch_order(labels: np.ndarray, balance: bool, gen: torch.Generator, steps: int = 0) -> list[int]:
+    """Every training index once, plus (when balancing) random repeats of the smaller class, shuffled; with `steps`,
+    such passes one after the other, cut to that many steps."""
+    if steps:
+        order: list[int] = []
+        while len(order) < steps:
+            order += epoch_order(labels, balance, gen)
+        return order[:steps]
     idx = list(range(len(labels)))
     if balance:
         groups = [np.nonzero(labels == k)[0] for k in np.unique(labels)]

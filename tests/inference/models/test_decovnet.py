@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from inference.explain.cam import grad_cam
 from inference.explain.lesion_localization import centre_in_box, hit_rate, localize, unsupervised_region
 from inference.models._api import WeightsError, get_model, load_weights, sha256_of
 from inference.models.decovnet import CAM_LAYERS, Bottleneck3d, DeCoVNet, decovnet
-from inference.training.datasets.volumes import find_cases, split_cases
+from inference.training.datasets.volumes import DatasetError, find_cases, split_cases
 from inference.training.recipes.decovnet import VolumeTrainConfig, augment, compact, epoch_order, network_input
 from inference.transforms.volume import VolumePreprocessor, to_ct_grid
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
@@ -236,6 +237,8 @@ def test_flip_only_augmentation_mirrors_left_right():
 def test_balanced_epoch_order_repeats_the_smaller_class():
     order = epoch_order(np.array([0, 0, 0, 0, 1]), True, torch.Generator().manual_seed(0))
     assert len(order) == 8 and set(order) == {0, 1, 2, 3, 4} and order.count(4) == 4
+    long = epoch_order(np.array([0, 0, 0, 1]), False, torch.Generator().manual_seed(0), steps=10)
+    assert len(long) == 10 and sorted(long[:4]) == [0, 1, 2, 3] and sorted(long[4:8]) == [0, 1, 2, 3]
 
 
 def test_a_training_step_reduces_the_loss():
@@ -280,6 +283,14 @@ def test_dataset_writer_and_loader_round_trip(phantom_set):
     assert first.lesion_boxes == covid
     for case in cases:
         assert bool(case.label) == bool(case.lesion_boxes)  # COVID cases carry COVID-like lesions, the others none
+        mask = case.lesion_mask(case.load()[0].shape)
+        assert (mask is not None) == bool(case.label)  # COVID cases bring their lesions for transplants
+    index, covid_case = next((i, c) for i, c in enumerate(cases) if c.label)
+    truth_covid = make_case(SET, index, True)
+    assert np.array_equal(covid_case.lesion_mask(truth_covid.volume.shape),
+                          truth_covid.masks["ggo"] | truth_covid.masks["consolidation"])
+    with pytest.raises(DatasetError, match="differs from the CT"):
+        next(c for c in cases if c.label).lesion_mask((1, 2, 3))
     split = split_cases(cases, root, val_fraction=0.34, seed=0)
     assert {c.label for c in split["val"]} == {0, 1} and len(split["train"]) + len(split["val"]) == 6
     (root / "splits.json").write_text(json.dumps({"train": ["case000", "case001", "case002"],
@@ -311,6 +322,18 @@ def test_training_writes_hash_checked_weights_and_a_card(phantom_set, tmp_path, 
     weights.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="does not match"):
         load_weights(weights, card["sha256"])
+
+
+def test_training_transplants_lesions_of_the_covid_cases_into_negatives(phantom_set, tmp_path, capsys):
+    root, _ = phantom_set
+    out = tmp_path / "run"
+    assert main(["--data", str(root), "--out", str(out), "--epochs", "1", "--lr", "1e-4", "--size", "32", "48",
+                 "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu", "--transplant", "0.5",
+                 "--transplant-parts", "3", "--steps-per-epoch", "5", "--no-balance"]) == 0
+    assert re.search(r"[1-9]\d* lesion parts to transplant from [12] case", capsys.readouterr().out)
+    card = json.loads((out / "decovnet.card.json").read_text())
+    assert card["config"]["transplant"] == 0.5 and card["config"]["transplant_parts"] == 3
+    assert card["config"]["steps_per_epoch"] == 5 and card["config"]["balance_classes"] is False
 
 
 def test_training_reports_a_bad_folder(tmp_path, capsys):
