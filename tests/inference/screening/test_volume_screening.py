@@ -74,6 +74,17 @@ def classifier(spec) -> VolumeClassifier:
     return VolumeClassifier(spec, device="cpu")
 
 
+def test_the_classifier_takes_the_preprocessing_its_weights_were_trained_with(spec, tmp_path):
+    assert VolumeClassifier(spec, device="cpu").preprocessor.size == tuple(SIZE)  # a card without it: the entry's
+    card = tmp_path / "decovnet.card.json"
+    card.write_text(json.dumps({"preprocessing": VolumePreprocessor(size=(40, 56), z_spacing_mm=7.0,
+                                                                    lungs_only=2).describe()}))
+    trained = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, card=str(card)))
+    pre = VolumeClassifier(trained, device="cpu").preprocessor
+    assert (pre.size, pre.z_spacing_mm, pre.lungs_only) == ((40, 56), 7.0, 2)
+    assert VolumeClassifier(trained, device="cpu", module=decovnet()).preprocessor.lungs_only is None  # no weights
+
+
 def test_prediction_lies_on_the_ct_grid(classifier, phantom):
     seen = []
     labels = lung_labels(phantom)
