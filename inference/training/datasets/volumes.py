@@ -15,7 +15,9 @@ Layout (one folder per case)::
       <case>/lesions.json     optional {"lesions": [{"kind": "ggo", "bbox": [[z0, z1], [y0, y1], [x0, x1]]}]},
                               half-open voxel boxes in that same (z, y, x) order, for the hit rate
       cases.csv               optional: columns case,label[,split]
-      splits.json             optional: {"train": [case, ...], "val": [...], "test": [...]}
+      splits.json             optional: {"train": [case, ...], "val": [...], "test": [...], "donors": [...]}
+                              ("donors": COVID cases with a lesion mask that give lesions to transplants but
+                              are not trained on themselves, so the network cannot learn the patient)
       dataset.json            optional: {"name": ..., "description": ...} (copied into the model card)
 
 Splits come from splits.json, else from the split column of cases.csv, else a seeded split

@@ -190,10 +190,12 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm, lungs_only=cfg.lungs_only)
     # kept in memory as uint8; a disk cache is the next step for sets that do not fit
     x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
-    parts = transplant_parts(train_cases, x_train) if cfg.transplant > 0 else []
+    parts: list[LesionPart] = []
     if cfg.transplant > 0:
-        log(f"{len(parts)} lesion parts to transplant from "
-            f"{sum(1 for c in train_cases if (c.folder / LESION_MASK_FILE).is_file())} case(s)")
+        donors = [c for c in train_cases + splits.get("donors", []) if (c.folder / LESION_MASK_FILE).is_file()]
+        parts = transplant_parts(donors, [x_train[train_cases.index(c)] if c in train_cases
+                                          else compact(prepare_case(c, pre, reader)) for c in donors])
+        log(f"{len(parts)} lesion parts to transplant from {len(donors)} case(s)")
     x_val = [compact(prepare_case(c, pre, reader)) for c in val_cases]
     y_train = np.array([c.label for c in train_cases])
     y_val = np.array([c.label for c in val_cases])

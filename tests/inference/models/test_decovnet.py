@@ -325,12 +325,21 @@ def test_training_writes_hash_checked_weights_and_a_card(phantom_set, tmp_path, 
 
 
 def test_training_transplants_lesions_of_the_covid_cases_into_negatives(phantom_set, tmp_path, capsys):
-    root, _ = phantom_set
+    root, rows = phantom_set
+    covid = [r["case"] for r in rows if r["label"] == "COVID"]
+    negative = [r["case"] for r in rows if r["label"] != "COVID"]
+    # a donor gives lesions without being trained on; the COVID case in train gives its own too
+    (root / "splits.json").write_text(json.dumps({"train": negative[:2] + covid[:1], "donors": covid[1:2],
+                                                  "val": negative[2:] + covid[1:]}))
     out = tmp_path / "run"
-    assert main(["--data", str(root), "--out", str(out), "--epochs", "1", "--lr", "1e-4", "--size", "32", "48",
-                 "--z-spacing", "12", "--val-fraction", "0.34", "--device", "cpu", "--transplant", "0.5",
-                 "--transplant-parts", "3", "--steps-per-epoch", "5", "--no-balance"]) == 0
-    assert re.search(r"[1-9]\d* lesion parts to transplant from [12] case", capsys.readouterr().out)
+    try:
+        code = main(["--data", str(root), "--out", str(out), "--epochs", "1", "--lr", "1e-4", "--size", "32", "48",
+                     "--z-spacing", "12", "--device", "cpu", "--transplant", "0.5", "--transplant-parts", "3",
+                     "--steps-per-epoch", "5", "--no-balance"])
+    finally:
+        (root / "splits.json").unlink()
+    assert code == 0
+    assert re.search(r"[1-9]\d* lesion parts to transplant from 2 case\(s\)", capsys.readouterr().out)
     card = json.loads((out / "decovnet.card.json").read_text())
     assert card["config"]["transplant"] == 0.5 and card["config"]["transplant_parts"] == 3
     assert card["config"]["steps_per_epoch"] == 5 and card["config"]["balance_classes"] is False
