@@ -147,7 +147,8 @@ def _register_decovnet(models: argparse._SubParsersAction) -> None:
     p.add_argument("--transplant", type=float, default=0.0, metavar="P",
                    help="make a negative training case COVID with probability P by pasting lesions of the training "
                         "COVID cases that have a lesion_mask.nii.gz into its lungs (default 0: off)")
-    p.add_argument("--transplant-parts", type=int, default=11, metavar="N", help="at most N lesions per transplant")
+    p.add_argument("--transplant-parts", type=int, nargs=2, default=[1, 11], metavar=("MIN", "MAX"),
+                   help="lesions per transplant (default 1 11)")
     p.add_argument("--steps-per-epoch", type=int, default=0, metavar="N",
                    help="training steps between validations (default 0: one pass over the cases)")
     p.add_argument("--no-balance", action="store_true",
@@ -170,7 +171,7 @@ def run_decovnet(args: argparse.Namespace) -> int:
                             augment=not args.no_augment, device=args.device, threads=args.threads,
                             model_name=args.name, resume=args.resume, time_limit_min=args.time_limit,
                             lungs_only=args.lungs_only, warmup_steps=args.warmup_steps, clip_norm=args.clip_norm,
-                            transplant=args.transplant, transplant_parts=args.transplant_parts,
+                            transplant=args.transplant, transplant_parts=tuple(args.transplant_parts),
                             steps_per_epoch=args.steps_per_epoch, balance_classes=not args.no_balance)
     return _train_on_volumes(train, args, cfg)
 

@@ -88,10 +88,10 @@ class VolumeTrainConfig:
     lungs_only: int | None = None
     warmup_steps: int = 0
     clip_norm: float = 0.0  # 0: no clipping
-    # a negative training case becomes a COVID one with this probability by receiving 1..`transplant_parts`
-    # lesions of the training COVID cases that have a lesion mask (`inference.training.datasets.lesion_transplant`)
+    # a negative training case becomes a COVID one with this probability by receiving `transplant_parts` (at least,
+    # at most) lesions of the COVID cases that have a lesion mask (`inference.training.datasets.lesion_transplant`)
     transplant: float = 0.0
-    transplant_parts: int = 11
+    transplant_parts: tuple[int, int] = (1, 11)
     steps_per_epoch: int = 0  # 0: one pass over the (balanced) training cases; else that many steps (few cases)
 
     def must_match(self) -> dict:
@@ -100,7 +100,7 @@ class VolumeTrainConfig:
                 "seed": self.seed, "val_fraction": self.val_fraction, "lr": self.lr, "weight_decay": self.weight_decay,
                 "augment": self.augment, "balance_classes": self.balance_classes, "lungs_only": self.lungs_only,
                 "warmup_steps": self.warmup_steps, "clip_norm": self.clip_norm, "transplant": self.transplant,
-                "transplant_parts": self.transplant_parts, "steps_per_epoch": self.steps_per_epoch}
+                "transplant_parts": list(self.transplant_parts), "steps_per_epoch": self.steps_per_epoch}
 
 
 @dataclass
@@ -217,7 +217,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
         for step, i in enumerate(order):
             x, y = network_input(x_train[i])[0], int(y_train[i])
             if y != COVID and parts and float(torch.rand((), generator=gen)) < cfg.transplant:
-                count = int(torch.randint(1, cfg.transplant_parts + 1, (), generator=gen))
+                count = int(torch.randint(cfg.transplant_parts[0], cfg.transplant_parts[1] + 1, (), generator=gen))
                 x, y = transplant(x, parts, count, gen), COVID
             x = augment(x, cfg, gen) if cfg.augment else x
             loss = loss_fn(model(x[None].to(device)), torch.tensor([y], device=device))
