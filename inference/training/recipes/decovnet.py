@@ -191,8 +191,12 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     # kept in memory as uint8; a disk cache is the next step for sets that do not fit
     x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
     parts: list[LesionPart] = []
+    donors: list[VolumeCase] = []
     if cfg.transplant > 0:
         donors = [c for c in train_cases + splits.get("donors", []) if (c.folder / LESION_MASK_FILE).is_file()]
+        if not any(c.label == COVID for c in donors):
+            raise DatasetError(f"{data_dir}: transplants need a COVID case with a {LESION_MASK_FILE} among the "
+                               "training cases or the donors (splits.json)")
         parts = transplant_parts(donors, [x_train[train_cases.index(c)] if c in train_cases
                                           else compact(prepare_case(c, pre, reader)) for c in donors])
         log(f"{len(parts)} lesion parts to transplant from {len(donors)} case(s)")
@@ -249,7 +253,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
             log(f"time limit reached after epoch {epoch + 1}; `--resume` continues from here")
             break
     return finish(out, cfg, result, model, val_cases, x_val, y_train, time.time() - t_start, device,
-                  reader=reader, data_dir=Path(data_dir), log=log)
+                  reader=reader, data_dir=Path(data_dir), log=log, donors=[c.name for c in donors])
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -352,7 +356,7 @@ def localization_hits(model: nn.Module, cases: Sequence[VolumeCase], inputs: Seq
 def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: nn.Module,
            val_cases: Sequence[VolumeCase], x_val: Sequence[PreparedVolume], y_train: np.ndarray, seconds: float,
            device: torch.device, *, reader: Reader | None = None, data_dir: Path | None = None,
-           log: Callable[[str], None] = _log) -> VolumeTrainResult:
+           log: Callable[[str], None] = _log, donors: Sequence[str] = ()) -> VolumeTrainResult:
     """From `out/best_fp32.pt`: weights (fp16 when lossless), hit rate, ROC plot, model card, history."""
     state = torch.load(out / "best_fp32.pt", weights_only=True)
     model.load_state_dict(state)
@@ -384,7 +388,8 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
                           "lung_mask": "lungs.nii.gz of the case, else segment_lungs (threshold method)"},
         "training_data": {"dataset": dataset["name"], "description": dataset["description"],
                           "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)},
-                          "terms": dataset["terms"]},
+                          "terms": dataset["terms"],
+                          **({"transplant_donors": list(donors)} if cfg.transplant > 0 else {})},
         "selection": "epoch with the best validation ROC AUC, then accuracy",
         "best_epoch": result.best_epoch,
         "validation_metrics": {k: result.metrics[k] for k in

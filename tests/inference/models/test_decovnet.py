@@ -343,6 +343,14 @@ def test_training_transplants_lesions_of_the_covid_cases_into_negatives(phantom_
     card = json.loads((out / "decovnet.card.json").read_text())
     assert card["config"]["transplant"] == 0.5 and card["config"]["transplant_parts"] == [2, 3]
     assert card["config"]["steps_per_epoch"] == 5 and card["config"]["balance_classes"] is False
+    assert card["training_data"]["transplant_donors"] == covid[:2]
+    (root / "splits.json").write_text(json.dumps({"train": negative[:2], "val": negative[2:] + covid}))
+    try:  # nothing to transplant: said, not silently trained without
+        assert main(["--data", str(root), "--out", str(tmp_path / "none"), "--epochs", "1", "--size", "32", "48",
+                     "--z-spacing", "12", "--device", "cpu", "--transplant", "0.5"]) == 1
+    finally:
+        (root / "splits.json").unlink()
+    assert "transplants need a COVID case with a lesion_mask.nii.gz" in capsys.readouterr().err
 
 
 def test_training_reports_a_bad_folder(tmp_path, capsys):
