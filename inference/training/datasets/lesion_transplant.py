@@ -22,10 +22,17 @@ FEATHER_SIGMA = 0.7
 
 @dataclass(frozen=True)
 class LesionPart:
-    """One lesion component: CT values in [0, 1] and its mask, both (t, h, w) on the network grid."""
+    """One lesion component: CT values in [0, 1], its mask and its feathered blending weight, all (t, h, w) on the
+    network grid."""
 
     ct: np.ndarray  # float32
     mask: np.ndarray  # bool
+    weight: np.ndarray  # float32: the mask smoothed by a Gaussian of FEATHER_SIGMA voxels
+
+    @classmethod
+    def of(cls, ct: np.ndarray, mask: np.ndarray) -> LesionPart:
+        return cls(np.where(mask, ct, 0.0).astype(np.float32), mask,
+                   ndimage.gaussian_filter(mask.astype(np.float32), FEATHER_SIGMA))
 
 
 def lesion_parts(ct: np.ndarray | torch.Tensor, lesions: np.ndarray | torch.Tensor,
@@ -39,7 +46,7 @@ def lesion_parts(ct: np.ndarray | torch.Tensor, lesions: np.ndarray | torch.Tens
     for i, box in enumerate(ndimage.find_objects(lab), start=1):
         mask = lab[box] == i
         if box is not None and mask.sum() >= min_voxels:
-            parts.append(LesionPart(np.where(mask, ct[box], 0.0).astype(np.float32), mask))
+            parts.append(LesionPart.of(ct[box], mask))
     return parts
 
 
@@ -53,14 +60,14 @@ def transplant(x: torch.Tensor, parts: list[LesionPart], count: int, gen: torch.
         return out
     for _ in range(count):
         part = parts[int(torch.randint(len(parts), (), generator=gen))]
-        pc, pm = part.ct, part.mask
+        pc, pw = part.ct, part.weight
         if float(torch.rand((), generator=gen)) < 0.5:
-            pc, pm = pc[:, :, ::-1], pm[:, :, ::-1]
-        if any(d > s for d, s in zip(pm.shape, ct.shape)):
+            pc, pw = pc[:, :, ::-1], pw[:, :, ::-1]
+        if any(d > s for d, s in zip(pc.shape, ct.shape)):
             continue
         centre = where[int(torch.randint(len(where), (), generator=gen))]
-        lo = [int(np.clip(c - d // 2, 0, s - d)) for c, d, s in zip(centre, pm.shape, ct.shape)]
-        box = tuple(slice(a, a + d) for a, d in zip(lo, pm.shape))
-        w = ndimage.gaussian_filter(pm.astype(np.float32), FEATHER_SIGMA) * lungs[box]
+        lo = [int(np.clip(c - d // 2, 0, s - d)) for c, d, s in zip(centre, pc.shape, ct.shape)]
+        box = tuple(slice(a, a + d) for a, d in zip(lo, pc.shape))
+        w = pw * lungs[box]
         ct[box] = np.maximum(ct[box], w * pc + (1 - w) * ct[box])
     return out
