@@ -94,6 +94,10 @@ class VolumeTrainConfig:
     transplant_parts: tuple[int, int] = (1, 11)
     steps_per_epoch: int = 0  # 0: one pass over the (balanced) training cases; else that many steps (few cases)
 
+    def preprocessor(self) -> VolumePreprocessor:
+        """The network input these settings train on (and the card records for screening)."""
+        return VolumePreprocessor(self.window_hu, self.size, self.z_spacing_mm, lungs_only=self.lungs_only)
+
     def must_match(self) -> dict:
         """The settings a checkpoint has to share with the run that resumes it."""
         return {"size": list(self.size), "z_spacing_mm": self.z_spacing_mm, "window_hu": list(self.window_hu),
@@ -187,7 +191,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
     splits = split_cases(cases, data_dir, cfg.val_fraction, cfg.seed)
     train_cases, val_cases = splits["train"], splits["val"]
     log(f"train {len(train_cases)} cases, val {len(val_cases)}; pre-processing")
-    pre = VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm, lungs_only=cfg.lungs_only)
+    pre = cfg.preprocessor()
     # kept in memory as uint8; a disk cache is the next step for sets that do not fit
     x_train = [compact(prepare_case(c, pre, reader)) for c in train_cases]
     parts: list[LesionPart] = []
@@ -197,7 +201,8 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: VolumeTrainConfig | No
         if not any(c.label == COVID for c in donors):
             raise DatasetError(f"{data_dir}: transplants need a COVID case with a {LESION_MASK_FILE} among the "
                                "training cases or the donors (splits.json)")
-        parts = transplant_parts(donors, [x_train[train_cases.index(c)] if c in train_cases
+        prepared = {c.name: x for c, x in zip(train_cases, x_train)}
+        parts = transplant_parts(donors, [prepared[c.name] if c.name in prepared
                                           else compact(prepare_case(c, pre, reader)) for c in donors])
         log(f"{len(parts)} lesion parts to transplant from {len(donors)} case(s)")
     x_val = [compact(prepare_case(c, pre, reader)) for c in val_cases]
@@ -383,8 +388,7 @@ def finish(out: Path, cfg: VolumeTrainConfig, result: VolumeTrainResult, model: 
         "weights_file": weights.name,
         "weights_dtype": "float16" if lossless else "float32",
         "sha256": sha256_of(weights),
-        "preprocessing": {**VolumePreprocessor(cfg.window_hu, cfg.size, cfg.z_spacing_mm,
-                                               lungs_only=cfg.lungs_only).describe(),
+        "preprocessing": {**cfg.preprocessor().describe(),
                           "lung_mask": "lungs.nii.gz of the case, else segment_lungs (threshold method)"},
         "training_data": {"dataset": dataset["name"], "description": dataset["description"],
                           "cases": {c: int((y_train == i).sum()) for i, c in enumerate(CLASSES)},
