@@ -188,7 +188,7 @@ def train(
 
     model = builder(num_classes=len(cfg.classes))
     if cfg.init:
-        model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, weights_only=True).items()})
+        load_state(model, cfg.init)
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     teacher = _teacher(builder, cfg)
     n_dataset = len(train_split.paths)  # rows of x_train before the real slices
@@ -254,9 +254,13 @@ def train(
 def _teacher(builder: Callable[..., nn.Module], cfg: TrainConfig) -> nn.Module | None:
     if not cfg.teacher or cfg.distill_weight <= 0:
         return None
-    model = builder(num_classes=len(cfg.classes))
-    model.load_state_dict({k: v.float() for k, v in torch.load(cfg.teacher, weights_only=True).items()})
-    return model.eval()
+    return load_state(builder(num_classes=len(cfg.classes)), cfg.teacher).eval()
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """`model` with the (fp16 or fp32) state dict of the file `path`, in float32."""
+    model.load_state_dict({k: v.float() for k, v in torch.load(path, weights_only=True).items()})
+    return model
 
 
 def distillation(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, rows: torch.Tensor,
