@@ -131,11 +131,9 @@ class VolumePreprocessor:
             raise ValueError(f"need a 3D CT and a lung mask of the same shape, got {hu.shape} and {lungs.shape}")
         grid = self.grid(lungs, spacing)
         crop = tuple(slice(a, b) for a, b in grid.box)
-        image = self.window(hu[crop]).astype(np.float32) / 255.0
-        mask = (lungs[crop] > 0).astype(np.float32)
-        x = torch.from_numpy(np.stack([image, mask]))[None]
-        x = nn.functional.interpolate(x, size=grid.shape, mode="trilinear", align_corners=False)[0]
-        x[1] = (x[1] > 0.5).float()
+        image = torch.from_numpy(self.window(hu[crop]).astype(np.float32) / 255.0)
+        image = nn.functional.interpolate(image[None, None], size=grid.shape, mode="trilinear", align_corners=False)
+        x = torch.stack([image[0, 0], to_network_grid(lungs, grid).float()])
         if self.lungs_only is not None:
             k = 2 * self.lungs_only + 1
             near = nn.functional.max_pool3d(x[1][None, None], k, stride=1, padding=self.lungs_only)[0, 0]
