@@ -9,7 +9,6 @@ import os
 import stat
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_process import run_cli
 from viewer.core.errors import LoadError
 from viewer.core.volume import SeriesMetadata, Volume
 from viewer.dicom.write import write_ct_series
@@ -26,8 +26,6 @@ from viewer.io.volumes import write_volume
 from viewer.labels.label_map import LabelMap
 from viewer.labels.stats import label_stats
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +208,7 @@ def test_a_float_map_comes_back_as_a_heat_map_on_the_grid(phantom, files):
 def _view(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LUNGLENS_CONFIG_DIR=str(tmp_path / "cfg"),
                LUNGLENS_RECOVERY_DIR=str(tmp_path / "recovery"))
-    return subprocess.run([sys.executable, "-m", "app.cli", "view", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    return run_cli(["view", *args], env=env, timeout=240)
 
 
 def test_view_screenshot_shows_the_screen_heat_map_and_survives_refused_overlays(files, tmp_path):

@@ -135,18 +135,15 @@ def test_comparison_needs_a_main_series(qtbot, tmp_path, monkeypatch, studies):
 
 def test_view_command_shows_the_comparison_in_its_screenshot(tmp_path, studies):
     import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from PySide6 import QtGui
 
+    from tests.cli_process import run_cli
+
     out = tmp_path / "compare.png"
     env = dict(os.environ, LUNGLENS_CONFIG_DIR=str(tmp_path / "cfg"))
-    root = Path(__file__).resolve().parents[3]
-    run = [sys.executable, "-m", "app.cli", "view", str(studies[0]), "--screenshot", str(out)]
-    done = subprocess.run([*run, "--compare", str(studies[1])], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=180)
+    run = ["view", str(studies[0]), "--screenshot", str(out)]
+    done = run_cli([*run, "--compare", str(studies[1])], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     img = QtGui.QImage(str(out))
     grey = np.array([[QtGui.qGray(img.pixel(x, y)) for x in range(0, img.width(), 8)]
@@ -154,8 +151,7 @@ def test_view_command_shows_the_comparison_in_its_screenshot(tmp_path, studies):
     # two CT images side by side, each with bright body pixels, and they are not the same image
     left, right = grey[:, : grey.shape[1] // 3], grey[:, grey.shape[1] // 3: 2 * grey.shape[1] // 3]
     assert (left > 150).sum() > 100 and (right > 150).sum() > 100
-    missing = subprocess.run([*run, "--compare", str(tmp_path / "nowhere")], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=60)
+    missing = run_cli([*run, "--compare", str(tmp_path / "nowhere")], env=env, timeout=60)
     assert missing.returncode == 1 and "nowhere: no such file or folder" in missing.stderr
 
 

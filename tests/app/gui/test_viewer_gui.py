@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PySide6 import QtCore
 
+from tests.cli_process import run_cli
 from viewer.core.windowing import PRESETS
 from viewer.dicom.write import write_ct_series
 from viewer.gui.slice_view import SliceView
@@ -18,8 +16,6 @@ from viewer.state.layers import HeatmapLayer, LabelLayer
 from viewer.state.slicing import Orientation
 from viewer.state.view_state import ViewerState
 from viewer.synthetic.phantom import PhantomConfig, make_phantom
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -228,9 +224,8 @@ def test_screenshot_command(phantom_series, tmp_path):
     folder, _ = phantom_series
     out = tmp_path / "view.png"
     env = dict(os.environ, LUNGLENS_CONFIG_DIR=str(tmp_path / "cfg"))
-    done = subprocess.run([sys.executable, "-m", "app.cli", "view", str(folder / "dicom"), "--screenshot", str(out),
-                           "--layout", "1+3", "--preset", "mediastinum"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    done = run_cli(["view", str(folder / "dicom"), "--screenshot", str(out), "--layout", "1+3", "--preset",
+                    "mediastinum"], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     from PySide6 import QtGui
 
