@@ -38,8 +38,8 @@ class Worker(QtCore.QObject):
     def _finish(self) -> None:
         """Hand the worker back to the GUI thread, then emit `finished`.
 
-        Its `deleteLater` then runs in the GUI thread after the window's own `finished` slots: deleting it
-        in the worker thread while the GUI thread still read it crashed about one test run in five.
+        Its `deleteLater` (once its thread has ended) then runs in the GUI thread: deleting it in the worker
+        thread while the GUI thread still read it crashed about one test run in five.
         """
         app = QtCore.QCoreApplication.instance()
         if app is not None:
@@ -83,13 +83,24 @@ class LoadWorker(Worker):
             self._finish()
 
 
+_RUNNING: set[QtCore.QObject] = set()  # workers whose thread has not ended yet
+
+
 def start_worker(worker: QtCore.QObject, parent: QtCore.QObject) -> QtCore.QThread:
-    """Run `worker.run` in a new QThread that cleans itself up."""
+    """Run `worker.run` in a new QThread that cleans itself up.
+
+    Python holds the worker until its thread has ended, and the GUI thread lets it go. Otherwise a caller
+    that drops its reference once the result is in leaves the last one to `run`'s frame, and the worker
+    thread freed the worker while the GUI thread still had queued calls for it (a rare hang of the viewer).
+    """
     thread = QtCore.QThread(parent)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
     worker.finished.connect(thread.quit)
-    worker.finished.connect(worker.deleteLater)
+    _RUNNING.add(worker)
+    # QThread.finished is delivered on the thread the QThread object lives in: the caller's, the GUI thread
+    thread.finished.connect(worker.deleteLater)
+    thread.finished.connect(lambda: _RUNNING.discard(worker))
     thread.finished.connect(thread.deleteLater)
     thread.start()
     return thread

@@ -130,7 +130,6 @@ class AnnotationController(QtCore.QObject):
         self._token = 0
         self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[str], None]]] = {}
         self._threads: list[QtCore.QThread] = []
-        self._workers: list[Worker] = []
         self._autosave_timer = QtCore.QTimer(self, interval=AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave)
         self._edited_timer = QtCore.QTimer(self, singleShot=True, interval=0)
@@ -743,8 +742,6 @@ class AnnotationController(QtCore.QObject):
         worker.outcome.connect(self._on_outcome)  # a bound slot of this QObject: queued into the GUI thread
         self._threads = [t for t in self._threads if shiboken6.isValid(t)]
         self._threads.append(start_worker(worker, self))
-        self._workers.append(worker)  # Python keeps the worker until its thread has run it
-        self._workers = [w for w in self._workers if shiboken6.isValid(w)]
 
     @QtCore.Slot(object)
     def _on_outcome(self, outcome: tuple[int, bool, Any]) -> None:
