@@ -6,6 +6,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
@@ -80,6 +81,7 @@ class PacsDialog(QtWidgets.QDialog):
         self.dest = dest
         self.studies: list[dict] = []
         self._worker: CallWorker | None = None
+        self._on_done: Callable[[Any], None] = lambda _result: None
         self._thread: QtCore.QThread | None = None
         layout = QtWidgets.QVBoxLayout(self)
 
@@ -192,7 +194,9 @@ class PacsDialog(QtWidgets.QDialog):
             self._say("Busy: wait for the running request or cancel it")
             return
         worker = CallWorker(fn)
-        worker.done.connect(on_done)
+        self._on_done = on_done
+        # a bound method of this dialog runs on the GUI thread; a lambda would run on the worker's
+        worker.done.connect(self._done)
         worker.failed.connect(self._failed)
         worker.finished.connect(self._finished)
         self._worker = worker
@@ -267,6 +271,9 @@ class PacsDialog(QtWidgets.QDialog):
         if self._worker is not None:
             self._worker.cancel()
             self._say("Cancelling...")
+
+    def _done(self, result: object) -> None:
+        self._on_done(result)
 
     def _failed(self, message: str) -> None:
         self._say(message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
 
 import numpy as np
 import pydicom
@@ -199,6 +200,10 @@ def test_pacs_dialog_saves_a_node_echoes_searches_and_retrieves_into_the_worklis
 
     dialog = PacsDialog()
     qtbot.addWidget(dialog)
+    said_on: list[str] = []  # each status line is set on the GUI thread, never on a worker's
+    monkeypatch.setattr(dialog, "_say", lambda text: (said_on.append(threading.current_thread().name),
+                                                      PacsDialog._say(dialog, text)))
+    dialog.reload_nodes()
     assert "No PACS node configured" in dialog.status.text()
     dialog.save(PacsNode("127.0.0.1", orthanc.dicom_port, AET, name="hospital"))
     assert load_nodes()["hospital"].port == orthanc.dicom_port and dialog.node_box.count() == 1
@@ -222,6 +227,7 @@ def test_pacs_dialog_saves_a_node_echoes_searches_and_retrieves_into_the_worklis
     assert len(list(__import__("pathlib").Path(folder).rglob("*.dcm"))) == 24
     qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=20_000)
     dialog.close()
+    assert len(said_on) >= 4 and set(said_on) == {threading.main_thread().name}
 
 
 def test_a_screening_lesion_mask_goes_back_to_the_pacs_as_dicom_seg(orthanc, tmp_path, capsys, user_dirs,
