@@ -791,8 +791,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_worker_finished(self) -> None:
         # A replaced worker can finish after its successor started (sender() is not reliable for
-        # queued calls here): only a worker that delivered its result may be cleared, and dropping
-        # the reference to a running worker would let Python delete it before its thread runs it.
+        # queued calls here): only a worker that delivered its result may be cleared, or the successor
+        # would lose its progress bar and Cancel. (start_worker keeps every worker alive until its thread ends.)
         if self._worker is not None and not self._worker.result_delivered:
             return
         self._worker = None
