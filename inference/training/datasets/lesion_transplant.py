@@ -44,8 +44,10 @@ def lesion_parts(ct: np.ndarray | torch.Tensor, lesions: np.ndarray | torch.Tens
     lab, n = ndimage.label(lesions, np.ones((3, 3, 3), bool))
     parts = []
     for i, box in enumerate(ndimage.find_objects(lab), start=1):
+        if box is None:
+            continue
         mask = lab[box] == i
-        if box is not None and mask.sum() >= min_voxels:
+        if mask.sum() >= min_voxels:
             parts.append(LesionPart.of(ct[box], mask))
     return parts
 
